@@ -1,0 +1,51 @@
+# Quick start: `make demo` and `make test`. Both install what is missing first.
+# Debian 12 is assumed; apt packages are installed when a binary is missing,
+# Python packages go into ./.venv (Debian's system Python refuses global pip).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := mariadb-server mariadb-backup etcd-server etcd-client zstd
+# One binary per apt package: when all are present the apt step is skipped.
+NEEDED_BINARIES := mariadbd mariabackup mbstream etcd etcdctl zstd
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt venv test demo bench clean
+
+all: test
+
+deps: apt venv
+
+apt:
+	@missing=""; for b in $(NEEDED_BINARIES); do \
+	    command -v $$b >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing apt packages (missing:$$missing)"; \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	    $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m tests.harness.demo
+
+bench: deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .demo .bench build *.egg-info

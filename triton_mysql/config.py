@@ -1,0 +1,490 @@
+"""The environment, read once into a frozen, validated `Config`.
+
+Every command builds one `Config` at start-up.  All values that are set are
+checked for their format (a typo should fail loudly, whichever command runs);
+whether a value is *required* depends on the command, which asks for it with
+`Config.require(...)`.  Any mistake is a `ConfigError` naming the variable;
+the CLI turns it into one line on stderr and exit code 2.
+
+The table `VARIABLES` is the single source of truth for names, defaults and
+documentation: the README's configuration table is checked against it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+# Fencing must finish within this long once a health pass decides to fence
+# (kill connections, read_only=ON, verify; otherwise stop mysqld).
+FENCE_BUDGET = 2.0
+# Safety margin added to the fencing timing rule.
+FENCE_MARGIN = 1.0
+CONSUL_MIN_TTL = 10
+CONSUL_MAX_TTL = 86400
+ETCD_MIN_TTL = 2
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration: reported in one line, exit code 2."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------
+# Parsers: each takes the raw (non-empty) string and returns the typed value or
+# raises ValueError with a short description of what is expected.
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        _check_range(value, lo, hi)
+        return value
+    return parse
+
+
+def _seconds(lo: float | None = 0.0, hi: float | None = None, *, strict_lo: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number of seconds")
+        if strict_lo and lo is not None and value <= lo:
+            raise ValueError(f"must be greater than {lo:g}")
+        _check_range(value, lo, hi)
+        return value
+    return parse
+
+
+def _check_range(value: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and value < lo:
+        raise ValueError(f"must be at least {lo:g}")
+    if hi is not None and value > hi:
+        raise ValueError(f"must be at most {hi:g}")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def _host(raw: str) -> str:
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        raise ValueError("must be an IP address or a host name")
+    return value
+
+
+def _host_port(raw: str) -> tuple[str, int]:
+    value = raw.strip()
+    if "://" in value:
+        scheme, _, value = value.partition("://")
+        if scheme not in ("http",):
+            raise ValueError("must be host:port (only http:// may prefix it)")
+        value = value.rstrip("/")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port")
+    host = host.strip("[]")
+    try:
+        port_number = int(port, 10)
+    except ValueError:
+        raise ValueError("must be host:port with a numeric port") from None
+    if not 1 <= port_number <= 65535:
+        raise ValueError("port must be between 1 and 65535")
+    return _host(host), port_number
+
+
+def _host_port_list(raw: str) -> tuple[tuple[str, int], ...]:
+    parts = [p for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("must be host:port[,host:port...]")
+    return tuple(_host_port(p) for p in parts)
+
+
+def _port(raw: str) -> int:
+    return _int(1, 65535)(raw)
+
+
+def _address(raw: str) -> str:
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return _host(value)
+    return value
+
+
+def _abs_path(raw: str) -> str:
+    if not raw.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return raw
+
+
+def _name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", raw):
+        raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return raw
+
+
+def _sql_user(raw: str) -> str:
+    if len(raw) > 80 or "'" in raw or "\\" in raw or "`" in raw:
+        raise ValueError("must be at most 80 characters without quotes or backslashes")
+    return raw
+
+
+def _database(raw: str) -> str:
+    if len(raw) > 64 or "`" in raw or raw.endswith(" "):
+        raise ValueError("must be at most 64 characters, no backquotes, no trailing space")
+    return raw
+
+
+def _backup_url(raw: str) -> str:
+    url = urlparse(raw)
+    if url.scheme == "file":
+        if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+            raise ValueError("file:// URLs must name an absolute path, e.g. file:///var/backups/triton-mysql")
+    elif url.scheme == "s3":
+        if not url.netloc:
+            raise ValueError("s3:// URLs must name a bucket, e.g. s3://bucket/prefix")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", url.netloc):
+            raise ValueError(f"bucket name {url.netloc!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, '.', '-')")
+    elif url.scheme == "manta":
+        if url.netloc or not re.match(r"^/[^/]+/(stor|public)(/|$)", url.path):
+            raise ValueError("manta URLs look like manta:///account/stor/path")
+    else:
+        raise ValueError(f"unknown scheme {url.scheme + '://' if url.scheme else '(none)'}; use file://, s3:// or manta://")
+    stripped = raw.rstrip("/")
+    return stripped if urlparse(stripped).path else raw
+
+
+def _http_url(raw: str) -> str:
+    url = urlparse(raw)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _etcd_prefix(raw: str) -> str:
+    if not raw.startswith("/") or raw.endswith("/") and raw != "/":
+        raise ValueError("must start with '/' and not end with '/', e.g. /triton-mysql")
+    return raw
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        for option in options:
+            if value.lower() == option.lower():
+                return option
+        raise ValueError("must be one of " + ", ".join(options))
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: its parser, default and one-line description."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+    attr: str = ""
+
+
+VARIABLES: tuple[Var, ...] = (
+    Var("CONSUL", _host_port, None, "discovery: Consul agent `host:port` (exactly one of `CONSUL`/`ETCD`)"),
+    Var("ETCD", _host_port_list, None, "discovery: etcd endpoints `host:port[,host:port…]`, tried in turn"),
+    Var("ETCD_PREFIX", _etcd_prefix, "/triton-mysql", "etcd key prefix for KV records and services"),
+    Var("SERVICE_NAME", _name, "mysql", "replicas register as `<SERVICE_NAME>`, the primary as `<SERVICE_NAME>-primary`"),
+    Var("NODE_NAME", _name, None, "unique name of this node (default: the host name)"),
+    Var("ADVERTISE_ADDRESS", _address, None, "address other nodes and clients use (default: first non-loopback IPv4)"),
+    Var("MYSQL_PORT", _port, 3306, "mysqld TCP port"),
+    Var("MYSQL_BIND_ADDRESS", _address, "0.0.0.0", "address mysqld listens on"),
+    Var("MYSQL_DATADIR", _abs_path, "/var/lib/mysql", "data directory"),
+    Var("MYSQL_CNF", _abs_path, "/etc/mysql/triton-mysql.cnf", "server config written by `onStart`; mysqld runs with `--defaults-file=$MYSQL_CNF`"),
+    Var("MYSQL_CONF_DIR", _abs_path, "/etc/mysql/triton-mysql.d", "`*.cnf` files here are included after the generated settings (user tuning)"),
+    Var("MYSQL_SOCKET", _abs_path, "/run/mysqld/mysqld.sock", "local socket the hooks use (root by unix_socket)"),
+    Var("MYSQLD", _text, None, "server binary (default: `mariadbd`, else `mysqld`, from PATH)"),
+    Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set", secret=True),
+    Var("MYSQL_USER", _sql_user, None, "application account, created once on the first primary (no admin privilege)"),
+    Var("MYSQL_PASSWORD", _text, None, "application account password", secret=True),
+    Var("MYSQL_DATABASE", _database, None, "application schema, created once on the first primary"),
+    Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges only); required by the hooks"),
+    Var("MYSQL_REPL_PASSWORD", _text, None, "replication account password; required by the hooks", secret=True),
+    Var("BACKUP_URL", _backup_url, "file:///var/backups/triton-mysql", "snapshot storage: `file://`, `s3://bucket/prefix` or `manta:///account/stor/path`"),
+    Var("S3_ENDPOINT_URL", _http_url, None, "S3 endpoint for S3-compatible servers (AWS_* variables are read by boto3)"),
+    Var("S3_CREATE_BUCKET", _bool, False, "`true`: create the bucket when it does not exist"),
+    Var("MANTA_URL", _http_url, None, "Manta endpoint, e.g. https://us-central.manta.mnx.io"),
+    Var("MANTA_USER", _text, None, "Manta account"),
+    Var("MANTA_KEY_ID", _text, None, "Manta key fingerprint (MD5, `aa:bb:…`)"),
+    Var("MANTA_PRIVATE_KEY", _text, None, "Manta private key (PEM text)", secret=True),
+    Var("MANTA_KEY_PATH", _abs_path, None, "Manta private key file (PEM), instead of `MANTA_PRIVATE_KEY`"),
+    Var("SNAPSHOT_INTERVAL", _seconds(1), 86400.0, "seconds between snapshots when the GTID position moved"),
+    Var("SNAPSHOT_KEEP", _int(1, 10000), 7, "complete snapshots kept in storage"),
+    Var("SESSION_TTL", _seconds(ETCD_MIN_TTL, CONSUL_MAX_TTL), 10.0, "seconds; lock and member records expire no sooner than this after the last renewal"),
+    Var("MAX_LAG", _seconds(0), 30.0, "seconds of replica lag that still count as healthy"),
+    Var("STOP_GRACE", _seconds(0, 3600), 10.0, "seconds `preStop`/`switchover` wait for a candidate to catch up"),
+    Var("DISCOVERY_WAIT", _seconds(0, 86400), 60.0, "seconds `onStart` waits for the discovery service"),
+    Var("DISCOVERY_TIMEOUT", _seconds(0.1, 60), 2.0, "seconds before one discovery request counts as failed"),
+    Var("HEALTH_POLL", _seconds(0.1, 3600), 2.0, "seconds between health passes (the supervisor config uses it)"),
+    Var("SNAPSHOT_POLL", _seconds(1, 86400), 10.0, "seconds between checks whether a snapshot is due (supervisor task)"),
+    Var("BOOTSTRAP_WAIT", _seconds(0, 86400), 600.0, "seconds a new node waits for the bootstrap node's first snapshot"),
+    Var("NOFAILOVER", _bool, False, "`true`: this node is never a failover candidate"),
+    Var("AUTO_RECLONE", _bool, False, "`true`: a node with errant transactions re-clones itself (old data kept aside)"),
+    Var("FAILOVER_COOLDOWN", _seconds(0), 0.0, "seconds after an automatic failover during which another is refused (0 = off)"),
+    Var("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
+    Var("LOG_FORMAT", _choice("text", "json"), "text", "`json`: one JSON object per line"),
+)
+
+VARIABLE_NAMES = frozenset(v.name for v in VARIABLES)
+
+
+def _attr(var: Var) -> str:
+    return var.attr or var.name.lower()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated environment.  Immutable; build it with `Config.from_env`."""
+
+    consul: tuple[str, int] | None = None
+    etcd: tuple[tuple[str, int], ...] | None = None
+    etcd_prefix: str = "/triton-mysql"
+    service_name: str = "mysql"
+    node_name: str = ""
+    advertise_address: str | None = None
+    mysql_port: int = 3306
+    mysql_bind_address: str = "0.0.0.0"
+    mysql_datadir: str = "/var/lib/mysql"
+    mysql_cnf: str = "/etc/mysql/triton-mysql.cnf"
+    mysql_conf_dir: str = "/etc/mysql/triton-mysql.d"
+    mysql_socket: str = "/run/mysqld/mysqld.sock"
+    mysqld: str | None = None
+    mysql_root_password: str | None = field(default=None, repr=False)
+    mysql_user: str | None = None
+    mysql_password: str | None = field(default=None, repr=False)
+    mysql_database: str | None = None
+    mysql_repl_user: str | None = None
+    mysql_repl_password: str | None = field(default=None, repr=False)
+    backup_url: str = "file:///var/backups/triton-mysql"
+    s3_endpoint_url: str | None = None
+    s3_create_bucket: bool = False
+    manta_url: str | None = None
+    manta_user: str | None = None
+    manta_key_id: str | None = None
+    manta_private_key: str | None = field(default=None, repr=False)
+    manta_key_path: str | None = None
+    snapshot_interval: float = 86400.0
+    snapshot_keep: int = 7
+    session_ttl: float = 10.0
+    max_lag: float = 30.0
+    stop_grace: float = 10.0
+    discovery_wait: float = 60.0
+    discovery_timeout: float = 2.0
+    health_poll: float = 2.0
+    snapshot_poll: float = 10.0
+    bootstrap_wait: float = 600.0
+    nofailover: bool = False
+    auto_reclone: bool = False
+    failover_cooldown: float = 0.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+        """Parse and validate `env` (default: `os.environ`).  Raises ConfigError."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var in VARIABLES:
+            raw = env.get(var.name, "")
+            if raw == "" or (var.parse is not _text and raw.strip() == "" and not var.secret):
+                if var.default is not None:
+                    values[_attr(var)] = var.default
+                continue
+            try:
+                values[_attr(var)] = var.parse(raw)
+            except ValueError as exc:
+                shown = "" if var.secret else f" (got {raw!r})"
+                raise ConfigError(var.name, f"{exc}{shown}") from None
+        if values.get("consul") and values.get("etcd"):
+            raise ConfigError("CONSUL", "set either CONSUL or ETCD, not both")
+        if not values.get("node_name"):
+            try:
+                values["node_name"] = _name(socket.gethostname().split(".")[0])
+            except ValueError:
+                raise ConfigError("NODE_NAME", "not set and the host name is not a valid node name") from None
+        config = cls(**values)
+        config._check_consistency()
+        return config
+
+    def _check_consistency(self) -> None:
+        if self.consul is not None:
+            if self.session_ttl < CONSUL_MIN_TTL or self.session_ttl != int(self.session_ttl):
+                raise ConfigError("SESSION_TTL", f"must be a whole number from {CONSUL_MIN_TTL} to {CONSUL_MAX_TTL} with Consul (got {self.session_ttl:g})")
+        needed = self.health_poll + 2 * self.discovery_timeout + FENCE_BUDGET + FENCE_MARGIN
+        if needed > self.session_ttl:
+            raise ConfigError(
+                "SESSION_TTL",
+                f"{self.session_ttl:g} s is too short: a primary that loses discovery must fence itself within "
+                f"HEALTH_POLL + 2 x DISCOVERY_TIMEOUT + {FENCE_BUDGET:g} s fencing + {FENCE_MARGIN:g} s margin "
+                f"= {needed:g} s, before its lock can expire; raise SESSION_TTL or lower HEALTH_POLL/DISCOVERY_TIMEOUT",
+            )
+        if self.mysql_user and not self.mysql_password:
+            raise ConfigError("MYSQL_PASSWORD", "required when MYSQL_USER is set")
+        if self.mysql_user and self.mysql_repl_user and self.mysql_user == self.mysql_repl_user:
+            raise ConfigError("MYSQL_USER", "must differ from MYSQL_REPL_USER")
+        if self.mysql_user and self.mysql_user == "root":
+            raise ConfigError("MYSQL_USER", "must not be root (use MYSQL_ROOT_PASSWORD for root)")
+
+    # ------------------------------------------------------------------
+    def require(self, *groups: str) -> "Config":
+        """Fail with ConfigError unless the variables a command needs are set.
+
+        Groups: ``discovery`` (CONSUL or ETCD), ``replication`` (MYSQL_REPL_*),
+        ``advertise`` (an address other nodes can reach), ``storage``
+        (whatever `BACKUP_URL`'s scheme needs).
+        """
+        for group in groups:
+            getattr(self, f"_require_{group}")()
+        return self
+
+    def _require_discovery(self) -> None:
+        if self.consul is None and self.etcd is None:
+            raise ConfigError("CONSUL", "set CONSUL (host:port) or ETCD (host:port[,host:port...]) to reach the discovery service")
+
+    def _require_replication(self) -> None:
+        if not self.mysql_repl_user:
+            raise ConfigError("MYSQL_REPL_USER", "required (the replication account)")
+        if not self.mysql_repl_password:
+            raise ConfigError("MYSQL_REPL_PASSWORD", "required (the replication account's password)")
+
+    def _require_advertise(self) -> None:
+        if self.advertise_address is None:
+            raise ConfigError("ADVERTISE_ADDRESS", "not set and no non-loopback IPv4 address was found")
+
+    def _require_storage(self) -> None:
+        if self.backup_scheme == "manta":
+            for name in ("MANTA_URL", "MANTA_USER", "MANTA_KEY_ID"):
+                if not getattr(self, name.lower()):
+                    raise ConfigError(name, "required when BACKUP_URL is a manta:// URL")
+            if not self.manta_private_key and not self.manta_key_path:
+                raise ConfigError("MANTA_PRIVATE_KEY", "set MANTA_PRIVATE_KEY or MANTA_KEY_PATH for a manta:// BACKUP_URL")
+
+    # ------------------------------------------------------------------
+    @property
+    def backup_scheme(self) -> str:
+        return urlparse(self.backup_url).scheme
+
+    @property
+    def discovery_kind(self) -> str:
+        return "consul" if self.consul is not None else "etcd"
+
+    @property
+    def primary_service(self) -> str:
+        return f"{self.service_name}-primary"
+
+    @property
+    def kv_prefix(self) -> str:
+        """Where this cluster's records live (SPEC §5), without a trailing slash."""
+        if self.consul is not None:
+            return f"triton-mysql/{self.service_name}"
+        return f"{self.etcd_prefix.rstrip('/')}/{self.service_name}"
+
+    def with_overrides(self, **changes: Any) -> "Config":
+        """A copy with some fields replaced (used by commands with options, e.g. `backup --url`)."""
+        return dataclasses.replace(self, **changes)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set, so that log output can be scrubbed of them."""
+        out = []
+        for var in VARIABLES:
+            if var.secret:
+                value = getattr(self, _attr(var))
+                if value:
+                    out.append(value)
+        return tuple(out)
+
+
+def default_advertise_address() -> str | None:
+    """The first non-loopback IPv4 address of this host, or None."""
+    try:
+        import fcntl  # noqa: F401  (Linux only; fall back below)
+        addresses = _linux_ipv4_addresses()
+    except Exception:  # pragma: no cover - non-Linux
+        addresses = []
+    for address in addresses:
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    try:  # a UDP "connect" sends nothing but picks the outgoing interface
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+            if not ipaddress.ip_address(address).is_loopback:
+                return address
+    except OSError:
+        pass
+    return None
+
+
+def _linux_ipv4_addresses() -> list[str]:
+    """IPv4 addresses of the interfaces, in the kernel's order (from /proc/net/fib_trie)."""
+    found: list[str] = []
+    try:
+        with open("/proc/net/fib_trie", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return found
+    for i, line in enumerate(lines):
+        if "/32 host LOCAL" in line and i > 0:
+            address = lines[i - 1].split()[-1]
+            if address not in found:
+                found.append(address)
+    return found
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    """`Config.from_env`, with the advertise address filled in from the host when unset."""
+    config = Config.from_env(env)
+    if config.advertise_address is None:
+        address = default_advertise_address()
+        if address is not None:
+            config = config.with_overrides(advertise_address=address)
+    return config

@@ -1,0 +1,176 @@
+"""The discovery contract: everything triton-mysql asks of Consul or etcd.
+
+One abstract class, `Discovery`; one module per backend translates it
+(`consul.py`, `etcd.py`).  Callers never see a backend's own types or errors.
+
+Duties every backend must meet
+------------------------------
+* **Bounded calls.**  Every method returns or raises within the backend's
+  request timeout (`timeout`, seconds; `wait` adds its own bound).  A
+  partition or a dead server must never hang a caller: fencing deadlines are
+  computed from this bound (see `config.FENCE_BUDGET`).
+* **One error type.**  Anything that goes wrong talking to the service
+  (refused, timed out, 5xx, malformed answer) raises `DiscoveryError` with a
+  message that names the service and the operation.  "Not found" and "lost a
+  race" are *not* errors: they are `None` / `False` return values.
+* **Atomicity.**  `acquire` and `create` write only if no live holder/no key
+  exists, atomically (Consul: `?acquire=`/`?cas=0`; etcd: a transaction on
+  `create_revision == 0`).  `cas`, `release` and `delete(index=…)` act only
+  if the key's modify index is still the one the caller read (Consul
+  `ModifyIndex`, etcd `mod_revision`).  Exactly one of several concurrent
+  contenders can win.
+* **Sessions.**  A session (Consul session, etcd lease) lives `ttl` seconds
+  after its last renewal, and keys bound to it are deleted when it ends.
+  Backends differ in how late that can be: `expiry_bounds(ttl)` returns
+  (earliest, latest).  Fencing uses the earliest (a primary must be read-only
+  before anyone else *could* take its lock); failover estimates use the latest.
+* **Services.**  An instance is listed by `healthy()` only from its first
+  `heartbeat()` until its heartbeats stop for `ttl` seconds (plus the
+  backend's expiry slack) or it is deregistered.
+
+Keys are full paths (no leading '/' for Consul; etcd keys start with the
+configured prefix).  `ClusterKeys` (in `keys.py`) owns the layout of SPEC §5.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class DiscoveryError(Exception):
+    """The discovery service could not be reached or answered wrongly."""
+
+
+@dataclass(frozen=True)
+class KV:
+    """One key as read from discovery."""
+
+    key: str
+    value: bytes
+    index: int
+    """Compare-and-set token: Consul `ModifyIndex`, etcd `mod_revision`."""
+    session: str | None = None
+    """The session/lease the key is bound to, if any (a held lock has one)."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service instance as the supervisor registers it."""
+
+    id: str
+    name: str
+    address: str
+    port: int
+    ttl: float
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A healthy service instance as returned by `Discovery.healthy`."""
+
+    id: str
+    name: str
+    address: str
+    port: int
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def address_port(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class Discovery(abc.ABC):
+    """Abstract discovery service.  See the module docstring for the duties."""
+
+    #: Seconds one request may take before it counts as failed.
+    timeout: float
+
+    # -- sessions ---------------------------------------------------------
+    @abc.abstractmethod
+    def create_session(self, name: str, ttl: float) -> str:
+        """Create a session/lease of `ttl` seconds and return its id."""
+
+    @abc.abstractmethod
+    def renew_session(self, session: str) -> bool:
+        """Renew the session; False when it no longer exists (expired/destroyed)."""
+
+    @abc.abstractmethod
+    def destroy_session(self, session: str) -> None:
+        """End the session now, deleting its keys.  An unknown session is fine."""
+
+    @abc.abstractmethod
+    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
+        """(earliest, latest) seconds after the last renewal at which a session of `ttl` may end."""
+
+    # -- key/value --------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str) -> KV | None:
+        """The key, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[KV]:
+        """Every key under `prefix` (recursively), sorted by key."""
+
+    @abc.abstractmethod
+    def put(self, key: str, value: bytes, session: str | None = None) -> bool:
+        """Write unconditionally.  With `session`, the key is bound to it and
+        disappears when the session ends; False if another live session holds it."""
+
+    @abc.abstractmethod
+    def create(self, key: str, value: bytes, session: str | None = None) -> bool:
+        """Write only if the key does not exist; True if this call created it."""
+
+    @abc.abstractmethod
+    def cas(self, key: str, value: bytes, index: int) -> bool:
+        """Write only if the key's index is still `index` (0: only if absent)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, index: int | None = None) -> bool:
+        """Delete the key (only if its index is still `index`, when given).
+        True if deleted or already absent (without `index`)."""
+
+    @abc.abstractmethod
+    def acquire(self, key: str, value: bytes, session: str) -> bool:
+        """Take a lock: write the key bound to `session` only if no live session holds it."""
+
+    @abc.abstractmethod
+    def release(self, key: str, session: str) -> bool:
+        """Give a lock up: delete the key only if `session` holds it (compare-and-set)."""
+
+    @abc.abstractmethod
+    def wait(self, key: str, index: int, timeout: float) -> KV | None:
+        """Block until the key's index differs from `index` (0: any existing
+        value) or `timeout` seconds pass; return the key as it is then."""
+
+    # -- services ---------------------------------------------------------
+    @abc.abstractmethod
+    def register_service(self, spec: ServiceSpec) -> None:
+        """Make the instance known; it is not healthy until its first heartbeat."""
+
+    @abc.abstractmethod
+    def heartbeat(self, spec: ServiceSpec) -> None:
+        """Mark the instance healthy for another `spec.ttl` seconds."""
+
+    @abc.abstractmethod
+    def deregister_service(self, spec: ServiceSpec) -> None:
+        """Remove the instance at once.  An unknown instance is fine."""
+
+    @abc.abstractmethod
+    def healthy(self, name: str) -> list[Instance]:
+        """The healthy instances of service `name`, sorted by id."""
+
+    # -- lifecycle --------------------------------------------------------
+    def close(self) -> None:
+        """Release client resources (connections).  Does not end sessions."""
+
+    def describe(self) -> str:
+        """A short human description, e.g. 'etcd at 127.0.0.1:2379'."""
+        return type(self).__name__
+
+    def holder(self, key: str) -> KV | None:
+        """The lock key if a live session holds it, else None."""
+        kv = self.get(key)
+        if kv is None or not kv.session:
+            return None
+        return kv
