@@ -14,6 +14,10 @@ if str(ROOT) not in sys.path:
 pytest_plugins = [
     "tests.harness.etcd",
     "tests.harness.s3",
+    "tests.harness.consul_double",
+    "tests.harness.discovery",
+    "tests.harness.mariadb",
+    "tests.harness.manta_double",
 ]
 
 
