@@ -99,7 +99,7 @@ def _host(raw: str) -> str:
         return value
     except ValueError:
         pass
-    if not _HOSTNAME.match(value):
+    if re.fullmatch(r"[\d.]+", value) or not _HOSTNAME.match(value):
         raise ValueError("must be an IP address or a host name")
     return value
 
