@@ -18,7 +18,18 @@ pytest_plugins = [
     "tests.harness.discovery",
     "tests.harness.mariadb",
     "tests.harness.manta_double",
+    "tests.harness.cluster",
 ]
+
+import pytest
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report as item.rep_<phase> (fixtures print logs on failure)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,8 +1,157 @@
-"""Placeholder: the status command lands with the operator work."""
+"""`triton-mysql status`: the cluster as discovery sees it.
+
+Works from any machine that reaches the discovery service: it reads records
+only (member records for live nodes, `nodes/` records for nodes that are down)
+and never connects to mysqld.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
 from ..discovery import connect
+from ..ha.view import ClusterView, read_view
+from ..keys import ClusterKeys
+
+
+def build(view: ClusterView) -> dict[str, Any]:
+    """The status as one JSON-able object: `primary`, `nodes`, `last_snapshot` (+ extras)."""
+    primary = None
+    if view.lock is not None:
+        lock = view.lock
+        primary = {"node": lock.node, "address": lock.address, "port": lock.port,
+                   "server_id": lock.server_id, "since": lock.since, "state": lock.state}
+    names = sorted(set(view.members) | set(view.nodes))
+    nodes = []
+    for name in names:
+        member = view.members.get(name)
+        record: dict[str, Any] = dict(view.nodes.get(name) or {})
+        if member is not None:
+            record.update({
+                "address": member.address, "port": member.port, "server_id": member.server_id,
+                "role": member.role, "gtid": member.gtid, "received_gtid": member.received_gtid,
+                "lag_seconds": member.lag_seconds, "healthy": member.healthy,
+                "candidate": member.candidate, "snapshot_id": member.snapshot_id, "updated": member.updated,
+            })
+        up = member is not None
+        last_seen = float(record.get("updated") or 0.0)
+        nodes.append({
+            "node": name,
+            "role": record.get("role", "starting") if up else "down",
+            "last_role": record.get("role"),
+            "up": up,
+            "address": record.get("address"),
+            "port": record.get("port"),
+            "server_id": record.get("server_id"),
+            "gtid": record.get("gtid"),
+            "received_gtid": record.get("received_gtid"),
+            "lag_seconds": record.get("lag_seconds") if up else None,
+            "healthy": bool(record.get("healthy")) and up,
+            "candidate": bool(record.get("candidate")) and up,
+            "snapshot_id": record.get("snapshot_id"),
+            "last_seen": last_seen or None,
+            "last_seen_ago": round(view.now - last_seen, 1) if last_seen else None,
+            "holds_lock": primary is not None and primary["node"] == name,
+        })
+    snapshot = None
+    if view.snapshot_last:
+        snap = view.snapshot_last
+        snapshot = {key: snap.get(key) for key in ("id", "created", "gtid", "size", "source_node", "sha256")}
+        created = _parse_iso(snap.get("created"))
+        snapshot["age_seconds"] = round(view.now - created, 1) if created else None
+    return {
+        "primary": primary,
+        "nodes": nodes,
+        "last_snapshot": snapshot,
+        "last_failover": view.failover_last,
+        "switchover": view.switchover,
+        "snapshot_running": view.snapshot_lock,
+        "time": view.now,
+    }
+
+
+def _parse_iso(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    from datetime import datetime
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h ago"
+    return f"{seconds / 86400:.0f}d ago"
+
+
+def render(status: dict[str, Any], title: str) -> str:
+    """The human table (same data as the JSON)."""
+    lines = [title]
+    primary = status["primary"]
+    if primary:
+        state = "" if primary["state"] == "ready" else f" ({primary['state']})"
+        lines.append(f"primary: {primary['node']} at {primary['address']}:{primary['port']}{state}, "
+                     f"lock held since {_ago(status['time'] - primary['since'])}")
+    else:
+        lines.append("primary: none (the lock is free)")
+    header = ("NODE", "ROLE", "ADDRESS", "GTID", "LAG", "HEALTHY", "LAST SEEN")
+    rows = [header]
+    for node in status["nodes"]:
+        lag = node["lag_seconds"]
+        rows.append((
+            node["node"] + (" *" if node["holds_lock"] else ""),
+            node["role"],
+            f"{node['address']}:{node['port']}" if node["address"] else "-",
+            node["gtid"] or "-",
+            "-" if lag is None else f"{lag:g}s",
+            "yes" if node["healthy"] else "no",
+            _ago(node["last_seen_ago"]),
+        ))
+    if len(rows) == 1:
+        lines.append("no nodes have registered yet")
+    else:
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+        for row in rows:
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    snap = status["last_snapshot"]
+    if snap:
+        lines.append(f"newest snapshot: {snap['id']} ({_ago(snap['age_seconds'])}, gtid {snap['gtid'] or '-'}, "
+                     f"{(snap['size'] or 0) / 1e6:.1f} MB)")
+    else:
+        lines.append("newest snapshot: none recorded")
+    if status["snapshot_running"]:
+        lines.append(f"snapshot running on {status['snapshot_running'].get('node')}")
+    failover = status["last_failover"]
+    if failover:
+        lines.append(f"last failover: {failover.get('from') or '-'} -> {failover.get('to')} "
+                     f"({failover.get('kind')}, {_ago(status['time'] - float(failover.get('at') or 0))})")
+    if status["switchover"]:
+        lines.append(f"switchover requested to {status['switchover'].get('to')}")
+    return "\n".join(lines)
 
 
 def run(config, as_json: bool = False) -> int:
     discovery = connect(config)
-    discovery.list(config.kv_prefix + "/")
+    try:
+        view = read_view(discovery, ClusterKeys.for_config(config))
+    finally:
+        discovery.close()
+    status = build(view)
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(view.now))
+        click.echo(render(status, f"cluster {config.service_name} ({discovery.describe()}) at {stamp}"))
     return 0
