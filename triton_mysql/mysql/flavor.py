@@ -1,0 +1,414 @@
+"""Server families (MariaDB, MySQL 8 / Percona Server 8) and their dialects.
+
+Everything that differs between the families lives here, as methods that
+return SQL text (`Sql`: text plus parameters for PyMySQL's `%s` quoting) or
+argv lists, so that the MySQL 8 side, which cannot run on these machines, is
+tested at statement level and the rest of the code never branches on the
+family itself.
+
+    flavor = detect_from_binary()                # before mysqld runs
+    flavor = from_version(conn.scalar("SELECT VERSION()"))   # afterwards
+    conn.execute(flavor.stop_replica())
+    for stmt in flavor.seed_after_restore(gtid):
+        conn.execute(stmt)
+
+A flavor may carry the server version: MySQL 8.4 removed `RESET MASTER` and
+`SHOW MASTER STATUS`, so the statements it returns depend on it.  Flavors
+compare equal by family name (`flavor == MARIADB` whatever the version).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, NamedTuple, Sequence
+
+
+class Sql(NamedTuple):
+    """One statement: text with `%s` placeholders and the values for them."""
+
+    text: str
+    args: tuple = ()
+
+
+class FlavorError(Exception):
+    """The server family or version cannot be determined."""
+
+
+# Replica status, normalised: our name -> (MariaDB column, MySQL column).
+_STATUS_COLUMNS: dict[str, tuple[str, str]] = {
+    "source_host": ("Master_Host", "Source_Host"),
+    "source_port": ("Master_Port", "Source_Port"),
+    "io_running": ("Slave_IO_Running", "Replica_IO_Running"),
+    "sql_running": ("Slave_SQL_Running", "Replica_SQL_Running"),
+    "last_io_errno": ("Last_IO_Errno", "Last_IO_Errno"),
+    "last_io_error": ("Last_IO_Error", "Last_IO_Error"),
+    "last_sql_errno": ("Last_SQL_Errno", "Last_SQL_Errno"),
+    "last_sql_error": ("Last_SQL_Error", "Last_SQL_Error"),
+    "seconds_behind": ("Seconds_Behind_Master", "Seconds_Behind_Source"),
+    "received_gtid": ("Gtid_IO_Pos", "Retrieved_Gtid_Set"),
+}
+
+BINLOG_INFO_FILE = "xtrabackup_binlog_info"
+
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True, eq=False)
+class Flavor:
+    """One server family.  Use the MARIADB / MYSQL instances or the detection functions."""
+
+    name: str = ""
+    version: tuple[int, int, int] | None = None
+
+    # -- identity --------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flavor) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        v = ".".join(map(str, self.version)) if self.version else "?"
+        return f"<Flavor {self.name} {v}>"
+
+    def with_version(self, version: tuple[int, int, int] | None) -> "Flavor":
+        return replace(self, version=version)
+
+    @property
+    def is_mariadb(self) -> bool:
+        return self.name == "mariadb"
+
+    # -- replication (overridden) ----------------------------------------
+    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
+        """Point replication at host:port with GTID auto-positioning and short timers."""
+        raise NotImplementedError
+
+    def start_replica(self) -> Sql:
+        raise NotImplementedError
+
+    def stop_replica(self) -> Sql:
+        raise NotImplementedError
+
+    def reset_replica_all(self) -> Sql:
+        """Forget the source entirely (used on promotion)."""
+        raise NotImplementedError
+
+    def show_replica_status(self) -> Sql:
+        raise NotImplementedError
+
+    def replica_status(self, row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The replica status row with normalised keys (see _STATUS_COLUMNS), or None if not a replica."""
+        if not row:
+            return None
+        index = 0 if self.is_mariadb else 1
+        return {ours: row.get(cols[index]) for ours, cols in _STATUS_COLUMNS.items()}
+
+    def prepare_rejoin(self) -> list[Sql]:
+        """Statements run (replication stopped) before `change_source` so that local history counts.
+
+        MariaDB replicates from `gtid_slave_pos`, which ignores what this server
+        wrote itself as a primary: copy the binlog position into it.  MySQL's
+        auto-positioning uses `gtid_executed` directly: nothing to do.
+        """
+        return []
+
+    # -- GTID ------------------------------------------------------------
+    def executed_gtid(self) -> Sql:
+        """One row, column `gtid`: every transaction executed here."""
+        raise NotImplementedError
+
+    def binlog_state(self) -> Sql:
+        """One row, column `gtid`: what the errant-transaction check compares (gtid.errant)."""
+        raise NotImplementedError
+
+    def wait_for_gtid(self, gtid: str, timeout: float) -> Sql:
+        """One row, column `result`: 0 when `gtid` was applied within `timeout` s (see wait_succeeded)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def wait_succeeded(result: Any) -> bool:
+        """Both MASTER_GTID_WAIT and WAIT_FOR_EXECUTED_GTID_SET return 0 on success."""
+        return result is not None and int(result) == 0
+
+    def seed_after_restore(self, gtid: str) -> list[Sql]:
+        """Statements that make a server restored from a snapshot start at `gtid`."""
+        raise NotImplementedError
+
+    def show_binlog_status(self) -> Sql:
+        """Current binlog file and position (columns File, Position)."""
+        return Sql("SHOW MASTER STATUS")
+
+    # -- read-only -------------------------------------------------------
+    def set_read_only(self, on: bool) -> list[Sql]:
+        raise NotImplementedError
+
+    def read_only_query(self) -> Sql:
+        """One row; every column is 1 when fully read-only, 0 when fully writable."""
+        return Sql("SELECT @@GLOBAL.read_only AS read_only")
+
+    # -- accounts --------------------------------------------------------
+    def replication_privileges(self) -> str:
+        """Privileges of the replication account: replicate, and read binlog status; nothing else."""
+        raise NotImplementedError
+
+    def password_matches(self, user: str, host: str, password: str) -> Sql | None:
+        """A query returning one row if the account's password is `password`, or None if it cannot be checked."""
+        return None
+
+    # -- datadir and backups ---------------------------------------------
+    def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def backup_tool(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def stream_tool(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def binlog_info_file(self) -> str:
+        """File in a backup naming the binlog file, position and GTID at backup time."""
+        return BINLOG_INFO_FILE
+
+    def backup_argv(self, cnf: str, target_dir: str, extra: Sequence[str] = ()) -> list[str]:
+        """Stream a hot backup (xbstream) to stdout; `target_dir` holds the tool's scratch files."""
+        return [self.backup_tool, f"--defaults-file={cnf}", "--backup", "--stream=xbstream",
+                f"--target-dir={target_dir}", *extra]
+
+    def extract_argv(self, directory: str) -> list[str]:
+        """Unpack an xbstream read on stdin into `directory`."""
+        return [self.stream_tool, "-x", "-C", directory]
+
+    def prepare_argv(self, target_dir: str, cnf: str | None = None) -> list[str]:
+        """Make an extracted backup consistent (apply its redo log)."""
+        first = f"--defaults-file={cnf}" if cnf else "--no-defaults"
+        return [self.backup_tool, first, "--prepare", f"--target-dir={target_dir}"]
+
+    def move_back_argv(self, cnf: str, target_dir: str) -> list[str]:
+        """Move a prepared backup into the (empty) datadir named by `cnf`."""
+        return [self.backup_tool, f"--defaults-file={cnf}", "--move-back", f"--target-dir={target_dir}"]
+
+
+@dataclass(frozen=True, eq=False)
+class MariaDBFlavor(Flavor):
+    name: str = "mariadb"
+
+    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
+        return Sql(
+            "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
+            "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
+            (host, int(port), user, password),
+        )
+
+    def start_replica(self) -> Sql:
+        return Sql("START SLAVE")
+
+    def stop_replica(self) -> Sql:
+        return Sql("STOP SLAVE")
+
+    def reset_replica_all(self) -> Sql:
+        return Sql("RESET SLAVE ALL")
+
+    def show_replica_status(self) -> Sql:
+        return Sql("SHOW SLAVE STATUS")
+
+    def prepare_rejoin(self) -> list[Sql]:
+        return [Sql("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")]
+
+    def executed_gtid(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.gtid_current_pos AS gtid")
+
+    def binlog_state(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.gtid_binlog_state AS gtid")
+
+    def wait_for_gtid(self, gtid: str, timeout: float) -> Sql:
+        return Sql("SELECT MASTER_GTID_WAIT(%s, %s) AS result", (gtid, float(timeout)))
+
+    def seed_after_restore(self, gtid: str) -> list[Sql]:
+        # gtid_binlog_state too: without it, replicas cloned later from this node
+        # would ask for history its binlog cannot give (error 1236) or miss it.
+        return [
+            Sql("RESET MASTER"),
+            Sql("SET GLOBAL gtid_binlog_state = %s", (gtid,)),
+            Sql("SET GLOBAL gtid_slave_pos = %s", (gtid,)),
+        ]
+
+    def set_read_only(self, on: bool) -> list[Sql]:
+        return [Sql(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")]
+
+    def replication_privileges(self) -> str:
+        # REPLICATION CLIENT is BINLOG MONITOR since 10.5 (SHOW MASTER STATUS);
+        # reading @@gtid_binlog_state needs no privilege.
+        return "REPLICATION SLAVE, REPLICATION CLIENT"
+
+    def password_matches(self, user: str, host: str, password: str) -> Sql | None:
+        return Sql(
+            "SELECT 1 AS ok FROM mysql.user WHERE User = %s AND Host = %s AND authentication_string = PASSWORD(%s)",
+            (user, host, password),
+        )
+
+    def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
+        return ["mariadb-install-db", f"--defaults-file={cnf}", "--auth-root-authentication-method=socket",
+                "--skip-test-db"]
+
+    @property
+    def backup_tool(self) -> str:
+        return "mariabackup"
+
+    @property
+    def stream_tool(self) -> str:
+        return "mbstream"
+
+
+@dataclass(frozen=True, eq=False)
+class MySQLFlavor(Flavor):
+    """MySQL 8.0.23+ and Percona Server 8 (`CHANGE REPLICATION SOURCE TO` needs 8.0.23)."""
+
+    name: str = "mysql"
+
+    @property
+    def _is_84(self) -> bool:
+        return self.version is not None and self.version >= (8, 4, 0)
+
+    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
+        return Sql(
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
+            "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1",
+            (host, int(port), user, password),
+        )
+
+    def start_replica(self) -> Sql:
+        return Sql("START REPLICA")
+
+    def stop_replica(self) -> Sql:
+        return Sql("STOP REPLICA")
+
+    def reset_replica_all(self) -> Sql:
+        return Sql("RESET REPLICA ALL")
+
+    def show_replica_status(self) -> Sql:
+        return Sql("SHOW REPLICA STATUS")
+
+    def executed_gtid(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.gtid_executed AS gtid")
+
+    def binlog_state(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.gtid_executed AS gtid")
+
+    def wait_for_gtid(self, gtid: str, timeout: float) -> Sql:
+        return Sql("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS result", (gtid, float(timeout)))
+
+    def seed_after_restore(self, gtid: str) -> list[Sql]:
+        reset = "RESET BINARY LOGS AND GTIDS" if self._is_84 else "RESET MASTER"
+        return [Sql(reset), Sql("SET GLOBAL gtid_purged = %s", (gtid,))]
+
+    def show_binlog_status(self) -> Sql:
+        if self.version is not None and self.version >= (8, 2, 0):
+            return Sql("SHOW BINARY LOG STATUS")
+        return Sql("SHOW MASTER STATUS")
+
+    def set_read_only(self, on: bool) -> list[Sql]:
+        # super_read_only=ON implies read_only=ON; turning read_only OFF clears both.
+        if on:
+            return [Sql("SET GLOBAL super_read_only = ON")]
+        return [Sql("SET GLOBAL super_read_only = OFF"), Sql("SET GLOBAL read_only = OFF")]
+
+    def read_only_query(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only")
+
+    def replication_privileges(self) -> str:
+        return "REPLICATION SLAVE, REPLICATION CLIENT"
+
+    def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
+        return [mysqld or "mysqld", f"--defaults-file={cnf}", "--initialize-insecure"]
+
+    @property
+    def backup_tool(self) -> str:
+        return "xtrabackup"
+
+    @property
+    def stream_tool(self) -> str:
+        return "xbstream"
+
+
+MARIADB: Flavor = MariaDBFlavor()
+MYSQL: Flavor = MySQLFlavor()
+FLAVORS: dict[str, Flavor] = {MARIADB.name: MARIADB, MYSQL.name: MYSQL}
+
+
+# ----------------------------------------------------------------------
+# Detection
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """The first x.y.z in `text`, skipping MariaDB's '5.5.5-' replication-compatibility prefix."""
+    text = text.strip()
+    if text.startswith("5.5.5-"):
+        text = text[len("5.5.5-"):]
+    match = _VERSION_RE.search(text)
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def from_version(version: str) -> Flavor:
+    """The flavor for `SELECT VERSION()` (or any text naming the server): MariaDB if it says so."""
+    if not version or not version.strip():
+        raise FlavorError("empty server version")
+    parsed = parse_version(version)
+    base = MARIADB if "mariadb" in version.lower() else MYSQL
+    if parsed is None:
+        raise FlavorError(f"cannot read a version number in {version!r}")
+    return base.with_version(parsed)
+
+
+def by_name(name: str) -> Flavor:
+    """The flavor named in a snapshot manifest ('mariadb' or 'mysql')."""
+    try:
+        return FLAVORS[name.strip().lower()]
+    except KeyError:
+        raise FlavorError(f"unknown flavor {name!r}; expected one of {', '.join(FLAVORS)}") from None
+
+
+def default_binary() -> str | None:
+    """mariadbd, else mysqld, from PATH (also /usr/sbin, where Debian puts them)."""
+    search = None
+    path = os.environ.get("PATH", "")
+    if "/usr/sbin" not in path.split(":"):
+        search = path + ":/usr/sbin:/usr/local/sbin"
+    return shutil.which("mariadbd", path=search) or shutil.which("mysqld", path=search)
+
+
+def detect_from_binary(path: str | None = None, timeout: float = 10.0) -> Flavor:
+    """Run `<binary> --version` (default: mariadbd, else mysqld) and name the family and version."""
+    binary = path or default_binary()
+    if not binary:
+        raise FlavorError("no server binary found: neither mariadbd nor mysqld is on PATH (set MYSQLD)")
+    try:
+        result = subprocess.run([binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FlavorError(f"cannot run {binary} --version: {exc}") from None
+    if result.returncode != 0:
+        raise FlavorError(f"{binary} --version exited {result.returncode}: {result.stdout.strip()[:200]}")
+    return from_version(result.stdout)
+
+
+def parse_binlog_info(text: str) -> tuple[str, int, str]:
+    """(binlog file, position, GTID) from a backup's xtrabackup_binlog_info.
+
+    Tab-separated; the GTID field may be empty, hold a comma-separated list and,
+    with xtrabackup, continue on the following lines.
+    """
+    lines = text.strip().splitlines()
+    if not lines:
+        raise ValueError("empty binlog info")
+    fields = lines[0].split("\t") if "\t" in lines[0] else lines[0].split()
+    if len(fields) < 2:
+        raise ValueError(f"malformed binlog info: {lines[0]!r}")
+    gtid_parts = [fields[2]] if len(fields) > 2 else []
+    gtid_parts += lines[1:]
+    gtid = ",".join(p.strip().strip(",") for p in gtid_parts if p.strip().strip(","))
+    return fields[0].strip(), int(fields[1].strip()), gtid
