@@ -1,0 +1,214 @@
+"""`file://` storage: a directory tree on a local (or mounted) file system.
+
+Atomicity comes from the file system: an object is written to a hidden
+temporary name in its final directory and renamed into place on commit, so a
+reader (or `list`) never sees a partial object, and a killed writer leaves at
+most a hidden temporary file that `list` ignores.  `create_exclusive` uses
+link(2), which fails when the name exists: exactly one of several racing
+writers wins, and the winner's content is complete the moment it appears.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .base import CHUNK, NotFound, ObjectInfo, ObjectReader, ObjectWriter, Storage, StorageError, check_key
+
+TMP_MARK = ".tmp-"
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and TMP_MARK in name
+
+
+class _FileWriter(ObjectWriter):
+    def __init__(self, storage: "LocalStorage", key: str) -> None:
+        super().__init__()
+        self.storage = storage
+        self.final = storage.path(key)
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.temp = self.final.parent / f".{self.final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            self.file = open(self.temp, "xb", buffering=0)
+        except OSError as exc:
+            raise StorageError(f"{storage.url}: cannot create {key}: {exc.strerror or exc}") from None
+        self.key = key
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                n = self.file.write(view)
+                view = view[n:]
+        except OSError as exc:
+            raise StorageError(f"{self.storage.url}: writing {self.key} failed: {exc.strerror or exc}") from None
+        self.size += len(data)
+
+    def _commit(self) -> None:
+        try:
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.rename(self.temp, self.final)
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            raise StorageError(f"{self.storage.url}: storing {self.key} failed: {exc.strerror or exc}") from None
+
+    def _abort(self) -> None:
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class _FileReader(ObjectReader):
+    def __init__(self, path: Path, key: str, url: str) -> None:
+        try:
+            self.file = open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFound(f"{url}: {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{url}: cannot open {key}: {exc.strerror or exc}") from None
+        self.size = os.fstat(self.file.fileno()).st_size
+        self.key, self.url = key, url
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            return self.file.read(n)
+        except OSError as exc:
+            raise StorageError(f"{self.url}: reading {self.key} failed: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class LocalStorage(Storage):
+    """Objects are files below `root`; keys map to relative paths."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise StorageError(f"{url}: not a file:///absolute/path URL")
+        self.url = url.rstrip("/") if parsed.path != "/" else url
+        self.root = Path(unquote(parsed.path))
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def open_write(self, key: str) -> ObjectWriter:
+        return _FileWriter(self, key)
+
+    def open_read(self, key: str) -> ObjectReader:
+        return _FileReader(self.path(key), key, self.url)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        if not self.root.is_dir():
+            return out
+        # Walk only the part of the tree the prefix can match.
+        start = self.root
+        if "/" in prefix:
+            start = self.root / prefix.rsplit("/", 1)[0]
+            if not start.is_dir():
+                return out
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if _is_temp(name):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                out.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        out.sort(key=lambda info: info.key)
+        return out
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"{self.url}: deleting {key} failed: {exc.strerror or exc}") from None
+        self._remove_empty_parents(path.parent)
+
+    def delete_prefix(self, prefix: str) -> int:
+        count = super().delete_prefix(prefix)
+        # Also sweep temporary leftovers of killed writers under a directory prefix.
+        if prefix.endswith("/"):
+            directory = self.root / prefix.rstrip("/")
+            if directory.is_dir() and directory != self.root:
+                shutil.rmtree(directory, ignore_errors=True)
+        return count
+
+    def _remove_empty_parents(self, directory: Path) -> None:
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        final = self.path(key)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            with open(temp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot create {key}: {exc.strerror or exc}") from None
+        try:
+            os.link(temp, final)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                return False
+            raise StorageError(f"{self.url}: cannot create {key}: {exc.strerror or exc}") from None
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def stale_temporaries(self, older_than: float) -> list[Path]:
+        """Hidden temporary files of killed writers older than `older_than` seconds."""
+        found: list[Path] = []
+        if not self.root.is_dir():
+            return found
+        cutoff = time.time() - older_than
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            for name in filenames:
+                if _is_temp(name):
+                    path = Path(dirpath) / name
+                    try:
+                        if path.stat().st_mtime < cutoff:
+                            found.append(path)
+                    except FileNotFoundError:
+                        pass
+        return found
