@@ -1,5 +1,568 @@
-"""`containerbuddy` entry point (placeholder until the supervisor lands)."""
+"""`containerbuddy [-config CFG] CMD ARGS…`: the supervisor's command line and main loop.
+
+Life of the process (SPEC §4):
+
+1. parse the config (any mistake: one line, exit 2);
+2. run `onStart`; a non-zero exit ends the supervisor with that code;
+3. start the app, the coprocesses, and the polling (services, backends, tasks);
+4. loop: sleep until the next due time, a signal or a discovery answer;
+   reap every exited process; run whatever is due;
+5. on SIGTERM/SIGINT or when the app exits: stop polling, deregister, run
+   `preStop` (signal only), stop the app (SIGTERM, SIGKILL after
+   `stopTimeout`), terminate what is left, run `postStop`, exit with the
+   app's code (128+N when killed by signal N).
+
+SIGHUP re-reads the config and applies the difference (a renamed service is
+deregistered under its old name and checked at once under its new one);
+SIGUSR1 toggles maintenance.  The loop is single-threaded apart from the
+discovery worker (`worker.py`), and sleeps in `select()` when idle.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from triton_mysql import log as logsetup
+
+from . import config as cfgmod
+from .backends import BackendRunner
+from .config import ConfigError, SupervisorConfig
+from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
+                      descendants_of, describe_exit, now, stray_processes)
+from .services import ServiceRunner
+from .tasks import CoprocessRunner, TaskRunner
+from .worker import DiscoveryWorker, ErrorLog, Job
+
+log = logging.getLogger("containerbuddy")
+
+USAGE = "usage: containerbuddy [-config CFG] [-template] CMD [ARGS...]"
+VERSION = "containerbuddy (triton-mysql) 1.0"
+DEFAULT_DISCOVERY_TIMEOUT = 2.0
+POLLING_HOOKS = ("health ", "onChange ", "task ")
 
 
-def main() -> None:
-    raise SystemExit("containerbuddy: not built yet")
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Args:
+    config: str | None = None
+    template: bool = False
+    version: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> Args:
+    """Go-style flags (`-config X`, `--config=X`) up to the first non-flag word or `--`."""
+    args = Args()
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        name, eq, value = word.lstrip("-").partition("=")
+        if name == "config":
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError("-config needs a value")
+                value = argv[i]
+            args.config = value
+        elif name in ("template", "version", "help", "h"):
+            if name in ("help", "h"):
+                raise UsageError("help")
+            setattr(args, name, True)
+        else:
+            raise UsageError(f"{word}: unknown flag")
+        i += 1
+    args.command = argv[i:]
+    return args
+
+
+def discovery_timeout(env: dict[str, str] | os._Environ) -> float:
+    """DISCOVERY_TIMEOUT (SPEC §3) when it is a sane number, else 2 s."""
+    try:
+        value = float(env.get("DISCOVERY_TIMEOUT") or DEFAULT_DISCOVERY_TIMEOUT)
+    except ValueError:
+        return DEFAULT_DISCOVERY_TIMEOUT
+    return value if 0.1 <= value <= 60 else DEFAULT_DISCOVERY_TIMEOUT
+
+
+class Supervisor:
+    """The running supervisor: its config, its children and its polling state."""
+
+    def __init__(self, config: SupervisorConfig, command: list[str]) -> None:
+        self.config = config
+        self.command = command
+        env = dict(os.environ)
+        env["CONTAINERBUDDY_PID"] = str(os.getpid())
+        if config.source:
+            env["CONTAINERBUDDY"] = config.source
+        self.table = ProcessTable(env)
+        self.errors = ErrorLog()
+        self.worker: DiscoveryWorker | None = None
+        self.services: list[ServiceRunner] = []
+        self.backends: list[BackendRunner] = []
+        self.tasks: list[TaskRunner] = []
+        self.coprocesses: list[CoprocessRunner] = []
+        self.app: Child | None = None
+        self.app_code: int | None = None
+        self.stopping = False
+        self.maintenance = False
+        self.term_signal: int | None = None
+        self.reload_requested = False
+        self.maintenance_toggles = 0
+        self.selector = selectors.DefaultSelector()
+        self.inbox: SignalInbox | None = None
+
+    # -- start --------------------------------------------------------------
+    def run(self) -> int:
+        become_subreaper()
+        self.inbox = SignalInbox()
+        self.selector.register(self.inbox.fd, selectors.EVENT_READ)
+        for warning in self.config.warnings:
+            log.warning("config: %s", warning)
+        log.info("containerbuddy starting (pid %d, config %s, discovery %s)", os.getpid(),
+                 self.config.path or ("literal JSON" if self.config.source else "none"),
+                 self.config.discovery.describe() if self.config.discovery else "none")
+        if self.config.on_start is not None:
+            code = self.run_on_start()
+            if code != 0:
+                return code
+        app = self.table.spawn("app", self.command, on_exit=self._app_exited, group=False, stdin_devnull=False)
+        if app is None:
+            return self.table.spawn_error
+        self.app = app
+        log.info("app started: pid %d: %s", app.pid, " ".join(self.command))
+        self.start_polling()
+        reason = self.loop()
+        return self.shutdown(reason)
+
+    def run_on_start(self) -> int:
+        """Run onStart to completion; SIGTERM/SIGINT meanwhile stops it (and the app never starts)."""
+        assert self.config.on_start is not None
+        log.info("running onStart: %s", self.config.on_start)
+        child = self.table.spawn("onStart", self.config.on_start.argv)
+        if child is None:
+            return self.table.spawn_error
+        stopped = False
+        while child.running:
+            if self.term_signal is not None and not stopped:
+                stopped = True
+                self.table.terminate(child, grace=self.config.stop_timeout, why="supervisor is stopping")
+            self.pump(None)
+        code = child.code or 0
+        if self.term_signal is not None:
+            log.info("onStart ended (%s) after %s; not starting the app", describe_exit(code),
+                     signal.Signals(self.term_signal).name)
+            return 128 + self.term_signal
+        if code != 0:
+            log.error("onStart failed (%s): not starting the app; exiting with its code", describe_exit(code))
+        else:
+            log.info("onStart finished after %.1f s", now() - child.started)
+        return code
+
+    def start_polling(self) -> None:
+        if self.config.discovery is not None:
+            self.set_worker(DiscoveryWorker(self.config.discovery, discovery_timeout(os.environ)))
+        self.services = [ServiceRunner(c, self) for c in self.config.services]
+        self.backends = [BackendRunner(c, self) for c in self.config.backends]
+        self.tasks = [TaskRunner(c, self) for c in self.config.tasks]
+        self.coprocesses = [CoprocessRunner(c, self) for c in self.config.coprocesses]
+        for coprocess in self.coprocesses:
+            coprocess.start()
+
+    def set_worker(self, worker: DiscoveryWorker | None) -> None:
+        if self.worker is not None:
+            self.selector.unregister(self.worker.fd)
+            self.worker.stop()
+        self.worker = worker
+        if worker is not None:
+            self.selector.register(worker.fd, selectors.EVENT_READ)
+
+    # -- the loop -------------------------------------------------------------
+    def loop(self) -> str:
+        """Run until the app exits ("app") or a stop signal arrives ("signal")."""
+        self.pump(0)
+        while True:
+            if self.app_code is not None:
+                return "app"
+            if self.term_signal is not None:
+                return "signal"
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            while self.maintenance_toggles:
+                self.maintenance_toggles -= 1
+                self.toggle_maintenance()
+            t = now()
+            for runner in self.runners():
+                runner.tick(t)
+            wake = self.next_wake()
+            self.pump(None if wake is None else max(0.0, wake - now()))
+
+    def runners(self) -> list:
+        return [*self.services, *self.backends, *self.tasks, *self.coprocesses]
+
+    def next_wake(self) -> float | None:
+        times = [t for r in self.runners() if (t := r.due()) is not None]
+        return min(times) if times else None
+
+    def pump(self, timeout: float | None) -> None:
+        """Wait (≤ timeout) for a signal, a discovery answer or a deadline; then handle what happened."""
+        deadline = self.table.next_deadline()
+        if deadline is not None:
+            left = max(0.0, deadline - now())
+            timeout = left if timeout is None else min(timeout, left)
+        assert self.inbox is not None
+        if self.inbox.pending:
+            timeout = 0
+        self.selector.select(timeout)
+        t = now()
+        if not self.stopping:
+            for service in self.services:
+                if service.active() and service.late(t) > 0:
+                    service.frozen(t)
+        self.inbox.drain()
+        while (sig := self.inbox.pop()) is not None:
+            self.on_signal(sig)
+        self.table.reap()
+        if self.worker is not None:
+            self.worker.complete()
+        self.table.enforce_deadlines(now())
+
+    def on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if sig == signal.SIGCHLD:
+            return
+        if sig in FORWARDED_SIGNALS:
+            if self.app is not None and self.app.running:
+                log.info("%s: forwarding to the app (pid %d)", name, self.app.pid)
+                self.app.signal(sig)
+            return
+        if self.stopping or self.term_signal is not None:
+            log.info("%s: already stopping; ignored", name)
+            return
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            log.info("%s: stopping", name)
+            self.term_signal = sig
+        elif sig == signal.SIGHUP:
+            self.reload_requested = True
+        elif sig == signal.SIGUSR1:
+            self.maintenance_toggles += 1
+
+    def _app_exited(self, child: Child, code: int) -> None:
+        self.app_code = code
+        log.info("app (pid %d) exited: %s", child.pid, describe_exit(code))
+
+    # -- SIGHUP ---------------------------------------------------------------
+    def reload(self) -> None:
+        source = self.config.source
+        if not source:
+            log.info("SIGHUP: no config source to re-read; nothing to do")
+            return
+        try:
+            new = cfgmod.load(source)
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded (%s); keeping the current one", exc)
+            return
+        old = self.config
+        self.config = new
+        if new.discovery != old.discovery:
+            self.switch_discovery(new)
+        changes = [*self.reload_services(new), *self.reload_backends(new), *self.reload_tasks(new),
+                   *self.reload_coprocesses(new)]
+        setup_logging(new)
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
+        log.info("SIGHUP: config reloaded from %s: %s", new.path or "literal JSON",
+                 "; ".join(changes) if changes else "nothing changed")
+
+    def switch_discovery(self, new: SupervisorConfig) -> None:
+        """New discovery endpoints: deregister everything from the old service first."""
+        jobs = [s.deregister("discovery endpoints changed") for s in self.services]
+        if self.worker is not None:
+            self.worker.wait(jobs, self.worker.timeout * (len(jobs) + 1))
+        log.info("discovery: switching to %s", new.discovery.describe() if new.discovery else "none")
+        self.set_worker(DiscoveryWorker(new.discovery, discovery_timeout(os.environ)) if new.discovery else None)
+        for backend in self.backends:
+            backend.next_due = now()
+
+    def reload_services(self, new: SupervisorConfig) -> list[str]:
+        changes: list[str] = []
+        old_by_name = {s.config.name: s for s in self.services}
+        new_names = {c.name for c in new.services}
+        orphan_checks: list[Child] = []
+        for service in self.services:
+            if service.config.name not in new_names:
+                service.removed = True
+                if not self.maintenance:
+                    service.deregister("removed from the config")
+                if service.check is not None and service.check.running:
+                    orphan_checks.append(service.check)
+                changes.append(f"service {service.config.name} removed")
+        runners: list[ServiceRunner] = []
+        for conf in new.services:
+            runner = old_by_name.get(conf.name)
+            if runner is None:
+                runner = ServiceRunner(conf, self)
+                earlier = next((c for c in orphan_checks if c.popen.args == list(conf.health.argv)), None)
+                if earlier is not None:
+                    orphan_checks.remove(earlier)
+                    runner.follow(earlier)
+                    changes.append(f"service {conf.name} added (health check as soon as the running one ends)")
+                else:
+                    changes.append(f"service {conf.name} added (health check now)")
+            elif runner.config != conf:
+                if runner.config.spec() != conf.spec():
+                    runner.registered = False
+                runner.config = conf
+                runner.next_due = now()
+                changes.append(f"service {conf.name} changed (health check now)")
+            runners.append(runner)
+        for check in orphan_checks:
+            check.ignore_result = True
+        self.services = runners
+        return changes
+
+    def reload_backends(self, new: SupervisorConfig) -> list[str]:
+        changes: list[str] = []
+        old_by_name = {b.config.name: b for b in self.backends}
+        runners = []
+        for conf in new.backends:
+            runner = old_by_name.pop(conf.name, None)
+            if runner is None:
+                runner = BackendRunner(conf, self)
+                changes.append(f"backend {conf.name} added")
+            elif runner.config != conf:
+                runner.config = conf
+                changes.append(f"backend {conf.name} changed")
+            runners.append(runner)
+        for runner in old_by_name.values():
+            runner.removed = True
+            changes.append(f"backend {runner.config.name} removed")
+        self.backends = runners
+        return changes
+
+    def reload_tasks(self, new: SupervisorConfig) -> list[str]:
+        changes: list[str] = []
+        old_by_name = {t.config.name: t for t in self.tasks}
+        runners = []
+        for conf in new.tasks:
+            runner = old_by_name.pop(conf.name, None)
+            if runner is None:
+                runner = TaskRunner(conf, self)
+                changes.append(f"task {conf.name} added")
+            elif runner.config != conf:
+                if runner.config.frequency != conf.frequency:
+                    runner.next_due = now() + conf.frequency
+                runner.config = conf
+                changes.append(f"task {conf.name} changed")
+            runners.append(runner)
+        for runner in old_by_name.values():
+            runner.removed = True
+            changes.append(f"task {runner.config.name} removed")
+        self.tasks = runners
+        return changes
+
+    def reload_coprocesses(self, new: SupervisorConfig) -> list[str]:
+        changes: list[str] = []
+        old = {(c.config.name, c.config.command): c for c in self.coprocesses}
+        runners = []
+        for conf in new.coprocesses:
+            runner = old.pop((conf.name, conf.command), None)
+            if runner is None:
+                runner = CoprocessRunner(conf, self)
+                runner.start()
+                changes.append(f"coprocess {conf.name} started")
+            else:
+                runner.config = conf
+            runners.append(runner)
+        for runner in old.values():
+            runner.stop("removed from the config")
+            changes.append(f"coprocess {runner.config.name} stopped")
+        self.coprocesses = runners
+        return changes
+
+    # -- SIGUSR1 --------------------------------------------------------------
+    def toggle_maintenance(self) -> None:
+        self.maintenance = not self.maintenance
+        if self.maintenance:
+            log.info("SIGUSR1: entering maintenance: services deregistered, health checks and backends paused")
+            for service in self.services:
+                if service.check is not None and service.check.running:
+                    service.check.ignore_result = True
+                service.deregister("maintenance")
+        else:
+            log.info("SIGUSR1: leaving maintenance: health checks and backends resume now")
+            for service in self.services:
+                service.next_due = now()
+            for backend in self.backends:
+                backend.resume()
+
+    # -- stop -----------------------------------------------------------------
+    def shutdown(self, reason: str) -> int:
+        """Stop polling, deregister, (preStop), stop the app, clean up, postStop; the app's exit code."""
+        self.stopping = True
+        why = "app exited" if reason == "app" else f"{signal.Signals(self.term_signal or 15).name} received"
+        log.info("stopping (%s): no more health checks, backends or tasks", why)
+        for child in list(self.table.children.values()):
+            if child.kind.startswith(POLLING_HOOKS):
+                self.table.terminate(child, why="supervisor is stopping")
+        self.deregister_all()
+        if reason == "signal":
+            if self.config.pre_stop is not None and self.app_running():
+                self.run_hook("preStop", self.config.pre_stop.argv)
+            self.stop_app()
+        self.terminate_leftovers()
+        if self.config.post_stop is not None:
+            self.run_hook("postStop", self.config.post_stop.argv)
+        self.table.reap()
+        self.set_worker(None)
+        code = self.app_code if self.app_code is not None else 0
+        log.info("exiting with the app's exit code %d", code)
+        return code
+
+    def app_running(self) -> bool:
+        return self.app is not None and self.app.running
+
+    def deregister_all(self) -> None:
+        jobs: list[Job | None] = [s.deregister("stopping") for s in self.services if not self.maintenance]
+        if self.worker is not None and any(jobs):
+            if not self.worker.wait(jobs, self.worker.timeout * (len(jobs) + 1) + 1):
+                log.warning("deregistration did not finish in time; the services expire with their ttl")
+
+    def run_hook(self, kind: str, argv: tuple[str, ...]) -> int:
+        """Run a stop hook to completion (it has no timeout: the container runtime bounds it)."""
+        log.info("running %s: %s", kind, " ".join(argv))
+        child = self.table.spawn(kind, argv)
+        if child is None:
+            return self.table.spawn_error
+        while child.running:
+            self.pump(None)
+        code = child.code if child.code is not None else 0
+        log.log(logging.INFO if code == 0 else logging.WARNING, "%s finished (%s) after %.1f s", kind,
+                describe_exit(code), now() - child.started)
+        return code
+
+    def stop_app(self) -> None:
+        """SIGTERM the app; SIGKILL it (and its descendants) after stopTimeout."""
+        if not self.app_running():
+            return
+        assert self.app is not None
+        timeout = self.config.stop_timeout
+        log.info("sending SIGTERM to the app (pid %d); SIGKILL in %g s if it is still running", self.app.pid, timeout)
+        self.app.signal(signal.SIGTERM)
+        self.wait_for(lambda: not self.app_running(), timeout)
+        if self.app_running():
+            log.warning("app (pid %d) still running %g s after SIGTERM: SIGKILL", self.app.pid, timeout)
+            for pid in [self.app.pid, *descendants_of(self.app.pid)]:
+                kill(pid, signal.SIGKILL)
+            self.wait_for(lambda: not self.app_running(), None)
+
+    def terminate_leftovers(self) -> None:
+        """SIGTERM everything still running that is not a stop hook; SIGKILL after a grace period."""
+        for coprocess in self.coprocesses:
+            coprocess.stop("supervisor is stopping")
+        tracked = {pid for pid, c in self.table.children.items() if c.running}
+        strays = stray_processes(tracked)
+        if strays:
+            log.info("terminating %d leftover process(es) of the app: %s", len(strays), " ".join(map(str, strays)))
+            for pid in strays:
+                kill(pid, signal.SIGTERM)
+        for child in self.table.children.values():
+            if child.running and child.kill_at is None:
+                self.table.terminate(child, why="supervisor is stopping")
+        grace = min(self.config.stop_timeout, KILL_GRACE) or 0.1
+
+        def done() -> bool:
+            return not self.table.children and not stray_processes(set())
+        self.wait_for(done, grace)
+        if not done():
+            left = stray_processes(set())
+            log.warning("SIGKILL to %d process(es) still running: %s", len(left), " ".join(map(str, left)))
+            for pid in left:
+                kill(pid, signal.SIGKILL)
+            for child in self.table.children.values():
+                child.signal(signal.SIGKILL)
+            self.wait_for(lambda: not self.table.children, 2.0)
+
+    def wait_for(self, predicate, timeout: float | None) -> bool:
+        """Keep reaping and handling signals until `predicate()` or `timeout` seconds."""
+        deadline = None if timeout is None else now() + timeout
+        while not predicate():
+            if deadline is not None and now() >= deadline:
+                return False
+            self.pump(None if deadline is None else min(0.2, max(0.0, deadline - now())))
+        return True
+
+
+def kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def setup_logging(config: SupervisorConfig | None) -> None:
+    env = os.environ
+    node = config.node if config else cfgmod.node_name(env)
+    if config is not None and config.logging is not None:
+        level, fmt, output = config.logging.level, config.logging.format, config.logging.output
+    else:
+        level = (env.get("LOG_LEVEL") or "INFO").upper()
+        fmt = (env.get("LOG_FORMAT") or "text").lower()
+        output = "stderr"
+    logsetup.setup("containerbuddy", level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",
+                   fmt="json" if fmt == "json" else "text", node=node,
+                   stream=sys.stdout if output == "stdout" else sys.stderr)
+
+
+def fail(message: str, code: int = 2) -> None:
+    sys.stderr.write(f"containerbuddy: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: never a traceback for a user mistake."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        fail(USAGE if str(exc) == "help" else f"{exc} ({USAGE})")
+        return
+    if args.version:
+        print(VERSION)
+        return
+    source = args.config if args.config is not None else os.environ.get("CONTAINERBUDDY", "")
+    try:
+        if args.template:
+            raw, _path = cfgmod.read_source(source)
+            sys.stdout.write(cfgmod.render_text(raw, os.environ))
+            return
+        config = cfgmod.load(source) if source.strip() else None
+    except ConfigError as exc:
+        fail(f"config error: {exc}")
+        return
+    if not args.command:
+        fail(f"no command to run ({USAGE})")
+    setup_logging(config)
+    if config is None:
+        log.warning("no config (-config or CONTAINERBUDDY): running the app with no services, backends or hooks")
+        config = SupervisorConfig(source="", path=None, node=cfgmod.node_name(os.environ))
+    code = Supervisor(config, args.command).run()
+    logging.shutdown()
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Backends: watch a service's healthy instances and run `onChange` when they change.
+
+Every `poll` seconds the healthy instances are read; the sorted list of
+`address:port` is compared with the previous read (the first read always
+counts as a change).  One `onChange` runs at a time: a change seen while it
+is still running is remembered, and `onChange` runs once more when the
+current run ends, so the hook always gets to see the latest state.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from triton_mysql.discovery import Discovery
+
+from .config import BackendConfig
+from .process import Child, describe_exit, now
+
+if TYPE_CHECKING:
+    from .main import Supervisor
+
+log = logging.getLogger("containerbuddy")
+
+
+class BackendRunner:
+    def __init__(self, config: BackendConfig, sup: "Supervisor") -> None:
+        self.config = config
+        self.sup = sup
+        self.next_due: float = now()
+        self.last: tuple[str, ...] | None = None
+        self.hook: Child | None = None
+        self.pending = False
+        self.removed = False
+        self.runs = 0
+
+    @property
+    def key(self) -> str:
+        return f"backend {self.config.name}"
+
+    def active(self) -> bool:
+        return not (self.removed or self.sup.stopping or self.sup.maintenance)
+
+    def due(self) -> float | None:
+        return self.next_due if self.active() else None
+
+    def tick(self, t: float) -> None:
+        if not self.active() or t < self.next_due:
+            return
+        self.next_due += self.config.poll
+        if self.next_due <= t:
+            self.next_due = t + self.config.poll
+        if self.sup.worker is None:
+            return
+        name, tag = self.config.name, self.config.tag
+
+        def read(client: Discovery) -> tuple[str, ...]:
+            instances = client.healthy(name)
+            return tuple(sorted(i.address_port for i in instances if tag is None or tag in i.tags))
+
+        self.sup.worker.submit(f"healthy {name}", read, self._read_done)
+
+    def _read_done(self, addresses: tuple[str, ...] | None, error: BaseException | None) -> None:
+        what = f"{self.key}: reading healthy instances"
+        if error is not None:
+            self.sup.errors.failed(what, error)
+            return
+        self.sup.errors.succeeded(what)
+        if not self.active() or addresses is None:
+            return
+        if addresses == self.last:
+            return
+        before = "first read" if self.last is None else ", ".join(self.last) or "none"
+        log.info("%s: healthy instances changed (%s -> %s): running onChange", self.key, before,
+                 ", ".join(addresses) or "none")
+        self.last = addresses
+        self.run_on_change()
+
+    def run_on_change(self) -> None:
+        if self.hook is not None and self.hook.running:
+            if not self.pending:
+                log.info("%s: onChange still running (pid %d); it runs once more when it ends",
+                         self.key, self.hook.pid)
+            self.pending = True
+            return
+        self.pending = False
+        self.runs += 1
+        self.hook = self.sup.table.spawn(f"onChange {self.config.name}", self.config.on_change.argv,
+                                         on_exit=self._hook_done, timeout=self.config.timeout)
+
+    def _hook_done(self, child: Child, code: int) -> None:
+        if child is self.hook:
+            self.hook = None
+        level = logging.INFO if code == 0 else logging.WARNING
+        log.log(level, "%s: onChange finished (%s) after %.1f s", self.key, describe_exit(code), now() - child.started)
+        if self.pending and self.active():
+            self.run_on_change()
+
+    def resume(self) -> None:
+        """After maintenance: poll at once, and run a change remembered while paused."""
+        self.next_due = now()
+        if self.pending and (self.hook is None or not self.hook.running):
+            self.run_on_change()

@@ -1,0 +1,525 @@
+"""The supervisor's configuration: source → rendered text → validated, frozen objects.
+
+A config is read from `file:///path`, a plain path, or literal JSON (`{…}`),
+rendered as a template from the environment (`template.py`), parsed as JSON
+and validated key by key.  Every mistake is a `ConfigError` naming the key by
+its path (`services[0].helth`), reported by `main` as one line and exit code
+2.  ContainerPilot 2 keys that this supervisor does not implement
+(`telemetry`, a service's `consul` extras) are accepted; each one becomes a
+warning line, so a config written for ContainerPilot still starts.
+
+Durations are seconds (a number or a numeric string) or Go duration strings
+("500ms", "10s", "1h30m").  Commands are a string split like a shell would
+(shlex; no shell runs, so no pipes or variables) or an argv list.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from triton_mysql.discovery.base import ServiceSpec
+
+from . import netif
+from .template import TemplateError, render
+
+DEFAULT_STOP_TIMEOUT = 5.0
+DEFAULT_ETCD_PREFIX = "/triton-mysql"
+DEFAULT_CONSUL_PORT = 8500
+DEFAULT_ETCD_PORT = 2379
+
+
+class ConfigError(Exception):
+    """A mistake in the supervisor config: one line, exit code 2."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------
+# Value types
+
+@dataclass(frozen=True)
+class Command:
+    """An argv to execute (never through a shell)."""
+
+    argv: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    port: int
+    health: Command
+    poll: float
+    ttl: float
+    timeout: float
+    address: str
+    node: str
+    interfaces: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-{self.node}"
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec(id=self.id, name=self.name, address=self.address, port=self.port,
+                           ttl=self.ttl, tags=self.tags)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    poll: float
+    on_change: Command
+    timeout: float | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    command: Command
+    frequency: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class CoprocessConfig:
+    name: str
+    command: Command
+    restarts: int | None
+    """How many times it is restarted after exiting; None means without limit."""
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    consul: tuple[str, int] | None = None
+    etcd: tuple[tuple[str, int], ...] | None = None
+    etcd_prefix: str = DEFAULT_ETCD_PREFIX
+
+    @property
+    def kind(self) -> str:
+        return "consul" if self.consul is not None else "etcd"
+
+    def describe(self) -> str:
+        if self.consul is not None:
+            return f"consul at {self.consul[0]}:{self.consul[1]}"
+        return "etcd at " + ",".join(f"{h}:{p}" for h, p in self.etcd or ()) + f" (prefix {self.etcd_prefix})"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"
+    output: str = "stderr"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    source: str
+    path: str | None
+    """The file the config came from (None for literal JSON): what SIGHUP re-reads."""
+    node: str
+    discovery: DiscoveryConfig | None = None
+    on_start: Command | None = None
+    pre_stop: Command | None = None
+    post_stop: Command | None = None
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    services: tuple[ServiceConfig, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    tasks: tuple[TaskConfig, ...] = ()
+    coprocesses: tuple[CoprocessConfig, ...] = ()
+    logging: LoggingConfig | None = None
+    """None when the config has no `logging` key (LOG_LEVEL/LOG_FORMAT then apply)."""
+    warnings: tuple[str, ...] = ()
+    """Keys accepted but not implemented: logged once logging is set up."""
+
+
+# --------------------------------------------------------------------------
+# Reading and rendering
+
+def read_source(source: str) -> tuple[str, str | None]:
+    """(raw text, file path or None) for a `-config` value."""
+    text = source.strip()
+    if not text:
+        raise ConfigError("config", "empty configuration source")
+    if text.startswith("{"):
+        return source, None
+    if text.startswith("file://"):
+        path = text[len("file://"):]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise ConfigError("config", f"unsupported source {text.split('://')[0]}:// (use file:///path, a path or JSON)")
+    else:
+        path = text
+    if not path:
+        raise ConfigError("config", "file:// URL without a path")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("config", f"cannot read {path}: {reason}") from None
+
+
+def render_text(text: str, env: Mapping[str, str]) -> str:
+    try:
+        return render(text, env)
+    except TemplateError as exc:
+        raise ConfigError("config", f"template: {exc}") from None
+
+
+def parse_json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("config", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("config", "must be a JSON object")
+    return data
+
+
+def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
+    """Read, render, parse and validate the config named by `source`."""
+    env = os.environ if env is None else env
+    raw, path = read_source(source)
+    data = parse_json(render_text(raw, env))
+    return build(data, source=source, path=path, env=env)
+
+
+# --------------------------------------------------------------------------
+# Validation
+
+TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
+            "backends", "tasks", "coprocesses", "logging"}
+TOP_IGNORED = {"telemetry"}
+SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
+SERVICE_IGNORED = {"consul"}
+BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
+TASK_KEYS = {"name", "command", "frequency", "timeout"}
+COPROCESS_KEYS = {"name", "command", "restarts"}
+LOGGING_KEYS = {"level", "format", "output"}
+ETCD_KEYS = {"endpoints", "prefix"}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERROR": "ERROR",
+           "FATAL": "CRITICAL", "PANIC": "CRITICAL"}
+
+
+def node_name(env: Mapping[str, str]) -> str:
+    """This node's name: NODE_NAME, else the short host name."""
+    return env.get("NODE_NAME") or socket.gethostname().split(".")[0]
+
+
+def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[str, str]) -> SupervisorConfig:
+    """Validate parsed JSON into a `SupervisorConfig`."""
+    warnings: list[str] = []
+    _check_keys(data, "", TOP_KEYS, TOP_IGNORED, warnings)
+    if "onStart" in data and "preStart" in data:
+        raise ConfigError("preStart", "set onStart or its alias preStart, not both")
+    node = node_name(env)
+    if not _NAME.match(node):
+        raise ConfigError("NODE_NAME", f"{node!r} is not a valid node name")
+    services = tuple(_service(item, f"services[{i}]", node, env, warnings)
+                     for i, item in enumerate(_array(data.get("services"), "services")))
+    _unique([s.name for s in services], "services", "name")
+    backends = tuple(_backend(item, f"backends[{i}]", warnings)
+                     for i, item in enumerate(_array(data.get("backends"), "backends")))
+    _unique([b.name for b in backends], "backends", "name")
+    tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(_array(data.get("tasks"), "tasks")))
+    coprocesses = tuple(_coprocess(item, f"coprocesses[{i}]", warnings)
+                        for i, item in enumerate(_array(data.get("coprocesses"), "coprocesses")))
+    discovery = _discovery(data, warnings)
+    if discovery is None and (services or backends):
+        raise ConfigError("consul", "services and backends need a discovery service: set consul or etcd endpoints")
+    start_key = "preStart" if "preStart" in data else "onStart"
+    return SupervisorConfig(
+        source=source, path=path, node=node, discovery=discovery,
+        on_start=command(data.get(start_key), start_key),
+        pre_stop=command(data.get("preStop"), "preStop"),
+        post_stop=command(data.get("postStop"), "postStop"),
+        stop_timeout=duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data else DEFAULT_STOP_TIMEOUT,
+        services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
+        logging=_logging(data.get("logging"), warnings), warnings=tuple(warnings),
+    )
+
+
+def _check_keys(obj: Any, path: str, known: set[str], ignored: set[str], warnings: list[str]) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ConfigError(path or "config", "must be a JSON object")
+    for key in obj:
+        where = f"{path}.{key}" if path else key
+        if key in ignored:
+            warnings.append(f"{where}: ContainerPilot key not implemented by containerbuddy; ignored")
+        elif key not in known:
+            raise ConfigError(where, "unknown key")
+    return obj
+
+
+def _array(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(path, "must be a list")
+    return value
+
+
+def _unique(names: list[str], path: str, key: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{path}[{i}].{key}", f"duplicate name {name!r}")
+        seen.add(name)
+
+
+def _required(obj: dict[str, Any], key: str, path: str) -> Any:
+    value = obj.get(key)
+    if value is None or value == "":
+        raise ConfigError(f"{path}.{key}", "required")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigError(where, f"{value!r} is not a valid name (letters, digits, '-', '_', '.')")
+    return value
+
+
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(value: Any, where: str, *, allow_zero: bool = False) -> float:
+    """Seconds from a number, a numeric string, or a Go duration string ("1h30m", "500ms")."""
+    seconds: float | None = None
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, total = 0, 0.0
+            while pos < len(text):
+                match = _GO_PART.match(text, pos)
+                if not match:
+                    break
+                total += float(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if text and pos == len(text):
+                seconds = total
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ConfigError(where, f"{value!r} is not a duration (seconds, or a string like \"500ms\", \"10s\", \"5m\")")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(where, f"must be {'at least 0' if allow_zero else 'greater than 0'} (got {value!r})")
+    return seconds
+
+
+def command(value: Any, where: str, *, required: bool = False) -> Command | None:
+    """An argv from a string (split like a shell) or a list of strings; None when empty."""
+    if value is None or value == "" or value == []:
+        if required:
+            raise ConfigError(where, "required")
+        return None
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(where, f"cannot split command: {exc}") from None
+    elif isinstance(value, list):
+        if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+            raise ConfigError(where, "a command list must hold strings")
+        argv = [item if isinstance(item, str) else json.dumps(item) for item in value]
+    else:
+        raise ConfigError(where, "must be a command string or a list of strings")
+    if not argv or not argv[0]:
+        if required:
+            raise ConfigError(where, "required")
+        return None
+    return Command(tuple(argv))
+
+
+def _port(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(where, f"must be a port number from 1 to 65535 (got {value!r})")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(where, "must be a string or a list of strings")
+    return tuple(item for item in value if item)
+
+
+def _service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: list[str]) -> ServiceConfig:
+    _check_keys(obj, path, SERVICE_KEYS, SERVICE_IGNORED, warnings)
+    name = _name(_required(obj, "name", path), f"{path}.name")
+    poll = duration(_required(obj, "poll", path), f"{path}.poll")
+    ttl = duration(_required(obj, "ttl", path), f"{path}.ttl")
+    timeout = duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
+    interfaces = _strings(obj.get("interfaces"), f"{path}.interfaces")
+    for spec in interfaces:
+        problem = netif.check_interface_spec(spec)
+        if problem:
+            raise ConfigError(f"{path}.interfaces", problem)
+    address = env.get("ADVERTISE_ADDRESS") or netif.pick_address(interfaces)
+    if not address:
+        what = f"no IPv4 address matches {list(interfaces)}" if interfaces else "no non-loopback IPv4 address found"
+        raise ConfigError(f"{path}.interfaces", f"{what} (set ADVERTISE_ADDRESS)")
+    return ServiceConfig(
+        name=name, port=_port(_required(obj, "port", path), f"{path}.port"),
+        health=command(obj.get("health"), f"{path}.health", required=True),  # type: ignore[arg-type]
+        poll=poll, ttl=ttl, timeout=timeout, address=address, node=node,
+        interfaces=interfaces, tags=_strings(obj.get("tags"), f"{path}.tags"),
+    )
+
+
+def _backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:
+    _check_keys(obj, path, BACKEND_KEYS, set(), warnings)
+    tag = obj.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise ConfigError(f"{path}.tag", "must be a string")
+    return BackendConfig(
+        name=_name(_required(obj, "name", path), f"{path}.name"),
+        poll=duration(_required(obj, "poll", path), f"{path}.poll"),
+        on_change=command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
+        timeout=duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
+        tag=tag or None,
+    )
+
+
+def _task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:
+    _check_keys(obj, path, TASK_KEYS, set(), warnings)
+    cmd = command(obj.get("command"), f"{path}.command", required=True)
+    assert cmd is not None
+    frequency = duration(_required(obj, "frequency", path), f"{path}.frequency")
+    timeout = duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
+    name = obj.get("name") or os.path.basename(cmd.argv[0])
+    return TaskConfig(name=_name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
+
+
+def _coprocess(obj: Any, path: str, warnings: list[str]) -> CoprocessConfig:
+    _check_keys(obj, path, COPROCESS_KEYS, set(), warnings)
+    cmd = command(obj.get("command"), f"{path}.command", required=True)
+    assert cmd is not None
+    name = obj.get("name") or os.path.basename(cmd.argv[0])
+    return CoprocessConfig(name=_name(name, f"{path}.name"), command=cmd,
+                           restarts=_restarts(obj.get("restarts"), f"{path}.restarts"))
+
+
+def _restarts(value: Any, where: str) -> int | None:
+    if value is None or value == "never":
+        return 0
+    if value == "unlimited":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(where, f"must be \"unlimited\", \"never\" or a number of restarts (got {value!r})")
+
+
+def _logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:
+    if obj is None:
+        return None
+    _check_keys(obj, "logging", LOGGING_KEYS, set(), warnings)
+    level = str(obj.get("level") or "INFO").upper()
+    if level not in _LEVELS:
+        raise ConfigError("logging.level", f"{obj.get('level')!r} is not one of DEBUG, INFO, WARN, ERROR, FATAL")
+    fmt = str(obj.get("format") or "text").lower()
+    if fmt not in ("default", "text", "json"):
+        raise ConfigError("logging.format", f"{obj.get('format')!r} is not one of default, text, json")
+    output = str(obj.get("output") or "stderr").lower()
+    if output not in ("stdout", "stderr"):
+        raise ConfigError("logging.output", f"{obj.get('output')!r} is not stdout or stderr")
+    return LoggingConfig(level=_LEVELS[level], format="json" if fmt == "json" else "text", output=output)
+
+
+def _discovery(data: dict[str, Any], warnings: list[str]) -> DiscoveryConfig | None:
+    consul = _consul(data.get("consul"))
+    etcd, prefix = _etcd(data.get("etcd"), warnings)
+    if consul is not None and etcd:
+        raise ConfigError("consul", "set either consul or etcd endpoints, not both")
+    if consul is not None:
+        return DiscoveryConfig(consul=consul)
+    if etcd:
+        return DiscoveryConfig(etcd=etcd, etcd_prefix=prefix)
+    return None
+
+
+def _consul(value: Any) -> tuple[str, int] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("consul", "must be a \"host:port\" string")
+    return host_port(value.strip(), "consul", DEFAULT_CONSUL_PORT)
+
+
+def _etcd(value: Any, warnings: list[str]) -> tuple[tuple[tuple[str, int], ...], str]:
+    if value is None:
+        return (), DEFAULT_ETCD_PREFIX
+    _check_keys(value, "etcd", ETCD_KEYS, set(), warnings)
+    endpoints = value.get("endpoints")
+    if isinstance(endpoints, str):
+        items = [part.strip() for part in endpoints.split(",")]
+    elif isinstance(endpoints, list) and all(isinstance(item, str) for item in endpoints):
+        items = [item.strip() for item in endpoints]
+    elif endpoints is None:
+        items = []
+    else:
+        raise ConfigError("etcd.endpoints", "must be a list of \"host:port\" strings or a comma-separated string")
+    parsed = tuple(host_port(item, "etcd.endpoints", DEFAULT_ETCD_PORT) for item in items if item)
+    prefix = value.get("prefix")
+    if prefix is None or prefix == "":
+        prefix = DEFAULT_ETCD_PREFIX
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        raise ConfigError("etcd.prefix", f"must be a path starting with '/' (got {prefix!r})")
+    return parsed, prefix.rstrip("/") or "/"
+
+
+def host_port(text: str, where: str, default_port: int) -> tuple[str, int]:
+    """(host, port) from "host:port", "http://host:port" or "[v6]:port"."""
+    raw = text
+    if text.startswith("https://"):
+        raise ConfigError(where, f"{raw!r}: https is not supported (use http://)")
+    if text.startswith("http://"):
+        text = text[len("http://"):]
+    text = text.rstrip("/")
+    if not text or "/" in text:
+        raise ConfigError(where, f"{raw!r} is not host:port")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ConfigError(where, f"{raw!r} is not host:port")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" not in text:
+        host, port_text = text, ""
+    else:
+        raise ConfigError(where, f"{raw!r} is not host:port (write IPv6 addresses as [addr]:port)")
+    if not host:
+        raise ConfigError(where, f"{raw!r} has no host")
+    if port_text == "":
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(where, f"{raw!r} has no valid port")
+    return host, int(port_text)

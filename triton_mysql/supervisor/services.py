@@ -1,0 +1,176 @@
+"""Services: run the health check every `poll`, heartbeat on success.
+
+An instance is advertised only while its health check passes: a pass sends a
+heartbeat (registering first when needed), a failure sends nothing, so the
+instance leaves the healthy list `ttl` seconds after its last pass.  The
+health check is killed (its whole process group) after `timeout`.
+
+Frozen containers: when the loop wakes more than one `poll` late, whatever
+the service knew before the pause is stale.  The supervisor then discards the
+result of a check that was in flight, runs a fresh check at once, and sends
+no heartbeat until that fresh check has passed (`frozen()`; heartbeat jobs
+older than one `poll` are also dropped by the worker thread itself).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from triton_mysql.discovery import Discovery
+
+from .config import ServiceConfig
+from .process import Child, describe_exit, now
+
+if TYPE_CHECKING:
+    from .main import Supervisor
+
+log = logging.getLogger("containerbuddy")
+
+
+class ServiceRunner:
+    """One configured service: its schedule, its running check, its registration."""
+
+    def __init__(self, config: ServiceConfig, sup: "Supervisor") -> None:
+        self.config = config
+        self.sup = sup
+        self.next_due: float = now()
+        self.check: Child | None = None
+        self.registered = False
+        self.healthy = False
+        self.removed = False
+
+    @property
+    def key(self) -> str:
+        return f"service {self.config.name}"
+
+    # -- schedule -----------------------------------------------------------
+    def active(self) -> bool:
+        return not (self.removed or self.sup.stopping or self.sup.maintenance)
+
+    def late(self, t: float) -> float:
+        """How far past one whole poll the loop woke for this service (> 0: frozen)."""
+        return t - self.next_due - self.config.poll
+
+    def frozen(self, t: float) -> None:
+        """The loop woke more than one poll late: check at once, trust nothing from before."""
+        log.warning("%s: woke %.1f s late (container frozen or suspended?): running the health check at once, "
+                    "no heartbeat before it passes", self.key, t - self.next_due)
+        if self.check is not None and self.check.running:
+            self.check.ignore_result = True
+            self.check.signal(signal.SIGKILL)
+            self.check = None
+        self.registered = False
+        self.next_due = t
+
+    def due(self) -> float | None:
+        return self.next_due if self.active() else None
+
+    def tick(self, t: float) -> None:
+        """Start the health check when it is due (and the previous one has finished)."""
+        if not self.active() or t < self.next_due:
+            return
+        self.next_due += self.config.poll
+        if self.next_due <= t:
+            self.next_due = t + self.config.poll
+        if self.check is not None and self.check.running:
+            log.debug("%s: health check still running (pid %d); not starting another", self.key, self.check.pid)
+            return
+        self.start_check()
+
+    def start_check(self) -> None:
+        self.check = self.sup.table.spawn(
+            f"health {self.config.name}", self.config.health.argv,
+            on_exit=self._check_done, timeout=self.config.timeout,
+        )
+        if self.check is None:
+            self._failed(127)
+
+    def follow(self, check: Child) -> None:
+        """A renamed service: the old name's check is still running; check again the moment it ends.
+
+        Its result is not used (it judged the node under the old name), and the
+        new check does not run beside it (one run of a hook at a time).
+        """
+        check.ignore_result = True
+        check.kind = f"health {self.config.name} (before rename)"
+        check.on_exit = self._followed_done
+        self.check = check
+        self.next_due = now() + self.config.poll
+
+    def _followed_done(self, child: Child, code: int) -> None:
+        if child is self.check:
+            self.check = None
+        log.debug("%s: health check started before the rename ended (%s)", self.key, describe_exit(code))
+        if self.active():
+            self.next_due = now() + self.config.poll
+            self.start_check()
+
+    # -- results ------------------------------------------------------------
+    def _check_done(self, child: Child, code: int) -> None:
+        if child is self.check:
+            self.check = None
+        if child.ignore_result or not self.active():
+            log.debug("%s: ignoring the result of a stale health check (%s)", self.key, describe_exit(code))
+            return
+        if code == 0:
+            if not self.healthy:
+                log.info("%s: health check passed: sending heartbeats (id %s, %s:%d, ttl %g s)", self.key,
+                         self.config.id, self.config.address, self.config.port, self.config.ttl)
+            self.healthy = True
+            self.heartbeat()
+        else:
+            self._failed(code)
+
+    def _failed(self, code: int) -> None:
+        if self.healthy:
+            log.warning("%s: health check failed (%s): no more heartbeats; it leaves discovery within %g s",
+                        self.key, describe_exit(code), self.config.ttl)
+        else:
+            log.debug("%s: health check failed (%s)", self.key, describe_exit(code))
+        self.healthy = False
+
+    def heartbeat(self) -> None:
+        spec = self.config.spec()
+        register = not self.registered
+        submitted = now()
+        max_age = self.config.poll
+
+        def job(client: Discovery) -> str:
+            if now() - submitted > max_age:
+                return "stale"  # the loop was frozen or discovery was slow: wait for a fresh check
+            if register:
+                client.register_service(spec)
+            client.heartbeat(spec)
+            return "registered" if register else "sent"
+
+        def done(result: str | None, error: BaseException | None) -> None:
+            what = f"{self.key}: heartbeat"
+            if error is not None:
+                self.registered = False
+                self.sup.errors.failed(what, error)
+                return
+            self.sup.errors.succeeded(what)
+            if result == "registered" and not self.removed:
+                self.registered = True
+                log.info("%s: registered %s", self.key, spec.id)
+            elif result == "stale":
+                log.debug("%s: dropped a stale heartbeat", self.key)
+
+        if self.sup.worker is not None:
+            self.sup.worker.submit(f"heartbeat {spec.id}", job, done)
+
+    def deregister(self, why: str):
+        """Queue the removal of this instance from discovery; returns the job (or None)."""
+        self.registered = False
+        self.healthy = False
+        if self.sup.worker is None:
+            return None
+        spec = self.config.spec()
+        log.info("%s: deregistering %s (%s)", self.key, spec.id, why)
+
+        def done(_result: object, error: BaseException | None) -> None:
+            if error is not None:
+                self.sup.errors.failed(f"{self.key}: deregister", error)
+
+        return self.sup.worker.submit(f"deregister {spec.id}", lambda client: client.deregister_service(spec), done)

@@ -1,0 +1,149 @@
+"""Discovery calls on one background thread, results back on the main loop.
+
+A discovery request may take up to the client's timeout (seconds, when the
+service is down or partitioned).  The supervisor's loop must not stall for
+that: signals, reaping and health-check timeouts keep running.  So every call
+goes through this worker: `submit()` queues a job, the worker thread runs it,
+and the loop runs the job's `done` callback on the main thread when the
+worker's pipe becomes readable.  Jobs run one at a time in submission order,
+so "deregister old, register new, heartbeat" happen in that order.
+
+Jobs are keyed: a job whose key is already queued is not queued again (a
+heartbeat or a backend read that is still waiting for a slow server is not
+stacked up behind itself).  Errors never escape: every exception becomes the
+`done` callback's `error` argument, and the client is built lazily on the
+worker thread so that even a failure to construct it is just an error to
+log and retry at the next poll.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from triton_mysql.discovery import Discovery, connect_endpoints
+
+from .config import DiscoveryConfig
+
+log = logging.getLogger("containerbuddy")
+
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+@dataclass
+class Job:
+    key: str
+    fn: Callable[[Discovery], Any]
+    done: Done | None
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class DiscoveryWorker:
+    """One thread that owns the discovery client and runs queued jobs."""
+
+    def __init__(self, config: DiscoveryConfig, timeout: float) -> None:
+        self.config = config
+        self.timeout = timeout
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._finished: deque[Job] = deque()
+        self._queued: set[str] = set()
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._client: Discovery | None = None
+        self._thread = threading.Thread(target=self._run, name="discovery", daemon=True)
+        self._thread.start()
+
+    @property
+    def fd(self) -> int:
+        """Readable when finished jobs wait for `complete()`."""
+        return self._read_fd
+
+    def submit(self, key: str, fn: Callable[[Discovery], Any], done: Done | None = None) -> Job | None:
+        """Queue `fn(client)`; None when a job with this key is still queued."""
+        if key in self._queued:
+            return None
+        job = Job(key, fn, done)
+        self._queued.add(key)
+        self._jobs.put(job)
+        return job
+
+    def busy(self, key: str) -> bool:
+        return key in self._queued
+
+    def complete(self) -> None:
+        """Run the callbacks of finished jobs (main thread only)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self._read_fd, 4096):
+                pass
+        while self._finished:
+            job = self._finished.popleft()
+            self._queued.discard(job.key)
+            if job.done is not None:
+                job.done(job.result, job.error)
+
+    def wait(self, jobs: list[Job | None], timeout: float) -> bool:
+        """Block until `jobs` have run (or `timeout` passes); then run finished callbacks."""
+        import time
+        deadline = time.monotonic() + timeout
+        ok = True
+        for job in jobs:
+            if job is not None and not job.finished.wait(max(0.0, deadline - time.monotonic())):
+                ok = False
+        self.complete()
+        return ok
+
+    def stop(self) -> None:
+        """Let the thread end after the queued jobs (it is a daemon: exit never waits for it)."""
+        self._jobs.put(None)
+
+    # -- worker thread ----------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                job.result = job.fn(self._connect())
+            except BaseException as exc:  # noqa: BLE001 - reported to the main loop, never fatal
+                job.error = exc
+            self._finished.append(job)
+            job.finished.set()
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._write_fd, b".")
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+
+    def _connect(self) -> Discovery:
+        if self._client is None:
+            self._client = connect_endpoints(
+                consul=self.config.consul, etcd=list(self.config.etcd) if self.config.etcd else None,
+                etcd_prefix=self.config.etcd_prefix, timeout=self.timeout,
+            )
+        return self._client
+
+
+class ErrorLog:
+    """Log discovery failures calmly: a warning when a failure starts or changes, then debug."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def failed(self, what: str, error: BaseException) -> None:
+        message = f"{type(error).__name__}: {error}" if not str(error) else str(error)
+        message = message.splitlines()[0] if message else type(error).__name__
+        if self._last.get(what) != message:
+            log.warning("%s failed: %s (retrying at the next poll)", what, message)
+        else:
+            log.debug("%s failed again: %s", what, message)
+        self._last[what] = message
+
+    def succeeded(self, what: str) -> None:
+        if self._last.pop(what, None) is not None:
+            log.info("%s works again", what)
