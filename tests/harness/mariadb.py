@@ -68,6 +68,45 @@ def next_server_id() -> int:
 RUNNING_AS_ROOT = os.geteuid() == 0
 UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes; keep a margin
 
+# Small and fast: test servers hold test data only.
+FAST_SETTINGS: dict[str, Any] = {
+    "innodb_buffer_pool_size": "32M",
+    "innodb_log_file_size": "16M",
+    "innodb_flush_log_at_trx_commit": 2,
+    "innodb_doublewrite": 0,
+    "sync_binlog": 0,
+    "performance_schema": "OFF",
+    "max_connections": 100,
+    "key_buffer_size": "1M",
+}
+
+
+def fast_tuning_cnf() -> str:
+    """FAST_SETTINGS as a cnf snippet, for a MYSQL_CONF_DIR in tests that run the real hooks."""
+    return "[mysqld]\n" + "".join(f"{k}={v}\n" for k, v in FAST_SETTINGS.items())
+
+
+def run_mysqld(cnf_path: Path | str, socket_path: str, log_path: Path | str, timeout: float = 30.0) -> Proc:
+    """Start mariadbd with `--defaults-file=cnf_path` as a child and wait until its socket answers.
+
+    For tests of generated configs (the server is not a MariaDBServer); stop it with `.stop()`.
+    """
+    proc = Proc("mariadbd", [mariadbd_binary(), f"--defaults-file={cnf_path}"], Path(log_path))
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"mariadbd exited:\n{proc.log_text()[-4000:]}")
+        pymysql.connect(unix_socket=socket_path, user="root", connect_timeout=1).close()
+        return True
+
+    try:
+        wait_for(ready, timeout, what=f"mariadbd on {socket_path}")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
 HARNESS_TCP_USER = "root"
 HARNESS_TCP_HOST = "127.%"
 
@@ -184,15 +223,7 @@ class MariaDBServer:
             "relay_log": "relay-bin",
             "slave_net_timeout": 3,
             "skip_name_resolve": "ON",
-            # Small and fast: these servers hold test data only.
-            "innodb_buffer_pool_size": "32M",
-            "innodb_log_file_size": "16M",
-            "innodb_flush_log_at_trx_commit": 2,
-            "innodb_doublewrite": 0,
-            "sync_binlog": 0,
-            "performance_schema": "OFF",
-            "max_connections": 100,
-            "key_buffer_size": "1M",
+            **FAST_SETTINGS,
         }
         if RUNNING_AS_ROOT:
             settings = {"user": "mysql", **settings}

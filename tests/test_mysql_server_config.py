@@ -1,0 +1,129 @@
+"""The generated server config and the datadir helpers, checked on a real MariaDB."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.harness.mariadb import fast_tuning_cnf, make_traversable, next_loopback_address, run_mysqld
+from tests.harness.procs import free_port
+from triton_mysql.config import Config
+from triton_mysql.mysql import datadir, server_config
+from triton_mysql.mysql.connection import connect_local
+from triton_mysql.mysql.flavor import MARIADB, MYSQL
+
+
+def node_config(base: Path, **overrides) -> Config:
+    base.mkdir(parents=True, exist_ok=True)
+    make_traversable(base)
+    address = next_loopback_address()
+    values = dict(
+        mysql_datadir=str(base / "data"), mysql_socket=str(base / "run" / "mysqld.sock"),
+        mysql_port=free_port(address), mysql_bind_address=address,
+        mysql_conf_dir=str(base / "conf.d"), mysql_cnf=str(base / "etc" / "triton-mysql.cnf"),
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+def mysqld_lines(text: str) -> list[str]:
+    section, out = None, []
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line
+        elif section == "[mysqld]" and line and not line.startswith("!"):
+            out.append(line)
+    return out
+
+
+def test_mariadb_cnf_contents(tmp_path):
+    config = node_config(tmp_path)
+    text = server_config.render_cnf(config, MARIADB, 4242, as_root=True)
+    lines = mysqld_lines(text)
+    for expected in ["user=mysql", f"datadir={config.mysql_datadir}", f"socket={config.mysql_socket}",
+                     f"pid-file={tmp_path}/run/mysqld.pid", f"port={config.mysql_port}",
+                     f"bind-address={config.mysql_bind_address}", "server_id=4242", "gtid_domain_id=0",
+                     "gtid_strict_mode=ON", "log_bin=mysql-bin", "relay_log=relay-bin", "log_slave_updates=ON",
+                     "binlog_format=ROW", "read_only=ON", "skip_slave_start=ON", "slave_net_timeout=5"]:
+        assert expected in lines
+    assert "gtid_mode=ON" not in lines and "super_read_only=ON" not in lines
+    assert text.rstrip().splitlines()[-1] == f"!includedir {config.mysql_conf_dir}"
+    assert f"socket={config.mysql_socket}" in text.split("[mysqld]")[0]  # [client] too
+    assert "user=mysql" not in server_config.render_cnf(config, MARIADB, 1, as_root=False)
+
+
+def test_mysql_cnf_contents(tmp_path):
+    config = node_config(tmp_path)
+    lines = mysqld_lines(server_config.render_cnf(config, MYSQL, 9, as_root=False))
+    for expected in ["gtid_mode=ON", "enforce_gtid_consistency=ON", "log_replica_updates=ON", "read_only=ON",
+                     "super_read_only=ON", "skip_replica_start=ON", "server_id=9", "binlog_format=ROW"]:
+        assert expected in lines
+    assert not [line for line in lines if line.startswith("gtid_domain_id") or line.startswith("gtid_strict")]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2**32])
+def test_server_id_range(tmp_path, bad):
+    with pytest.raises(ValueError):
+        server_config.render_cnf(node_config(tmp_path), MARIADB, bad)
+
+
+def test_write_cnf_is_atomic_and_server_id_reads_back(tmp_path):
+    config = node_config(tmp_path)
+    assert server_config.read_server_id(config.mysql_cnf) is None
+    server_config.write_cnf(config, MARIADB, 77)
+    assert Path(config.mysql_conf_dir).is_dir()
+    assert Path(config.mysql_socket).parent.is_dir()
+    assert server_config.read_server_id(config.mysql_cnf) == 77
+    server_config.write_cnf(config, MARIADB, 78)
+    assert server_config.read_server_id(config.mysql_cnf) == 78
+    assert [p.name for p in Path(config.mysql_cnf).parent.iterdir()] == ["triton-mysql.cnf"]
+
+
+def test_is_empty(tmp_path):
+    assert datadir.is_empty(tmp_path / "missing")
+    (tmp_path / "d" / "lost+found").mkdir(parents=True)
+    assert datadir.is_empty(tmp_path / "d")
+    (tmp_path / "d" / "ibdata1").write_bytes(b"x")
+    assert not datadir.is_empty(tmp_path / "d")
+
+
+def test_initialize_refuses_a_datadir_with_data(tmp_path):
+    config = node_config(tmp_path)
+    Path(config.mysql_datadir).mkdir(parents=True)
+    (Path(config.mysql_datadir) / "something").write_text("keep me")
+    with pytest.raises(datadir.DatadirError):
+        datadir.initialize(config, MARIADB)
+    assert (Path(config.mysql_datadir) / "something").read_text() == "keep me"
+
+
+def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tmp_path):
+    config = node_config(tmp_path)
+    server_config.write_cnf(config, MARIADB, 31337)
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf() + "max_connections=77\n")
+    Path(config.mysql_datadir, "lost+found").mkdir(parents=True)
+    datadir.initialize(config, MARIADB)
+    assert not datadir.is_empty(config.mysql_datadir)
+    if os.geteuid() == 0:
+        assert Path(config.mysql_datadir, "mysql").stat().st_uid != 0
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, tmp_path / "mysqld.log")
+    try:
+        with connect_local(config.mysql_socket) as conn:  # unix_socket authentication as OS root
+            row = conn.one("SELECT @@read_only AS ro, @@server_id AS id, @@gtid_strict_mode AS strict, "
+                           "@@gtid_domain_id AS domain, @@log_bin AS log_bin, @@log_slave_updates AS lsu, "
+                           "@@max_connections AS maxc, @@port AS port, @@bind_address AS bind, "
+                           "@@log_bin_basename AS basename, @@pid_file AS pid")
+            assert row == {"ro": 1, "id": 31337, "strict": 1, "domain": 0, "log_bin": 1, "lsu": 1, "maxc": 77,
+                           "port": config.mysql_port, "bind": config.mysql_bind_address,
+                           "basename": f"{config.mysql_datadir}/mysql-bin",
+                           "pid": server_config.pid_file_for(config)}
+            assert conn.query("SHOW SLAVE STATUS") == []
+            # A new datadir has root@localhost only, by unix_socket (no usable password yet).
+            assert conn.query("SELECT host AS h FROM mysql.user WHERE user='root'") == [{"h": "localhost"}]
+            grants = conn.scalar("SHOW GRANTS FOR root@localhost")
+            assert "unix_socket" in grants and "USING 'invalid'" in grants
+            assert conn.scalar("SELECT @@gtid_binlog_state") == ""
+        assert Path(server_config.pid_file_for(config)).exists()
+        assert not list(Path(config.mysql_datadir).glob("*.pid"))
+    finally:
+        proc.stop()

@@ -1,0 +1,137 @@
+"""The generated server config (`MYSQL_CNF`), written by onStart before mysqld starts.
+
+mysqld always runs with `--defaults-file=$MYSQL_CNF` as its first argument, so
+this file is the whole configuration: what replication and fencing rely on
+(unique server_id, one GTID domain, binlog + log_slave_updates, read-only at
+boot, replication not started by the server itself), then `!includedir
+$MYSQL_CONF_DIR` last so the user's tuning wins for everything else.
+
+Why read_only at boot: only the lock holder may be writable; the health hook
+turns it off after it has taken/renewed the lock.  Why skip_slave_start: the
+health hook starts replication only after checking who holds the lock and that
+this node has no errant transactions.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import re
+import tempfile
+from pathlib import Path
+
+from ..config import Config
+from .flavor import Flavor
+
+logger = logging.getLogger(__name__)
+
+BINLOG_BASENAME = "mysql-bin"
+RELAY_LOG_BASENAME = "relay-bin"
+GTID_DOMAIN_ID = 0
+NET_TIMEOUT = 5
+HEADER = ("# Written by triton-mysql onStart at every start: do not edit.\n"
+          "# Put tuning in *.cnf files of the included directory at the end (MYSQL_CONF_DIR).\n")
+
+
+def pid_file_for(config: Config) -> str:
+    """mysqld's pid file: next to the socket, not in the datadir (a restored datadir must not carry one)."""
+    return str(Path(config.mysql_socket).parent / "mysqld.pid")
+
+
+def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | None = None) -> str:
+    """The text of MYSQL_CNF for this node.  `as_root` defaults to whether we run as root."""
+    if not 1 <= int(server_id) <= 4294967295:
+        raise ValueError(f"server_id must be 1..4294967295, got {server_id}")
+    as_root = os.geteuid() == 0 if as_root is None else as_root
+    client = [f"socket={config.mysql_socket}", f"port={config.mysql_port}"]
+    mysqld: list[str] = []
+    if as_root:
+        mysqld.append("user=mysql")
+    mysqld += [
+        f"datadir={config.mysql_datadir}",
+        f"socket={config.mysql_socket}",
+        f"pid-file={pid_file_for(config)}",
+        f"port={config.mysql_port}",
+        f"bind-address={config.mysql_bind_address}",
+        f"server_id={int(server_id)}",
+        f"log_bin={BINLOG_BASENAME}",
+        f"relay_log={RELAY_LOG_BASENAME}",
+        "binlog_format=ROW",
+    ]
+    if flavor.is_mariadb:
+        mysqld += [
+            f"gtid_domain_id={GTID_DOMAIN_ID}",
+            "gtid_strict_mode=ON",
+            "log_slave_updates=ON",
+            "read_only=ON",
+            "skip_slave_start=ON",
+            f"slave_net_timeout={NET_TIMEOUT}",
+        ]
+    else:
+        # MySQL 8.0.26+ names (the replica-named options).
+        mysqld += [
+            "gtid_mode=ON",
+            "enforce_gtid_consistency=ON",
+            "log_replica_updates=ON",
+            "read_only=ON",
+            "super_read_only=ON",
+            "skip_replica_start=ON",
+            f"replica_net_timeout={NET_TIMEOUT}",
+        ]
+    sections = [
+        HEADER,
+        "[client]", *client, "",
+        "[mariadb-client]" if flavor.is_mariadb else "[mysql]", *client[:1], "",
+        "[mysqld]", *mysqld, "",
+        f"!includedir {config.mysql_conf_dir}",
+    ]
+    return "\n".join(sections) + "\n"
+
+
+def write_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | None = None) -> None:
+    """Write MYSQL_CNF atomically; create MYSQL_CONF_DIR (the include must exist) and the socket directory."""
+    text = render_cnf(config, flavor, server_id, as_root)
+    Path(config.mysql_conf_dir).mkdir(parents=True, exist_ok=True)
+    _ensure_socket_dir(Path(config.mysql_socket).parent, os.geteuid() == 0 if as_root is None else as_root)
+    target = Path(config.mysql_cnf)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".triton-mysql-cnf-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    logger.info("wrote %s (server_id %d, %s)", target, server_id, flavor.name)
+
+
+def _ensure_socket_dir(path: Path, as_root: bool) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if as_root and os.geteuid() == 0:
+        try:
+            mysql = pwd.getpwnam("mysql")
+        except KeyError:
+            return
+        os.chown(path, mysql.pw_uid, mysql.pw_gid)
+
+
+_SERVER_ID_RE = re.compile(r"^\s*server[-_]id\s*=\s*(\d+)\s*$", re.IGNORECASE)
+
+
+def read_server_id(path: str | os.PathLike) -> int | None:
+    """The server_id in an existing cnf (so a restarted node keeps its id), or None."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        match = _SERVER_ID_RE.match(line)
+        if match:
+            return int(match[1])
+    return None
