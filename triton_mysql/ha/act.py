@@ -1,0 +1,318 @@
+"""Carrying decisions out: SQL, discovery writes, signals to the supervisor.
+
+`Agent` bundles what one hook process needs (config, discovery client, a
+connection to the local mysqld, the key layout) and offers the steps the
+hooks combine: gather the local state, keep a session, follow a primary,
+promote, fence, hand over, advertise, publish the member record.  Each step
+logs one line when it changes something (what and why), and nothing when
+there was nothing to do, so that a steady-state `health` pass is silent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ..config import FENCE_BUDGET, Config
+from ..discovery import Discovery, DiscoveryError, connect
+from ..keys import ClusterKeys, encode
+from ..mysql import flavor as flavors
+from ..mysql import gtid as gtids
+from ..mysql import replication
+from ..mysql.connection import DBError, connect_local, connect_tcp
+from ..mysql.fence import fence as fence_server
+from ..mysql.fence import set_read_only
+from ..mysql.state import ServerState, read_state
+from .. import node_state
+from .decide import Decision, Local, Timing, is_candidate
+from .view import PROMOTING, READY, ClusterView, Lock, read_view
+
+log = logging.getLogger("triton_mysql.ha")
+
+
+@dataclass
+class Observed:
+    """The local server as read at the start of a pass (None fields: mysqld down)."""
+
+    server: ServerState | None
+    state: node_state.NodeState | None
+
+
+class Agent:
+    def __init__(self, config: Config, discovery: Discovery | None = None) -> None:
+        self.config = config
+        self._discovery = discovery
+        self.keys = ClusterKeys.for_config(config)
+        self._conn = None
+        self._flavor: flavors.Flavor | None = None
+        self.errant = ""
+
+    # -- resources ------------------------------------------------------------
+    @property
+    def discovery(self) -> Discovery:
+        if self._discovery is None:
+            self._discovery = connect(self.config)
+        return self._discovery
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+            self._conn = None
+        if self._discovery is not None:
+            self._discovery.close()
+
+    def conn(self):
+        """The root connection over the local socket (raises DBError when mysqld is down)."""
+        if self._conn is None:
+            self._conn = connect_local(self.config.mysql_socket, self.config.mysql_root_password)
+        return self._conn
+
+    def try_conn(self):
+        try:
+            return self.conn()
+        except DBError as exc:
+            log.debug("mysqld not reachable on %s: %s", self.config.mysql_socket, exc)
+            return None
+
+    @property
+    def flavor(self) -> flavors.Flavor:
+        if self._flavor is None:
+            version = self.conn().scalar("SELECT VERSION()")
+            self._flavor = flavors.from_version(str(version))
+        return self._flavor
+
+    @cached_property
+    def timing(self) -> Timing:
+        earliest, latest = self.discovery.expiry_bounds(self.config.session_ttl)
+        return Timing(
+            session_ttl=self.config.session_ttl,
+            lock_expiry_max=latest,
+            stop_grace=self.config.stop_grace,
+            failover_cooldown=self.config.failover_cooldown,
+            promote_timeout=max(60.0, 3 * self.config.stop_grace),
+        )
+
+    # -- reading --------------------------------------------------------------
+    def observe(self) -> Observed:
+        conn = self.try_conn()
+        server = None
+        if conn is not None:
+            try:
+                server = read_state(conn, self.flavor)
+            except DBError as exc:
+                log.warning("could not read the server state: %s", exc)
+                self._conn = None
+        return Observed(server, node_state.load(self.config.mysql_datadir))
+
+    def view(self, with_services: bool = False) -> ClusterView:
+        service = self.config.primary_service if with_services else None
+        return read_view(self.discovery, self.keys, primary_service=service)
+
+    def backup_running(self, view: ClusterView | None) -> bool:
+        return view is not None and view.backup_node() == self.config.node_name
+
+    def local(self, observed: Observed, view: ClusterView | None, session: str | None) -> Local:
+        server = observed.server
+        if server is None:
+            return Local(node=self.config.node_name, session=session, mysql_up=False,
+                         nofailover=self.config.nofailover)
+        replica = server.replica
+        state = observed.state
+        return Local(
+            node=self.config.node_name,
+            session=session,
+            mysql_up=True,
+            read_only=server.read_only,
+            flavor=self.flavor.name,
+            gtid=server.gtid_executed,
+            received_gtid=replica.received_gtid if replica else server.gtid_executed,
+            source=(replica.source_host, replica.source_port) if replica else None,
+            io_running=bool(replica and replica.io_running),
+            sql_running=bool(replica and replica.sql_running),
+            sql_error=(replica.last_sql_error if replica else "") or "",
+            lag_seconds=replica.seconds_behind if replica else None,
+            bootstrap_pending=bool(state and state.bootstrap_pending and state.node == self.config.node_name),
+            backup_running=self.backup_running(view),
+            nofailover=self.config.nofailover,
+            errant=self.errant,
+        )
+
+    # -- sessions -------------------------------------------------------------
+    def my_session(self, view: ClusterView) -> str | None:
+        """The session this node already has: the lock's (if it names us) or the member record's."""
+        lock = view.lock
+        if lock is not None and lock.node == self.config.node_name and lock.session:
+            return lock.session
+        return view.member_sessions.get(self.config.node_name)
+
+    def ensure_session(self, view: ClusterView) -> str:
+        """Renew this node's session, or create one when it is gone."""
+        session = self.my_session(view)
+        if session and self.discovery.renew_session(session):
+            return session
+        if session:
+            log.info("session %s is gone (expired or destroyed); creating a new one", session)
+        return self.discovery.create_session(f"triton-mysql-{self.config.node_name}", self.config.session_ttl)
+
+    # -- records --------------------------------------------------------------
+    def lock_record(self, server: ServerState | None, state: str = READY) -> dict[str, Any]:
+        return {
+            "node": self.config.node_name,
+            "address": self.config.advertise_address,
+            "port": self.config.mysql_port,
+            "server_id": server.server_id if server else None,
+            "since": time.time(),
+            "state": state,
+        }
+
+    def member_record(self, observed: Observed, role: str, healthy: bool, candidate: bool) -> dict[str, Any]:
+        server = observed.server
+        replica = server.replica if server else None
+        state = observed.state
+        return {
+            "node": self.config.node_name,
+            "address": self.config.advertise_address,
+            "port": self.config.mysql_port,
+            "server_id": server.server_id if server else (state.server_id if state else None),
+            "role": role,
+            "gtid": server.gtid_executed if server else None,
+            "received_gtid": (replica.received_gtid if replica else server.gtid_executed) if server else None,
+            "candidate": candidate,
+            "healthy": healthy,
+            "lag_seconds": replica.seconds_behind if replica else None,
+            "snapshot_id": state.snapshot_id if state else None,
+            "updated": time.time(),
+            "read_only": server.read_only if server else None,
+            "errant": self.errant or None,
+            "flavor": self.flavor.name if server else None,
+        }
+
+    def publish(self, session: str | None, record: dict[str, Any]) -> None:
+        """Write the member record (bound to the session) and the durable node record."""
+        if session:
+            if not self.discovery.put(self.keys.member(self.config.node_name), encode(record), session=session):
+                log.warning("member record is held by another session; not overwritten")
+        self.discovery.put(self.keys.node(self.config.node_name), encode(record))
+
+    # -- primary side -----------------------------------------------------------
+    def become_writable(self, reason: str) -> None:
+        set_read_only(self.conn(), self.flavor, False)
+        log.info("writable: %s", reason)
+
+    def stop_replication_if_any(self, server: ServerState, reason: str) -> None:
+        if server.replica is not None:
+            replication.stop_and_clear(self.conn(), self.flavor)
+            log.info("replication stopped and cleared: %s", reason)
+
+    def fence(self, reason: str) -> str:
+        """Kill client connections and turn read-only; stop mysqld if that cannot be done in time."""
+        pid_file = os.path.join(os.path.dirname(self.config.mysql_socket), "mysqld.pid")
+        outcome = fence_server(lambda: connect_local(self.config.mysql_socket, self.config.mysql_root_password),
+                               self.flavor, pid_file, budget=FENCE_BUDGET)
+        log.warning("fenced (%s): %s", outcome, reason)
+        self.advertise(primary=False)
+        return outcome
+
+    def acquire_lock(self, session: str, server: ServerState | None, state: str) -> bool:
+        return self.discovery.acquire(self.keys.primary, encode(self.lock_record(server, state)), session)
+
+    def mark_lock_ready(self, session: str, server: ServerState | None) -> None:
+        if not self.discovery.put(self.keys.primary, encode(self.lock_record(server, READY)), session=session):
+            raise DiscoveryError("could not mark the primary lock ready: another session holds it")
+
+    # -- replica side -----------------------------------------------------------
+    def follow(self, observed: Observed, lock: Lock) -> str:
+        """Replicate from the lock holder; returns errant GTIDs ('' when none) and acts on them."""
+        server = observed.server
+        assert server is not None
+        replica = server.replica
+        if replica is not None and replica.source_host == lock.address and replica.source_port == lock.port:
+            if replica.last_sql_error:
+                return ""
+            if not (replica.io_running and replica.sql_running):
+                replication.start(self.conn(), self.flavor)
+                log.info("replication from %s restarted (io=%s, sql=%s)", lock.node, replica.io_running,
+                         replica.sql_running)
+            return ""
+        primary_gtid = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
+                                                     self.config.mysql_repl_password, self.flavor,
+                                                     timeout=self.config.discovery_timeout + 1)
+        mine = server.gtid_binlog_state if self.flavor.is_mariadb else server.gtid_executed
+        errant = gtids.errant(self.flavor.name, mine, primary_gtid)
+        if errant:
+            self.errant = errant
+            log.error("refusing to replicate from %s: this node has errant transactions %s", lock.node, errant)
+            if self.config.auto_reclone:
+                self.schedule_reclone(observed, errant, lock)
+            return errant
+        replication.follow(self.conn(), self.flavor, lock.address, lock.port, self.config.mysql_repl_user,
+                           self.config.mysql_repl_password)
+        log.info("following %s at %s:%s with GTID auto-positioning", lock.node, lock.address, lock.port)
+        return ""
+
+    def schedule_reclone(self, observed: Observed, errant: str, lock: Lock) -> None:
+        """AUTO_RECLONE: mark the datadir and stop mysqld; the next onStart clones afresh."""
+        state = observed.state or node_state.NodeState(node=self.config.node_name,
+                                                       server_id=observed.server.server_id if observed.server else 0)
+        node_state.save(self.config.mysql_datadir, state.update(
+            reclone={"errant": errant, "at": time.time(), "primary": lock.node}))
+        log.warning("AUTO_RECLONE: errant transactions %s; stopping mysqld so that the next start re-clones "
+                    "(old data will be kept aside)", errant)
+        from ..mysql.fence import stop_mysqld
+        pid_file = os.path.join(os.path.dirname(self.config.mysql_socket), "mysqld.pid")
+        stop_mysqld(pid_file, timeout=60)
+
+    # -- advertising ------------------------------------------------------------
+    def advertise(self, primary: bool) -> None:
+        """Register as `<SERVICE_NAME>-primary` or `<SERVICE_NAME>` by renaming the service in this
+        node's supervisor config and sending it SIGHUP.  No supervisor (a manual run): nothing to do."""
+        source = os.environ.get("CONTAINERBUDDY")
+        pid = os.environ.get("CONTAINERBUDDY_PID")
+        if not source or not pid:
+            return
+        from ..supervisor.rename import notify, set_service_name
+        names = {self.config.service_name, self.config.primary_service}
+        wanted = self.config.primary_service if primary else self.config.service_name
+        try:
+            changed = set_service_name(source, names, wanted)
+        except OSError as exc:
+            log.error("could not rewrite the supervisor config %s: %s", source, exc)
+            return
+        if changed:
+            try:
+                notify(int(pid))
+            except (ProcessLookupError, ValueError) as exc:
+                log.error("could not signal the supervisor (pid %s): %s", pid, exc)
+                return
+            log.info("advertising as %s", wanted)
+
+    # -- helpers ----------------------------------------------------------------
+    def candidate(self, local: Local) -> bool:
+        return is_candidate(local)[0]
+
+    def record_failover(self, previous: str | None, kind: str) -> None:
+        record = {"from": previous, "to": self.config.node_name, "at": time.time(), "kind": kind}
+        self.discovery.put(self.keys.failover_last, encode(record))
+
+    def peer_applied(self, address: str, port: int, position: str, timeout: float) -> bool:
+        """Has the server at address:port applied everything up to `position`?  (waits up to `timeout`)"""
+        try:
+            conn = connect_tcp(address, port, self.config.mysql_repl_user, self.config.mysql_repl_password,
+                               timeout=min(2.0, max(timeout, 0.5)))
+        except DBError as exc:
+            log.debug("cannot reach %s:%s: %s", address, port, exc)
+            return False
+        try:
+            result = conn.scalar(self.flavor.wait_for_gtid(position, max(timeout, 0.0)), timeout=timeout + 2)
+            return self.flavor.wait_succeeded(result)
+        except DBError as exc:
+            log.debug("waiting for %s on %s:%s failed: %s", position, address, port, exc)
+            return False
+        finally:
+            conn.close()

@@ -1,0 +1,36 @@
+"""`triton-mysql postStop`: leave the cluster cleanly.
+
+Delete this node's member record and end its session (which also frees the
+lock if this node still held it).  The durable `nodes/` record is kept, so
+`status` can show the node as down and when it was last seen.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..discovery import DiscoveryError
+from ..ha.act import Agent
+
+log = logging.getLogger("triton_mysql.postStop")
+
+
+def run(config) -> int:
+    agent = Agent(config)
+    try:
+        view = agent.view()
+        session = agent.my_session(view)
+        agent.discovery.delete(agent.keys.member(config.node_name))
+        if session:
+            agent.discovery.destroy_session(session)
+        node = view.nodes.get(config.node_name)
+        if node is not None:
+            from ..keys import encode
+            import time
+            agent.discovery.put(agent.keys.node(config.node_name),
+                                encode({**node, "healthy": False, "stopped": time.time()}))
+        log.info("left the cluster: member record deleted, session ended")
+    except DiscoveryError as exc:
+        log.warning("could not clean up in discovery (%s); the session expires by itself", exc)
+    finally:
+        agent.close()
+    return 0

@@ -1,0 +1,69 @@
+"""`triton-mysql switchover [--to NODE]`: a planned change of primary.
+
+Writes the `switchover` request; the primary's next health passes carry it
+out (fence, wait for the target to apply everything, release the lock) and
+the target takes the lock at once.  This command waits until the target
+holds the lock as a ready primary, or reports why not.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from ..cli import UserError
+from ..discovery import connect
+from ..ha import decide as d
+from ..ha.view import READY, read_view
+from ..keys import ClusterKeys, encode
+
+log = logging.getLogger("triton_mysql.switchover")
+
+
+def run(config, target: str | None = None) -> int:
+    discovery = connect(config)
+    keys = ClusterKeys.for_config(config)
+    try:
+        view = read_view(discovery, keys)
+        if view.lock is None:
+            raise UserError("there is no primary to switch over from (the lock is free)")
+        current = view.lock.node
+        candidates = sorted(
+            (m for m in view.members.values()
+             if m.node != current and m.candidate and m.fresh(view.now, config.session_ttl)),
+            key=lambda m: (-_progress(m), m.node))
+        if target is None:
+            if not candidates:
+                raise UserError("no candidate replica to switch over to")
+            target = candidates[0].node
+        if target == current:
+            raise UserError(f"{target} is already the primary")
+        if target not in {m.node for m in candidates}:
+            member = view.member(target)
+            why = "unknown node" if member is None else ("its member record is stale" if not member.fresh(
+                view.now, config.session_ttl) else "not a candidate (lagging in error, errant, backing up or NOFAILOVER)")
+            raise UserError(f"refusing to switch over to {target}: {why}")
+        if not discovery.create(keys.switchover, encode({"to": target, "requested": time.time(), "from": current,
+                                                         "kind": "planned"})):
+            raise UserError("another switchover is already in progress")
+        print(f"switchover requested: {current} -> {target}; waiting for {target} to become primary")
+        deadline = time.monotonic() + config.stop_grace + 2 * discovery.expiry_bounds(config.session_ttl)[1] + 15
+        while time.monotonic() < deadline:
+            view = read_view(discovery, keys)
+            if view.lock is not None and view.lock.node == target and view.lock.state == READY:
+                print(f"switchover done: {target} is the primary (writable) at "
+                      f"{view.lock.address}:{view.lock.port}")
+                return 0
+            if view.switchover is None and (view.lock is None or view.lock.node == current):
+                if view.lock is not None and view.lock.node == current:
+                    raise UserError(f"switchover abandoned by {current} (see its log): {target} did not catch up "
+                                    f"within STOP_GRACE or stopped being a candidate")
+            time.sleep(0.2)
+        raise UserError(f"timed out waiting for {target} to become primary")
+    finally:
+        discovery.close()
+
+
+def _progress(member) -> int:
+    from ..mysql import gtid
+    flavor = "mysql" if ":" in (member.received_gtid or "") else "mariadb"
+    return gtid.progress(flavor, member.received_gtid)
