@@ -1,0 +1,195 @@
+"""Table tests of the pure HA decisions: one small case per transition (Patroni's test_ha style)."""
+from __future__ import annotations
+
+import pytest
+
+from triton_mysql.ha import decide as d
+from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
+from triton_mysql.discovery import Instance
+
+NOW = 1_000_000.0
+TIMING = d.Timing(session_ttl=10, lock_expiry_max=20, stop_grace=10, failover_cooldown=0, promote_timeout=60)
+UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+UUID_B = "4f22ab58-82db-22f2-af44-d91bb0530673"
+
+FORMATS = {
+    # flavor: (behind, ahead, way ahead)
+    "mariadb": ("0-1-90", "0-1-100", "0-1-120"),
+    "mysql": (f"{UUID_A}:1-90", f"{UUID_A}:1-100", f"{UUID_A}:1-100,{UUID_B}:1-20"),
+}
+
+
+def lock(node="a", session="s-a", state=READY, since=NOW - 100, address="10.0.0.1", port=3306):
+    return Lock(node=node, address=address, port=port, server_id=1, since=since, session=session, index=7, state=state)
+
+
+def member(node, received="0-1-100", candidate=True, updated=NOW - 1, role="replica", address=None):
+    return Member(node=node, address=address or f"10.0.0.{ord(node[0]) - 96}", port=3306, server_id=None, role=role,
+                  gtid=received, received_gtid=received, candidate=candidate, healthy=True, lag_seconds=0.0,
+                  snapshot_id=None, updated=updated)
+
+
+def view(lock_=None, members=(), switchover=None, failover_last=None, healthy=None, bootstrap=None):
+    return ClusterView(now=NOW, lock=lock_, members={m.node: m for m in members}, nodes={}, bootstrap=bootstrap,
+                       bootstrap_index=0, switchover=switchover, switchover_index=3, failover_last=failover_last,
+                       snapshot_last=None, snapshot_lock=None,
+                       healthy_primaries=None if healthy is None else tuple(healthy))
+
+
+def local(node="b", **kw):
+    kw.setdefault("session", f"s-{node}")
+    return d.Local(node=node, **kw)
+
+
+# -- health -------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, v, me, action", [
+    ("mysqld down", view(lock()), local("a", mysql_up=False), d.STARTING),
+    ("holder, ready", view(lock()), local("a", read_only=True), d.PRIMARY),
+    ("holder, writable", view(lock()), local("a", read_only=False), d.PRIMARY),
+    ("holder, promotion under way", view(lock(state=PROMOTING, since=NOW - 5)), local("a"), d.WAIT_PROMOTION),
+    ("holder, promotion stuck", view(lock(state=PROMOTING, since=NOW - 600)), local("a"), d.FINISH_PROMOTION),
+    ("holder, switchover to b", view(lock(), [member("b")], switchover={"to": "b", "requested": NOW - 1}),
+     local("a", read_only=False), d.HANDOVER),
+    ("holder, stale switchover ignored", view(lock(), switchover={"to": "b", "requested": NOW - 3600}),
+     local("a", read_only=False), d.PRIMARY),
+    ("writable, lock held by other", view(lock("c", "s-c")), local("b", read_only=False), d.FENCE),
+    ("writable, lock free", view(None), local("b", read_only=False), d.FENCE),
+    ("writable, lock names me but old session", view(lock("b", "old")), local("b", read_only=False), d.FENCE),
+    ("writable, discovery down", None, local("a", read_only=False), d.FENCE),
+    ("read-only, discovery down", None, local("a", read_only=True), d.NO_DISCOVERY),
+    ("replica, holder ready", view(lock()), local("b"), d.FOLLOW),
+    ("replica, holder promoting", view(lock(state=PROMOTING)), local("b"), d.WAIT_PROMOTION),
+    ("lock free", view(None), local("b"), d.NO_PRIMARY),
+    ("lock free, bootstrap winner", view(None, bootstrap={"node": "b"}), local("b", bootstrap_pending=True),
+     d.TAKE_BOOTSTRAP_LOCK),
+    ("lock free, bootstrap key names another", view(None, bootstrap={"node": "c"}),
+     local("b", bootstrap_pending=True), d.NO_PRIMARY),
+    ("lock free, bootstrap already done", view(None, bootstrap={"node": "b"}), local("b"), d.NO_PRIMARY),
+    ("lock names me under a dead session", view(lock("b", "gone")), local("b", session="new"), d.NO_PRIMARY),
+    ("no session at all", view(lock("b", "s-b")), local("b", session=None), d.NO_PRIMARY),
+])
+def test_decide_health(case, v, me, action):
+    assert d.decide_health(v, me, TIMING).action == action, case
+
+
+def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
+    v = view(None, [member("c", "0-1-10")])
+    assert d.decide_health(v, local("b", received_gtid="0-1-99"), TIMING).action == d.NO_PRIMARY
+
+
+# -- candidates -----------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, ok", [
+    ({}, True),
+    ({"io_running": False}, True),  # the primary is gone: the IO thread is expected to be down
+    ({"sql_error": "Duplicate entry"}, False),
+    ({"errant": "0-3-5"}, False),
+    ({"backup_running": True}, False),
+    ({"nofailover": True}, False),
+    ({"mysql_up": False}, False),
+])
+def test_is_candidate(kw, ok):
+    assert d.is_candidate(local("b", **kw))[0] is ok
+
+
+# -- election -------------------------------------------------------------------
+
+@pytest.mark.parametrize("flavor", sorted(FORMATS))
+def test_most_advanced_tries_first_others_wait(flavor):
+    behind, ahead, way_ahead = FORMATS[flavor]
+    v = view(None, [member("b", ahead), member("c", way_ahead)])
+    c = d.decide_election(v, local("c", flavor=flavor, received_gtid=way_ahead), TIMING)
+    b = d.decide_election(v, local("b", flavor=flavor, received_gtid=ahead), TIMING)
+    assert c.action == d.TRY_NOW
+    assert b.action == d.TRY_LATER and b.target == "c" and b.wait == TIMING.session_ttl
+
+
+@pytest.mark.parametrize("flavor", sorted(FORMATS))
+def test_tie_goes_to_the_lowest_node_name(flavor):
+    _, ahead, _ = FORMATS[flavor]
+    v = view(None, [member("b", ahead), member("c", ahead)])
+    assert d.decide_election(v, local("b", flavor=flavor, received_gtid=ahead), TIMING).action == d.TRY_NOW
+    assert d.decide_election(v, local("c", flavor=flavor, received_gtid=ahead), TIMING).action == d.TRY_LATER
+
+
+def test_stale_or_non_candidate_members_do_not_block():
+    v = view(None, [member("c", "0-1-500", updated=NOW - 60), member("d", "0-1-900", candidate=False)])
+    assert d.decide_election(v, local("b", received_gtid="0-1-10"), TIMING).action == d.TRY_NOW
+
+
+def test_received_position_counts_not_executed():
+    # b executed less but received more (relay log not applied yet): b is more advanced.
+    v = view(None, [member("c", "0-1-100")])
+    me = local("b", gtid="0-1-80", received_gtid="0-1-110")
+    assert d.decide_election(v, me, TIMING).action == d.TRY_NOW
+
+
+def test_non_candidate_waits_for_a_winner():
+    assert d.decide_election(view(None), local("b", nofailover=True), TIMING).action == d.NOT_CANDIDATE
+    assert d.decide_election(view(None), local("b", errant="0-2-3"), TIMING).action == d.NOT_CANDIDATE
+
+
+def test_live_holder_is_followed():
+    v = view(lock("a", "s-a"), [member("a", role="primary")])
+    decision = d.decide_election(v, local("b"), TIMING)
+    assert decision.action == d.FOLLOW and decision.target == "a"
+
+
+def test_live_holder_found_through_the_primary_service():
+    v = view(lock("a", "s-a"), [member("a", updated=NOW - 60)],
+             healthy=[Instance(id="mysql-primary-a", name="mysql-primary", address="10.0.0.1", port=3306)])
+    assert d.decide_election(v, local("b"), TIMING).action == d.FOLLOW
+
+
+def test_dead_holder_waits_for_expiry():
+    v = view(lock("a", "s-a"), [member("a", updated=NOW - 60)], healthy=[])
+    decision = d.decide_election(v, local("b"), TIMING)
+    assert decision.action == d.WAIT_LOCK_CHANGE and decision.wait > TIMING.lock_expiry_max
+
+
+def test_promoting_holder_is_not_followed_yet():
+    v = view(lock("c", "s-c", state=PROMOTING), [member("c")])
+    assert d.decide_election(v, local("b"), TIMING).action == d.WAIT_LOCK_CHANGE
+
+
+def test_holder_is_primary():
+    assert d.decide_election(view(lock("b", "s-b")), local("b"), TIMING).action == d.IS_PRIMARY
+
+
+def test_planned_target_goes_first_others_defer():
+    v = view(None, [member("b", "0-1-10"), member("c", "0-1-99")],
+             switchover={"to": "b", "requested": NOW - 1})
+    assert d.decide_election(v, local("b", received_gtid="0-1-10"), TIMING).action == d.TRY_NOW
+    c = d.decide_election(v, local("c", received_gtid="0-1-99"), TIMING)
+    assert c.action == d.TRY_LATER and c.target == "b" and c.wait >= TIMING.stop_grace
+
+
+def test_cooldown_refuses_automatic_failover_but_not_planned():
+    timing = d.Timing(session_ttl=10, lock_expiry_max=20, stop_grace=10, failover_cooldown=300)
+    recent = {"from": "a", "to": "c", "at": NOW - 100, "kind": "automatic"}
+    v = view(None, [member("b")], failover_last=recent)
+    decision = d.decide_election(v, local("b"), timing)
+    assert decision.action == d.REFUSE_COOLDOWN and 199 <= decision.wait <= 200
+    planned_last = {**recent, "kind": "planned"}
+    assert d.decide_election(view(None, failover_last=planned_last), local("b"), timing).action == d.TRY_NOW
+    v2 = view(None, failover_last=recent, switchover={"to": "b", "requested": NOW})
+    assert d.decide_election(v2, local("b"), timing).action == d.TRY_NOW
+    old = {**recent, "at": NOW - 1000}
+    assert d.decide_election(view(None, failover_last=old), local("b"), timing).action == d.TRY_NOW
+
+
+# -- verdict --------------------------------------------------------------------
+
+@pytest.mark.parametrize("decision, me, healthy", [
+    (d.Decision(d.PRIMARY, ""), local("a", read_only=False), True),
+    (d.Decision(d.PRIMARY, ""), local("a", read_only=True), False),
+    (d.Decision(d.FOLLOW, ""), local("b", io_running=True, sql_running=True, lag_seconds=0.0), True),
+    (d.Decision(d.FOLLOW, ""), local("b", io_running=False, sql_running=True, lag_seconds=0.0), False),
+    (d.Decision(d.FOLLOW, ""), local("b", io_running=True, sql_running=True, lag_seconds=31.0), False),
+    (d.Decision(d.FOLLOW, ""), local("b", io_running=True, sql_running=True, lag_seconds=None), False),
+    (d.Decision(d.FENCE, "x"), local("a"), False),
+    (d.Decision(d.NO_PRIMARY, "x"), local("b"), False),
+])
+def test_verdict(decision, me, healthy):
+    assert d.verdict(decision, me, max_lag=30)[0] is healthy
