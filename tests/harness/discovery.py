@@ -128,11 +128,6 @@ class DiscoveryServer:
 @pytest.fixture(params=KINDS)
 def discovery_server(request, tmp_path_factory):
     """A fresh discovery server per test, once with etcd and once with the Consul double."""
-    if request.param == "consul":
-        try:
-            from .consul_double import ConsulDouble  # noqa: F401
-        except ImportError:
-            pytest.skip("the Consul double is not implemented yet")
     marker = request.node.get_closest_marker("consul_double")
     options = dict(marker.kwargs) if marker and request.param == "consul" else {}
     server = DiscoveryServer(request.param, tmp_path_factory.mktemp(f"discovery-{request.param}"), options)

@@ -1,0 +1,397 @@
+"""The discovery contract (triton_mysql/discovery/base.py), one suite for both
+backends: every test runs against the real etcd and against the Consul double
+(`discovery_server` is parametrized), with the same body."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from tests.harness.procs import wait_for
+from triton_mysql.discovery import KV, DiscoveryError, ServiceSpec
+
+ROUNDS = 20
+
+
+def _ttl(server) -> int:
+    """The shortest session TTL the backend allows: keeps expiry tests short."""
+    return server.min_session_ttl
+
+
+def _spec(name: str, node: str, port: int = 3306, ttl: float = 2.0) -> ServiceSpec:
+    return ServiceSpec(id=f"{name}-{node}", name=name, address="127.0.0.9", port=port, ttl=ttl, tags=("t1",))
+
+
+# -- locks --------------------------------------------------------------------
+
+def test_lock_race_has_exactly_one_winner(discovery_server):
+    """Two contenders with their own clients and sessions race for the lock 20 times."""
+    key = discovery_server.kv_root() + "/primary"
+    clients = [discovery_server.client(), discovery_server.client()]
+    sessions = [c.create_session(f"contender-{i}", _ttl(discovery_server)) for i, c in enumerate(clients)]
+    for round_no in range(ROUNDS):
+        barrier = threading.Barrier(2)
+        results: list[bool | None] = [None, None]
+        errors: list[BaseException] = []
+
+        def contend(i: int) -> None:
+            try:
+                barrier.wait(5)
+                results[i] = clients[i].acquire(key, f"node-{i}-{round_no}".encode(), sessions[i])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=contend, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not errors, errors
+        assert sorted(results) == [False, True], f"round {round_no}: {results}"
+        winner = results.index(True)
+        held = clients[1 - winner].holder(key)
+        assert held is not None and held.session == sessions[winner]
+        assert held.value == f"node-{winner}-{round_no}".encode()
+        assert clients[winner].release(key, sessions[winner])
+        assert clients[0].get(key) is None
+
+
+def test_acquire_is_reentrant_and_refused_to_others(discovery_server):
+    d = discovery_server.client()
+    key = discovery_server.kv_root() + "/primary"
+    a = d.create_session("a", _ttl(discovery_server))
+    b = d.create_session("b", _ttl(discovery_server))
+    assert d.acquire(key, b"a1", a)
+    assert d.acquire(key, b"a2", a), "the holder may rewrite its lock"
+    assert not d.acquire(key, b"b1", b)
+    kv = d.holder(key)
+    assert kv is not None and kv.value == b"a2" and kv.session == a
+
+
+def test_release_by_non_holder_fails(discovery_server):
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    key = discovery_server.kv_root() + "/snapshots/lock"
+    a = d1.create_session("a", _ttl(discovery_server))
+    b = d2.create_session("b", _ttl(discovery_server))
+    assert d1.acquire(key, b"a", a)
+    assert not d2.release(key, b)
+    assert d2.holder(key).session == a
+    assert not d2.release(discovery_server.kv_root() + "/absent", b), "nothing held, nothing released"
+    assert d1.release(key, a)
+    assert d2.get(key) is None, "a released lock is absent, i.e. free"
+    assert d2.acquire(key, b"b", b)
+
+
+def test_acquire_with_ended_session_fails(discovery_server):
+    d = discovery_server.client()
+    key = discovery_server.kv_root() + "/primary"
+    a = d.create_session("a", _ttl(discovery_server))
+    d.destroy_session(a)
+    assert not d.renew_session(a)
+    assert not d.acquire(key, b"x", a)
+    assert d.get(key) is None
+    d.destroy_session(a)  # unknown session: fine
+
+
+def test_destroying_the_session_frees_its_keys(discovery_server):
+    d = discovery_server.client()
+    root = discovery_server.kv_root()
+    a = d.create_session("a", _ttl(discovery_server))
+    assert d.acquire(root + "/primary", b"lock", a)
+    assert d.put(root + "/members/n1", b"member", session=a)
+    assert d.put(root + "/nodes/n1", b"durable")
+    d.destroy_session(a)
+    assert d.get(root + "/primary") is None
+    assert d.get(root + "/members/n1") is None
+    assert d.get(root + "/nodes/n1").value == b"durable"
+
+
+def test_holder_that_stops_renewing_loses_lock_and_member_record(discovery_server):
+    """Held before the earliest expiry; free (and its member record gone) within the bound:
+    etcd TTL + 1 s, Consul 2 x TTL + 1 s."""
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    root = discovery_server.kv_root()
+    ttl = _ttl(discovery_server)
+    earliest, latest = d1.expiry_bounds(ttl)
+    assert earliest >= ttl
+    assert latest <= (ttl + 0.5 if discovery_server.kind == "etcd" else 2 * ttl)
+    other = d2.create_session("other", ttl)
+    session = d1.create_session("holder", ttl)
+    assert d1.acquire(root + "/primary", b"holder", session)
+    assert d1.put(root + "/members/holder", b"{}", session=session)
+    assert d1.renew_session(session)
+    renewed = time.monotonic()
+    # Keep the other session alive while we wait; the holder's is never renewed again.
+    time.sleep(max(0.0, earliest - 0.6 - (time.monotonic() - renewed)))
+    assert d2.holder(root + "/primary") is not None, "lock gone before the TTL"
+    assert d2.get(root + "/members/holder") is not None
+    assert not d2.acquire(root + "/primary", b"other", other)
+    assert d2.renew_session(other)
+
+    def lock_free() -> bool:
+        return d2.get(root + "/primary") is None
+
+    wait_for(lock_free, latest + 1.0 - (time.monotonic() - renewed), interval=0.1, what="lock expiry")
+    freed_after = time.monotonic() - renewed
+    assert freed_after >= earliest - 0.3, f"lock freed {freed_after:.2f} s after the last renewal"
+    assert d2.get(root + "/members/holder") is None
+    assert not d1.renew_session(session)
+    assert d2.acquire(root + "/primary", b"other", other)
+
+
+# -- key/value ---------------------------------------------------------------
+
+def test_compare_and_set_conflicts_are_detected(discovery_server):
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    key = discovery_server.kv_root() + "/switchover"
+    assert d1.create(key, b"v1")
+    assert not d2.create(key, b"other"), "create is create-only"
+    assert not d1.cas(key, b"again", 0), "cas index 0 means only if absent"
+    kv = d1.get(key)
+    assert kv.value == b"v1" and kv.index > 0 and kv.session is None
+    assert d2.cas(key, b"v2", kv.index)
+    assert not d1.cas(key, b"stale", kv.index), "a stale index must be refused"
+    assert d1.get(key).value == b"v2"
+    assert not d1.delete(key, index=kv.index), "a stale conditional delete must be refused"
+    current = d1.get(key)
+    assert current.index != kv.index
+    assert d1.delete(key, index=current.index)
+    assert d1.get(key) is None
+    assert d1.delete(key, index=current.index), "a key already gone counts as deleted"
+    assert d1.delete(key), "deleting an absent key is fine"
+    assert d1.cas(key, b"new", 0)
+
+
+def test_concurrent_cas_has_one_winner(discovery_server):
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    key = discovery_server.kv_root() + "/server-id-counter"
+    d1.put(key, b"0")
+    for _ in range(10):
+        kv = d1.get(key)
+        barrier = threading.Barrier(2)
+        results = [None, None]
+
+        def bump(i: int, client) -> None:
+            barrier.wait(5)
+            results[i] = client.cas(key, str(int(kv.value) + 1 + i).encode(), kv.index)
+
+        threads = [threading.Thread(target=bump, args=(i, c)) for i, c in enumerate((d1, d2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(results) == [False, True]
+
+
+def test_get_put_roundtrip_binary_and_missing(discovery_server):
+    d = discovery_server.client()
+    root = discovery_server.kv_root()
+    payload = bytes(range(256))
+    assert d.get(root + "/nothing") is None
+    assert d.put(root + "/binary", payload)
+    kv = d.get(root + "/binary")
+    assert isinstance(kv, KV) and kv.value == payload and kv.key == root + "/binary"
+    assert d.put(root + "/empty", b"")
+    assert d.get(root + "/empty").value == b""
+    first = d.get(root + "/binary").index
+    d.put(root + "/binary", b"changed")
+    assert d.get(root + "/binary").index > first
+
+
+def test_list_returns_the_prefix_only_sorted(discovery_server):
+    d = discovery_server.client()
+    root = discovery_server.kv_root()
+    session = d.create_session("s", _ttl(discovery_server))
+    for name in ("n3", "n1", "n2"):
+        record = json.dumps({"node": name}).encode()
+        assert d.put(f"{root}/members/{name}", record, session=session)
+    d.put(f"{root}/membersX", b"sibling")
+    d.put(f"{root}/nodes/n1", b"node")
+    listed = d.list(root + "/members/")
+    assert [kv.key for kv in listed] == [f"{root}/members/{n}" for n in ("n1", "n2", "n3")]
+    assert all(kv.session == session for kv in listed)
+    assert json.loads(listed[1].value) == {"node": "n2"}
+    assert d.list(root + "/none/") == []
+    assert [kv.key for kv in d.list(root + "/")] == sorted(
+        [f"{root}/members/n1", f"{root}/members/n2", f"{root}/members/n3", f"{root}/membersX", f"{root}/nodes/n1"])
+
+
+def test_put_with_session_binds_the_key(discovery_server):
+    d = discovery_server.client()
+    key = discovery_server.kv_root() + "/members/n1"
+    a = d.create_session("a", _ttl(discovery_server))
+    b = d.create_session("b", _ttl(discovery_server))
+    assert d.put(key, b"1", session=a)
+    assert d.get(key).session == a
+    assert not d.put(key, b"2", session=b), "bound to another live session"
+    assert d.put(key, b"3"), "a plain write is unconditional"
+    kv = d.get(key)
+    assert kv.value == b"3" and kv.session == a, "a plain write keeps the binding"
+    d.destroy_session(a)
+    assert d.get(key) is None
+
+
+def test_create_with_session_is_create_only_and_bound(discovery_server):
+    d = discovery_server.client()
+    key = discovery_server.kv_root() + "/bootstrap"
+    a = d.create_session("a", _ttl(discovery_server))
+    assert d.create(key, b"first", session=a)
+    assert not d.create(key, b"second", session=a)
+    assert d.get(key).session == a
+    d.destroy_session(a)
+    assert d.get(key) is None
+
+
+def test_wait_returns_on_change_and_on_timeout(discovery_server):
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    key = discovery_server.kv_root() + "/primary"
+    start = time.monotonic()
+    assert d1.wait(key, 0, 0.5) is None
+    assert 0.4 <= time.monotonic() - start < 2.0
+    d1.put(key, b"one")
+    kv = d1.get(key)
+    start = time.monotonic()
+    assert d1.wait(key, kv.index, 0.5).value == b"one"
+    assert 0.4 <= time.monotonic() - start < 2.0
+    assert d1.wait(key, 0, 5).value == b"one", "index 0: any existing value, at once"
+
+    timer = threading.Timer(0.4, lambda: d2.put(key, b"two"))
+    timer.start()
+    try:
+        start = time.monotonic()
+        changed = d1.wait(key, kv.index, 10)
+        elapsed = time.monotonic() - start
+    finally:
+        timer.join()
+    assert changed is not None and changed.value == b"two" and changed.index != kv.index
+    assert 0.3 <= elapsed < 3.0, elapsed
+
+    timer = threading.Timer(0.4, lambda: d2.delete(key))
+    timer.start()
+    try:
+        assert d1.wait(key, changed.index, 10) is None, "a deletion is a change"
+    finally:
+        timer.join()
+
+
+# -- services ----------------------------------------------------------------
+
+def test_service_is_healthy_only_while_heartbeats_arrive(discovery_server):
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    spec = _spec("mysql-primary", "n1", ttl=2.0)
+    other = _spec("mysql-primary", "n2", port=3307, ttl=30.0)
+    d1.register_service(spec)
+    d2.register_service(other)
+    assert d2.healthy("mysql-primary") == [], "registered but never heartbeated: not healthy"
+    d1.heartbeat(spec)
+    d2.heartbeat(other)
+    instances = d2.healthy("mysql-primary")
+    assert [i.id for i in instances] == ["mysql-primary-n1", "mysql-primary-n2"]
+    first = instances[0]
+    assert (first.name, first.address, first.port, first.tags) == ("mysql-primary", "127.0.0.9", 3306, ("t1",))
+    assert instances[1].address_port == "127.0.0.9:3307"
+    assert d2.healthy("mysql") == []
+    for _ in range(3):  # heartbeats within the TTL keep it listed
+        time.sleep(0.8)
+        d1.heartbeat(spec)
+        assert "mysql-primary-n1" in [i.id for i in d2.healthy("mysql-primary")]
+    stopped = time.monotonic()
+
+    def gone() -> bool:
+        return "mysql-primary-n1" not in [i.id for i in d2.healthy("mysql-primary")]
+
+    wait_for(gone, spec.ttl + 1.5, interval=0.1, what="service to leave the healthy list")
+    assert time.monotonic() - stopped >= spec.ttl - 0.3
+    assert [i.id for i in d2.healthy("mysql-primary")] == ["mysql-primary-n2"]
+    d1.heartbeat(spec)  # back after a pause
+    assert "mysql-primary-n1" in [i.id for i in d2.healthy("mysql-primary")]
+    d2.deregister_service(other)
+    assert [i.id for i in d1.healthy("mysql-primary")] == ["mysql-primary-n1"]
+    d2.deregister_service(other)  # unknown: fine
+
+
+# -- outages -----------------------------------------------------------------
+
+def _operations(d, root: str, session: str, spec: ServiceSpec):
+    return {
+        "get": lambda: d.get(root + "/primary"),
+        "list": lambda: d.list(root + "/members/"),
+        "put": lambda: d.put(root + "/nodes/n1", b"x"),
+        "create": lambda: d.create(root + "/bootstrap", b"x"),
+        "cas": lambda: d.cas(root + "/nodes/n1", b"y", 1),
+        "delete": lambda: d.delete(root + "/nodes/n1"),
+        "acquire": lambda: d.acquire(root + "/primary", b"x", session),
+        "release": lambda: d.release(root + "/primary", session),
+        "create_session": lambda: d.create_session("s", _ttl_for(d)),
+        "renew_session": lambda: d.renew_session(session),
+        "destroy_session": lambda: d.destroy_session(session),
+        "wait": lambda: d.wait(root + "/primary", 12345, 0.5),
+        "register_service": lambda: d.register_service(spec),
+        "heartbeat": lambda: d.heartbeat(spec),
+        "healthy": lambda: d.healthy(spec.name),
+        "deregister_service": lambda: d.deregister_service(spec),
+    }
+
+
+def _ttl_for(d) -> int:
+    return 2 if "etcd" in d.describe() else 10
+
+
+def test_server_gone_gives_discovery_error_within_timeout(discovery_server):
+    timeout = 1.0
+    d = discovery_server.client(timeout=timeout)
+    root = discovery_server.kv_root()
+    session = d.create_session("s", discovery_server.min_session_ttl)
+    spec = _spec("mysql", "n1")
+    d.register_service(spec)
+    d.heartbeat(spec)
+    discovery_server.stop()
+    failures = {}
+    for name, op in _operations(d, root, session, spec).items():
+        start = time.monotonic()
+        if name == "register_service" and discovery_server.kind == "etcd":
+            op()  # etcd: remembers the spec only, nothing remote
+            continue
+        with pytest.raises(DiscoveryError) as info:
+            op()
+        elapsed = time.monotonic() - start
+        # wait() may use its own 0.5 s on top of the request timeout.
+        assert elapsed < timeout + 0.5 + 0.5, f"{name} took {elapsed:.2f} s"
+        failures[name] = str(info.value)
+    for name, message in failures.items():
+        assert discovery_server.endpoint in message or discovery_server.kind in message.lower(), (name, message)
+    discovery_server.start()
+    assert wait_for(lambda: d.put(root + "/nodes/n1", b"back"), 10, what="discovery back")
+    assert d.get(root + "/nodes/n1").value == b"back"
+
+
+def test_unreachable_endpoint_gives_discovery_error(discovery_server):
+    """Nothing listens on the port: refused at once, DiscoveryError naming the endpoint."""
+    from tests.harness.procs import free_port
+    from triton_mysql.discovery import connect_endpoints
+
+    port = free_port()
+    if discovery_server.kind == "etcd":
+        d = connect_endpoints(etcd=[("127.0.0.1", port)], timeout=1.0)
+    else:
+        d = connect_endpoints(consul=("127.0.0.1", port), timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(DiscoveryError, match=f"127.0.0.1:{port}"):
+        d.get("triton-mysql/mysql/primary")
+    assert time.monotonic() - start < 1.5
+    d.close()
+
+
+def test_state_survives_a_restart(discovery_server):
+    d = discovery_server.client()
+    root = discovery_server.kv_root()
+    session = d.create_session("s", discovery_server.min_session_ttl)
+    assert d.acquire(root + "/primary", b"lock", session)
+    d.put(root + "/snapshots/last", b"manifest")
+    discovery_server.stop()
+    discovery_server.start()
+    assert d.get(root + "/snapshots/last").value == b"manifest"
+    assert d.renew_session(session), "sessions survive a restart (timers reset)"
+    assert d.holder(root + "/primary").session == session

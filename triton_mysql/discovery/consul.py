@@ -1,0 +1,264 @@
+"""Consul backend (HTTP API through py-consul).
+
+How the contract (`base.Discovery`) maps onto Consul:
+
+* Sessions: `session.create(name, ttl=<int>, lock_delay=0, behavior='delete')`
+  with no checks (Consul adds the node's serfHealth).  Consul accepts TTLs from
+  10 s to 24 h and invalidates a session no sooner than its TTL and up to 2x
+  its TTL after the last renewal: `expiry_bounds(ttl)` = (ttl, 2 * ttl).
+  Behavior `delete`: the keys a session holds are deleted when it ends.
+* Locks: `acquire` = `PUT ?acquire=<session>`; `release` reads the key, checks
+  that our session holds it and deletes it with `?cas=<ModifyIndex>`, so a
+  free lock is an absent key (as with etcd).  `put(session=)` binds with
+  `?acquire` as well.  `create(session=)` is a transaction
+  (check-not-exists + lock) so that it is create-only *and* bound.
+* Compare-and-set uses `ModifyIndex` (`KV.index`); `cas(index=0)` is
+  create-only.  A plain PUT keeps the key's session (Consul semantics).
+* Services: registered on the agent with one TTL check (id
+  `service:<id>`, `DeregisterCriticalServiceAfter` = `DEREGISTER_AFTER`);
+  `heartbeat` passes the check; when the agent answers 404 (it lost the
+  service, e.g. it restarted without its state) the service is registered
+  again and passed again.  `healthy` = `health.service(name, passing=True)`.
+* `wait` is a blocking query (`?index=&wait=`), repeated until the key's
+  ModifyIndex differs from the caller's or the time is up.
+
+Keys never start with '/' in Consul: a leading '/' is stripped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable, TypeVar
+
+import base64
+
+import consul
+import requests
+from consul.exceptions import ClientError, ConsulException, NotFound
+
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Consul's bounds for a session TTL (seconds).
+MIN_SESSION_TTL = 10
+MAX_SESSION_TTL = 86400
+#: How long the agent keeps a service whose check stays critical (Consul's minimum is 1 minute).
+DEREGISTER_AFTER = "1m"
+#: Consul answers a blocking query up to wait/16 late (random jitter).
+_JITTER = 1 / 16
+
+
+def _duration(seconds: float) -> str:
+    """A Go duration string for `seconds` ("10s", "2500ms")."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{max(1, int(round(seconds * 1000)))}ms"
+
+
+class ConsulDiscovery(Discovery):
+    """The discovery contract on Consul.  See the module docstring."""
+
+    def __init__(self, host: str, port: int, timeout: float = 2.0) -> None:
+        self.host = host
+        self.port = int(port)
+        self.timeout = float(timeout)
+        self._consul = consul.Consul(host=host, port=self.port, connections_timeout=self.timeout)
+
+    # -- plumbing ---------------------------------------------------------
+    def describe(self) -> str:
+        return f"consul at {self.host}:{self.port}"
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        """Run one py-consul call; every failure becomes DiscoveryError naming the agent and `op`."""
+        try:
+            return fn()
+        except requests.exceptions.Timeout:
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: "
+                                 f"no answer within {self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {_short(exc)}") from None
+        except (requests.RequestException, ConsulException) as exc:
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {_short(exc)}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: "
+                                 f"malformed answer ({exc!r})") from None
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return key.lstrip("/")
+
+    @staticmethod
+    def _kv(entry: dict[str, Any]) -> KV:
+        value = entry.get("Value")
+        if isinstance(value, str):
+            value = value.encode()
+        return KV(key=str(entry["Key"]), value=value or b"", index=int(entry["ModifyIndex"]),
+                  session=entry.get("Session") or None)
+
+    # -- sessions ---------------------------------------------------------
+    def create_session(self, name: str, ttl: float) -> str:
+        seconds = math.ceil(ttl)
+        if not MIN_SESSION_TTL <= seconds <= MAX_SESSION_TTL:
+            raise ValueError(f"a Consul session TTL must be {MIN_SESSION_TTL}..{MAX_SESSION_TTL} s (got {ttl:g})")
+        session = self._call(f"create session {name}", lambda: self._consul.session.create(
+            name=name, ttl=seconds, lock_delay=0, behavior="delete"))
+        if not isinstance(session, str) or not session:
+            raise DiscoveryError(f"{self.describe()}: create session {name} failed: no session id in the answer")
+        return session
+
+    def renew_session(self, session: str) -> bool:
+        try:
+            self._call(f"renew session {session}", lambda: self._consul.session.renew(session))
+        except DiscoveryError as exc:
+            if isinstance(exc.__context__, NotFound):
+                return False
+            raise
+        return True
+
+    def destroy_session(self, session: str) -> None:
+        self._call(f"destroy session {session}", lambda: self._consul.session.destroy(session))
+
+    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
+        seconds = float(max(MIN_SESSION_TTL, math.ceil(ttl)))
+        return seconds, 2 * seconds
+
+    # -- key/value --------------------------------------------------------
+    def get(self, key: str) -> KV | None:
+        key = self._key(key)
+        _, entry = self._call(f"get {key}", lambda: self._consul.kv.get(key))
+        return self._call(f"get {key}", lambda: self._kv(entry)) if entry else None
+
+    def _get_indexed(self, key: str, index: int | None = None, wait: float | None = None) -> tuple[int, KV | None]:
+        params: dict[str, Any] = {}
+        if index:
+            params = {"index": index, "wait": _duration(wait or 0.001)}
+        idx, entry = self._call(f"get {key}", lambda: self._consul.kv.get(key, **params))
+        return self._call(f"get {key}", lambda: (int(idx), self._kv(entry) if entry else None))
+
+    def list(self, prefix: str) -> list[KV]:
+        prefix = self._key(prefix)
+        _, entries = self._call(f"list {prefix}", lambda: self._consul.kv.get(prefix, recurse=True))
+        return self._call(f"list {prefix}", lambda: sorted((self._kv(e) for e in entries or []),
+                                                           key=lambda kv: kv.key))
+
+    def put(self, key: str, value: bytes, session: str | None = None) -> bool:
+        if session is not None:
+            return self.acquire(key, value, session)
+        key = self._key(key)
+        return bool(self._call(f"put {key}", lambda: self._consul.kv.put(key, value)))
+
+    def create(self, key: str, value: bytes, session: str | None = None) -> bool:
+        key = self._key(key)
+        if session is None:
+            return bool(self._call(f"create {key}", lambda: self._consul.kv.put(key, value, cas=0)))
+        ops = [{"KV": {"Verb": "check-not-exists", "Key": key}},
+               {"KV": {"Verb": "lock", "Key": key, "Value": base64.b64encode(value).decode(), "Session": session}}]
+        try:
+            self._call(f"create {key}", lambda: self._consul.txn.put(ops))
+        except DiscoveryError as exc:
+            if isinstance(exc.__context__, ClientError) and str(exc.__context__).startswith("409"):
+                log.debug("consul: create %s refused: %s", key, exc.__context__)
+                return False
+            raise
+        return True
+
+    def cas(self, key: str, value: bytes, index: int) -> bool:
+        key = self._key(key)
+        return bool(self._call(f"compare-and-set {key}", lambda: self._consul.kv.put(key, value, cas=int(index))))
+
+    def delete(self, key: str, index: int | None = None) -> bool:
+        key = self._key(key)
+        if index is None:
+            return bool(self._call(f"delete {key}", lambda: self._consul.kv.delete(key)))
+        if index == 0:
+            # Consul ignores ?cas=0 on DELETE: "only if absent" is a read.
+            return self.get(key) is None
+        return bool(self._call(f"delete {key} at index {index}",
+                               lambda: self._consul.kv.delete(key, cas=int(index))))
+
+    def acquire(self, key: str, value: bytes, session: str) -> bool:
+        key = self._key(key)
+        try:
+            return bool(self._call(f"acquire {key}", lambda: self._consul.kv.put(key, value, acquire=session)))
+        except DiscoveryError as exc:
+            if "invalid session" in str(exc).lower():
+                log.warning("consul: acquire %s: session %s no longer exists", key, session)
+                return False
+            raise
+
+    def release(self, key: str, session: str) -> bool:
+        kv = self.get(key)
+        if kv is None or kv.session != session:
+            return False
+        return self.delete(key, index=kv.index)
+
+    def wait(self, key: str, index: int, timeout: float) -> KV | None:
+        key = self._key(key)
+        deadline = time.monotonic() + max(0.0, timeout)
+        blocking_index, kv = self._get_indexed(key)
+        while (kv.index if kv else 0) == index:
+            left = deadline - time.monotonic()
+            if left <= 0.001:
+                break
+            # Ask for less than what is left: Consul may add up to wait/16 of jitter.
+            new_index, kv = self._get_indexed(key, blocking_index, left / (1 + _JITTER))
+            # An index that went backwards (a restarted or wiped server) restarts the query.
+            blocking_index = new_index if new_index >= blocking_index else 0
+            if not blocking_index:
+                blocking_index, kv = self._get_indexed(key)
+        return kv
+
+    # -- services ---------------------------------------------------------
+    def register_service(self, spec: ServiceSpec) -> None:
+        check = {"ttl": _duration(spec.ttl), "DeregisterCriticalServiceAfter": DEREGISTER_AFTER}
+        ok = self._call(f"register service {spec.id}", lambda: self._consul.agent.service.register(
+            spec.name, service_id=spec.id, address=spec.address, port=int(spec.port), tags=list(spec.tags),
+            check=check))
+        if not ok:
+            raise DiscoveryError(f"{self.describe()}: register service {spec.id} failed")
+
+    def heartbeat(self, spec: ServiceSpec) -> None:
+        check_id = f"service:{spec.id}"
+        if self._call(f"heartbeat service {spec.id}", lambda: self._consul.agent.check.ttl_pass(check_id)):
+            return
+        log.info("consul: agent does not know service %s (restarted?); registering it again", spec.id)
+        self.register_service(spec)
+        if not self._call(f"heartbeat service {spec.id}", lambda: self._consul.agent.check.ttl_pass(check_id)):
+            raise DiscoveryError(f"{self.describe()}: heartbeat service {spec.id} failed: "
+                                 f"check {check_id} unknown right after registering it")
+
+    def deregister_service(self, spec: ServiceSpec) -> None:
+        # False (404) means the agent did not know it: fine.
+        self._call(f"deregister service {spec.id}", lambda: self._consul.agent.service.deregister(spec.id))
+
+    def healthy(self, name: str) -> list[Instance]:
+        _, nodes = self._call(f"healthy {name}", lambda: self._consul.health.service(name, passing=True))
+
+        def parse() -> list[Instance]:
+            out = []
+            for node in nodes or []:
+                svc = node["Service"]
+                address = svc.get("Address") or (node.get("Node") or {}).get("Address") or ""
+                out.append(Instance(id=str(svc["ID"]), name=str(svc["Service"]), address=str(address),
+                                    port=int(svc["Port"]), tags=tuple(svc.get("Tags") or ())))
+            return sorted(out, key=lambda inst: inst.id)
+
+        return self._call(f"healthy {name}", parse)
+
+    def close(self) -> None:
+        session = getattr(self._consul.http, "session", None)
+        if session is not None:
+            session.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
+                   "Remote end closed", "No route to host", "Network is unreachable"):
+        if marker in text:
+            return marker.lower()
+    return text[:200]
