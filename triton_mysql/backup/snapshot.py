@@ -1,0 +1,272 @@
+"""Taking a snapshot end to end: lock → id → pipeline → manifest → snapshots/last
+→ retention → binlog purge.  Used by `triton-mysql snapshot` (scheduled, on the
+primary) and `triton-mysql backup` (manual, anywhere).
+
+Order matters (SPEC §6): the data object is committed first, then the
+manifest (which makes the snapshot complete), then `snapshots/last`; so a
+failure at any step leaves either nothing or an incomplete directory (never
+used), and `snapshots/last` only ever names a complete snapshot.  On failure
+the id's directory is removed (its claim, any partial object), the lock is
+released, and SnapshotError carries a one-line reason.
+
+A snapshot stored anywhere but BACKUP_URL (`backup --url`) is an export: it
+gets its manifest but does not become `snapshots/last`, and neither retention
+nor binlog purge follow from it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from ..discovery import Discovery, DiscoveryError
+from ..keys import ClusterKeys, decode, encode
+from ..storage import Storage, StorageError, open_storage
+from . import binlogs, manifest as mf, retention
+from ._db import DatabaseError, LocalServer
+from .lock import LockBusy, SnapshotLock
+from .pipeline import SnapshotError, stream_backup
+from .progress import Progress, directory_size
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SnapshotError", "LockBusy", "NotDue", "Terminated", "take_snapshot", "allocate_id",
+           "terminate_on_sigterm", "last_snapshot", "due_now"]
+
+
+class NotDue(Exception):
+    """A scheduled snapshot is no longer due once the lock was taken (another one just finished)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (finally blocks release the lock and kill the tools)."""
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` in the main thread for the duration of the block.
+
+    The supervisor stops an overrunning task with SIGTERM (then SIGKILL 5 s
+    later): this is what lets the lock be released and the upload aborted.
+    """
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one unwinding is enough
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def allocate_id(storage: Storage, service: str, when: datetime, node: str) -> str:
+    """Reserve a fresh snapshot id: `<service>-<stamp>`, else `-2`, `-3`…
+
+    The reservation is the create-only `claim.json`: of two backups that
+    start in the same second, exactly one gets each id.  A directory that
+    already holds other objects (left by something that did not claim) is
+    skipped too.
+    """
+    claim = json.dumps({"node": node, "started": time.time()}).encode()
+    for n in range(1, mf.MAX_SUFFIX):
+        snapshot_id = mf.make_id(service, when, n)
+        if not storage.create_exclusive(mf.claim_key(snapshot_id), claim):
+            continue
+        others = [i for i in storage.list(f"{snapshot_id}/") if i.key != mf.claim_key(snapshot_id)]
+        if others:
+            storage.delete(mf.claim_key(snapshot_id))
+            continue
+        return snapshot_id
+    raise SnapshotError(f"no free snapshot id for {mf.make_id(service, when)} after {mf.MAX_SUFFIX} tries")
+
+
+def last_snapshot(config: Any, discovery: Discovery | None, storage_factory: Callable[[], Storage] | None = None
+                  ) -> dict[str, Any] | None:
+    """The newest complete snapshot: `snapshots/last` if set, else the newest in storage."""
+    if discovery is not None:
+        kv = discovery.get(ClusterKeys.for_config(config).snapshots_last)
+        record = decode(kv.value) if kv else None
+        if record is not None:
+            try:
+                return mf.validate(record)
+            except ValueError as exc:
+                log.warning("snapshots/last is not a valid manifest (%s); looking in storage", exc)
+    storage = storage_factory() if storage_factory else open_storage(config.backup_url, config)
+    return mf.newest_complete(storage)
+
+
+def _member_positions(config: Any, discovery: Discovery | None) -> list[str]:
+    """Received GTIDs of the live members: binlogs they still need are kept."""
+    if discovery is None:
+        return []
+    out = []
+    try:
+        for kv in discovery.list(ClusterKeys.for_config(config).members):
+            record = decode(kv.value) or {}
+            if record.get("node") == config.node_name or record.get("role") == "primary":
+                continue
+            position = record.get("received_gtid") or record.get("gtid")
+            out.append(str(position or ""))
+    except DiscoveryError as exc:
+        log.warning("binlog purge: cannot read the member records (%s); using the snapshot position only", exc)
+    return out
+
+
+def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery | None = None,
+                  progress: bool | Progress | None = None, storage: Storage | None = None,
+                  on_started: Callable[[Any], None] | None = None, reason: str = "manual",
+                  still_due: Callable[[LocalServer], Any] | None = None) -> dict[str, Any]:
+    """Take one snapshot now; returns its manifest.  Raises SnapshotError / LockBusy.
+
+    `url`: store there instead of BACKUP_URL (an export unless it *is*
+    BACKUP_URL).  `discovery`: when given, the snapshot lock is held and
+    (for BACKUP_URL) `snapshots/last` updated; without it (no discovery
+    configured) neither happens.  `progress`: True for the default reporter
+    (bar on a terminal, log lines otherwise), or a Progress.  `still_due`:
+    checked again once the lock is held (a scheduled snapshot); falsy raises
+    NotDue, e.g. when another node's backup finished in between.
+    """
+    target_url = url or config.backup_url
+    is_main = target_url.rstrip("/") == config.backup_url.rstrip("/")
+    try:
+        storage = storage or open_storage(target_url, config)
+    except StorageError as exc:
+        raise SnapshotError(str(exc)) from None
+    keys = ClusterKeys.for_config(config)
+    try:
+        server = LocalServer(config.mysql_socket, config.mysql_root_password, timeout=5.0)
+    except DatabaseError as exc:
+        raise SnapshotError(str(exc)) from None
+    lock: SnapshotLock | None = None
+    snapshot_id: str | None = None
+    stored = False
+    try:
+        flavor = server.flavor
+        server_id = server.server_id()
+        version = server.version()
+        datadir = server.datadir().rstrip("/") or config.mysql_datadir
+        if discovery is not None:
+            lock = SnapshotLock(discovery, keys.snapshots_lock, node=config.node_name, snapshot=None,
+                                ttl=config.session_ttl)
+            lock.acquire()
+            if still_due is not None:
+                decision = still_due(server)
+                if not decision:
+                    raise NotDue(getattr(decision, "reason", "not due any more"))
+        else:
+            log.warning("no discovery service configured: taking the snapshot without the snapshot lock")
+        started = datetime.now(timezone.utc)
+        snapshot_id = allocate_id(storage, config.service_name, started, config.node_name)
+        if lock is not None:
+            lock.update(snapshot=snapshot_id)
+        log.info("snapshot %s: starting (%s) on %s into %s%s", snapshot_id, reason, config.node_name,
+                 storage.describe(), "" if is_main else " (export)")
+        reporter = progress if isinstance(progress, Progress) else (
+            Progress(f"snapshot {snapshot_id}", directory_size(datadir)) if progress else None)
+        should_stop = (lambda: "the snapshot lock was lost" if lock.lost.is_set() else None) if lock else None
+        try:
+            result = stream_backup(flavor=flavor, storage=storage, key=mf.data_key(snapshot_id),
+                                   socket=config.mysql_socket, server_cnf=config.mysql_cnf,
+                                   password=config.mysql_root_password, datadir=datadir, progress=reporter,
+                                   should_stop=should_stop, on_started=on_started)
+        finally:
+            if reporter is not None:
+                reporter.finish()
+        completed = datetime.now(timezone.utc)
+        manifest = {
+            "id": snapshot_id,
+            "created": mf.iso(started),
+            "source_node": config.node_name,
+            "server_id": server_id,
+            "flavor": flavor.name,
+            "server_version": result.server_version or version,
+            "tool": result.tool,
+            "gtid": result.gtid,
+            "binlog_file": result.binlog_file,
+            "binlog_pos": result.binlog_pos,
+            "size": result.size,
+            "sha256": result.sha256,
+            # Extra fields (allowed by SPEC §6):
+            "completed": mf.iso(completed),
+            "tool_version": result.tool_version,
+            "service": config.service_name,
+            "format": "xbstream",
+            "compression": "zstd",
+            "source_bytes": result.source_bytes,
+        }
+        mf.validate(manifest)
+        try:
+            storage.put_bytes(mf.manifest_key(snapshot_id), mf.encode(manifest))
+        except StorageError as exc:
+            raise SnapshotError(f"storing the manifest failed: {exc}") from None
+        stored = True
+        log.info("snapshot %s: complete, %d bytes in %.1f s, GTID %s (%s:%s)", snapshot_id, result.size,
+                 result.seconds, result.gtid or "''", result.binlog_file, result.binlog_pos)
+        if is_main:
+            _after_snapshot(config, discovery, storage, server, manifest, keys)
+        return manifest
+    except StorageError as exc:
+        raise SnapshotError(str(exc)) from None
+    except DatabaseError as exc:
+        raise SnapshotError(str(exc)) from None
+    finally:
+        try:
+            if snapshot_id is not None and not stored:
+                _remove_partial(storage, snapshot_id)
+        finally:
+            if lock is not None:
+                lock.release()
+            server.close()
+
+
+def _after_snapshot(config: Any, discovery: Discovery | None, storage: Storage, server: LocalServer,
+                    manifest: dict[str, Any], keys: ClusterKeys) -> None:
+    """snapshots/last, then retention and binlog purge (a failure of the last two is only logged)."""
+    if discovery is not None:
+        try:
+            discovery.put(keys.snapshots_last, encode(manifest))
+        except DiscoveryError as exc:
+            raise SnapshotError(f"snapshot {manifest['id']} is stored, but recording it in snapshots/last "
+                                f"failed: {exc}") from None
+        log.info("snapshots/last now names %s", manifest["id"])
+    try:
+        retention.apply(storage, config.snapshot_keep, protect={manifest["id"]})
+    except StorageError as exc:
+        log.warning("retention failed (will retry after the next snapshot): %s", exc)
+    if not manifest["binlog_file"]:
+        return
+    try:
+        binlogs.purge(server, manifest["gtid"], extra_keep=_member_positions(config, discovery))
+    except DatabaseError as exc:
+        log.warning("binlog purge failed (will retry after the next snapshot): %s", exc)
+
+
+def _remove_partial(storage: Storage, snapshot_id: str) -> None:
+    """Take an unfinished snapshot's directory away (its claim and anything partial)."""
+    try:
+        storage.delete_prefix(f"{snapshot_id}/")
+        log.info("snapshot %s: removed what the failed attempt left", snapshot_id)
+    except StorageError as exc:
+        log.warning("snapshot %s: could not remove its incomplete directory (%s); retention removes it "
+                    "after a day", snapshot_id, exc)
+
+
+def due_now(config: Any, discovery: Discovery | None, server: LocalServer, *, now: float | None = None):
+    """Gather the facts of SPEC §6's due rule from discovery/storage and the server; decide (due.snapshot_due)."""
+    from .due import snapshot_due
+
+    last = last_snapshot(config, discovery)
+    binlog_file = server.current_binlog()
+    start_gtid = server.binlog_start_gtid(binlog_file) if binlog_file else None
+    return snapshot_due(last, now=time.time() if now is None else now, interval=config.snapshot_interval,
+                        flavor=server.flavor.name, gtid_now=server.binlog_gtid(), node=config.node_name,
+                        server_id=server.server_id(), binlog_file=binlog_file, binlog_start_gtid=start_gtid)
