@@ -395,3 +395,169 @@ def test_state_survives_a_restart(discovery_server):
     assert d.get(root + "/snapshots/last").value == b"manifest"
     assert d.renew_session(session), "sessions survive a restart (timers reset)"
     assert d.holder(root + "/primary").session == session
+
+
+# -- broken servers (both backends) ------------------------------------------
+
+class _BrokenServer:
+    """An HTTP server on loopback that answers every request wrongly (one `mode`)."""
+
+    def __init__(self, mode: str) -> None:
+        import http.server
+
+        self.mode = mode
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                if outer.mode == "hang":
+                    outer.release.wait(30)
+                    return
+                status, body, headers = {
+                    "5xx": (500, b'{"error":"boom","message":"boom","code":13}', {"X-Consul-Index": "5"}),
+                    "not-json": (200, b"<html>proxy error</html>", {"X-Consul-Index": "5"}),
+                    "wrong-shape": (200, b'{"kvs":[{"key":"a2V5"}],"result":{},"ID":"x"}', {"X-Consul-Index": "5"}),
+                    "no-index": (200, b"[]", {}),
+                }[outer.mode]
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("kind,mode", [(k, m) for k in ("etcd", "consul")
+                                       for m in ("5xx", "not-json", "wrong-shape", "no-index", "hang")
+                                       if (k, m) != ("etcd", "no-index")])  # X-Consul-Index: Consul only
+def test_bad_answers_become_discovery_errors(kind, mode):
+    from triton_mysql.discovery import connect_endpoints
+
+    broken = _BrokenServer(mode)
+    timeout = 0.5
+    try:
+        if kind == "etcd":
+            d = connect_endpoints(etcd=[("127.0.0.1", broken.port)], timeout=timeout)
+        else:
+            d = connect_endpoints(consul=("127.0.0.1", broken.port), timeout=timeout)
+        spec = _spec("mysql", "n1")
+        calls = {
+            "get": lambda: d.get("triton-mysql/mysql/primary"),
+            "list": lambda: d.list("triton-mysql/mysql/members/"),
+            "create_session": lambda: d.create_session("s", 10),
+            "renew_session": lambda: d.renew_session("123"),
+            "healthy": lambda: d.healthy("mysql"),
+            "heartbeat": lambda: d.heartbeat(spec),
+        }
+        if mode == "wrong-shape":
+            calls.pop("renew_session" if kind == "etcd" else "create_session")  # {"result": {}}, {"ID": "x"}: valid
+        if kind == "consul" and mode in ("not-json", "wrong-shape", "no-index"):
+            calls.pop("heartbeat")  # Consul answers a check pass with 200 and an empty body: any 200 is success
+        for name, call in calls.items():
+            start = time.monotonic()
+            with pytest.raises(DiscoveryError) as info:
+                call()
+            assert time.monotonic() - start < timeout + 0.5, name
+            assert f"127.0.0.1:{broken.port}" in str(info.value), (name, str(info.value))
+        d.close()
+    finally:
+        broken.close()
+
+
+# -- backend specifics ---------------------------------------------------------
+
+def test_etcd_tries_endpoints_in_turn_and_sticks_to_the_one_that_works(etcd_server):
+    from tests.harness.procs import free_port
+    from triton_mysql.discovery import connect_endpoints
+
+    dead = ("127.0.0.1", free_port())
+    d = connect_endpoints(etcd=[dead, (etcd_server.host, etcd_server.port)], timeout=1.0)
+    assert d.put("/triton-mysql/mysql/k", b"v")
+    assert d.describe() == f"etcd at 127.0.0.1:{dead[1]},{etcd_server.endpoint}"
+    assert d._current == 1, "sticks to the endpoint that answered"
+    assert d.get("/triton-mysql/mysql/k").value == b"v"
+    etcd_server.stop()
+    with pytest.raises(DiscoveryError, match="no endpoint reachable") as info:
+        d.get("/triton-mysql/mysql/k")
+    assert str(dead[1]) in str(info.value) and str(etcd_server.port) in str(info.value)
+    d.close()
+
+
+def test_etcd_services_live_under_the_prefix(etcd_server):
+    import etcd3gw
+    from triton_mysql.discovery import connect_endpoints
+
+    d = connect_endpoints(etcd=[(etcd_server.host, etcd_server.port)], etcd_prefix="/custom/", timeout=2.0)
+    spec = _spec("mysql", "n1", ttl=2.0)
+    d.register_service(spec)
+    raw = etcd3gw.client(host=etcd_server.host, port=etcd_server.port, timeout=5)
+    assert raw.get(b"/custom/services/mysql/mysql-n1") == [], "register_service writes nothing"
+    d.heartbeat(spec)
+    [(value, meta)] = raw.get(b"/custom/services/mysql/mysql-n1", metadata=True)
+    assert json.loads(value) == {"ID": "mysql-n1", "Name": "mysql", "Address": "127.0.0.9", "Port": 3306,
+                                 "Tags": ["t1"]}
+    assert int(meta["lease"]) > 0
+    d.deregister_service(spec)
+    assert raw.get(b"/custom/services/mysql/mysql-n1") == []
+    assert d.healthy("mysql") == []
+    d.close()
+
+
+def test_consul_heartbeat_registers_again_when_the_agent_lost_the_service(consul_double):
+    from triton_mysql.discovery import connect_endpoints
+
+    d = connect_endpoints(consul=(consul_double.host, consul_double.port), timeout=2.0)
+    spec = _spec("mysql", "n1", ttl=5.0)
+    d.register_service(spec)
+    d.heartbeat(spec)
+    consul_double.kill()  # the agent comes back without its services
+    consul_double.start()
+    assert d.healthy("mysql") == []
+    d.heartbeat(spec)
+    assert [i.id for i in d.healthy("mysql")] == ["mysql-n1"]
+    checks = consul_double.client().agent.checks()
+    assert checks["service:mysql-n1"]["Definition"]["TTL"] == "5s"
+    d.close()
+
+
+def test_consul_keys_have_no_leading_slash(consul_double):
+    from triton_mysql.discovery import connect_endpoints
+
+    d = connect_endpoints(consul=(consul_double.host, consul_double.port), timeout=2.0)
+    d.put("/triton-mysql/mysql/nodes/n1", b"v")
+    assert consul_double.client().kv.get("triton-mysql/mysql/nodes/n1")[1]["Value"] == b"v"
+    assert d.get("triton-mysql/mysql/nodes/n1").key == "triton-mysql/mysql/nodes/n1"
+    d.close()
+
+
+def test_consul_session_ttl_below_ten_is_refused(consul_double):
+    from triton_mysql.discovery import connect_endpoints
+
+    d = connect_endpoints(consul=(consul_double.host, consul_double.port), timeout=2.0)
+    with pytest.raises(ValueError, match="10"):
+        d.create_session("s", 5)
+    assert d.expiry_bounds(10) == (10.0, 20.0)
+    d.close()

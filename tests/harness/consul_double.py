@@ -503,7 +503,11 @@ class ConsulState:
             return f'unknown KV verb "{verb}"'
         entry = self.kvs.get(key)
         if entry is not None:
-            results.append({"KV": entry.to_api()})
+            # Consul returns the value for "get" only; other verbs get a copy without it.
+            api = entry.to_api()
+            if verb != "get":
+                api["Value"] = None
+            results.append({"KV": api})
         return None
 
     # -- sessions ------------------------------------------------------

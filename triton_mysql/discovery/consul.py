@@ -112,11 +112,14 @@ class ConsulDiscovery(Discovery):
 
     def renew_session(self, session: str) -> bool:
         try:
-            self._call(f"renew session {session}", lambda: self._consul.session.renew(session))
+            renewed = self._call(f"renew session {session}", lambda: self._consul.session.renew(session))
         except DiscoveryError as exc:
             if isinstance(exc.__context__, NotFound):
                 return False
             raise
+        if not isinstance(renewed, dict) or renewed.get("ID") != session:
+            raise DiscoveryError(f"{self.describe()}: renew session {session} failed: "
+                                 f"malformed answer ({str(renewed)[:100]})")
         return True
 
     def destroy_session(self, session: str) -> None:

@@ -173,7 +173,8 @@ class EtcdDiscovery(Discovery):
         try:
             return fn()
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise DiscoveryError(f"etcd: {op}: malformed answer ({exc!r})") from None
+            raise DiscoveryError(f"etcd at {self._endpoint(self._current)}: {op} failed: "
+                                 f"malformed answer ({exc!r})") from None
 
     def _txn(self, op: str, compare: list[dict], success: list[dict], failure: list[dict] | None = None,
              lease_may_be_gone: bool = False) -> dict[str, Any] | None:
@@ -210,7 +211,8 @@ class EtcdDiscovery(Discovery):
         body = self._call(f"grant lease for {name}", "lease/grant", {"TTL": granted, "ID": 0})
         lease = self._parse("grant lease", lambda: int(body["ID"]))
         if not lease:
-            raise DiscoveryError(f"etcd: grant lease for {name} failed: {body.get('error') or 'no lease id'}")
+            raise DiscoveryError(f"etcd at {self._endpoint(self._current)}: grant lease for {name} failed: "
+                                 f"{body.get('error') or 'no lease id'}")
         log.debug("etcd: lease %d granted for %s (ttl %d s)", lease, name, granted)
         return str(lease)
 
