@@ -4,6 +4,7 @@ checksums, restored servers and GTID seeding."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -76,14 +77,22 @@ def config_for(server: MariaDBServer, url: str, extra: dict[str, str] | None = N
     return Config.from_env(env_for(server, url, extra, node))
 
 
+def triton_mysql() -> str:
+    """The installed console script (as operators and the supervisor run it)."""
+    found = shutil.which("triton-mysql", path=str(Path(sys.executable).parent)) or shutil.which("triton-mysql")
+    if found is None:
+        pytest.skip("the triton-mysql console script is not installed (pip install -e .)")
+    return found
+
+
 def cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `triton-mysql ARGS` as a separate process with `env` over the current environment."""
-    return subprocess.run([sys.executable, "-m", "triton_mysql.cli", *args], env={**os.environ, **env},
+    return subprocess.run([triton_mysql(), *args], env={**os.environ, **env},
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
 
 
 def cli_popen(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "triton_mysql.cli", *args], env={**os.environ, **env}, cwd=ROOT,
+    return subprocess.Popen([triton_mysql(), *args], env={**os.environ, **env}, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -123,6 +123,13 @@ def tool_error(log_path: Path, tool: str) -> str:
     return lines[-1][-300:] if lines else "no output"
 
 
+def failure(tool: str, code: int, log_path: Path) -> str:
+    """One line: how the tool ended, and (unless a signal ended it) its last error."""
+    if code < 0:
+        return f"{tool} {exit_text(code)}"
+    return f"{tool} {exit_text(code)}: {tool_error(log_path, tool)}"
+
+
 def exit_text(code: int) -> str:
     if code < 0:
         try:
@@ -232,9 +239,9 @@ def stream_backup(*, flavor: Flavor, storage: Storage, key: str, socket: str, se
                 source_bytes = process_read_bytes(backup.pid) or source_bytes
                 backup_code = backup.wait()
                 if backup_code != 0:
-                    raise SnapshotError(f"{tool} {exit_text(backup_code)}: {tool_error(tool_log_path, tool)}")
+                    raise SnapshotError(failure(tool, backup_code, tool_log_path))
                 if zstd_code != 0:
-                    raise SnapshotError(f"zstd {exit_text(zstd_code)}: {tool_error(zstd_log_path, 'zstd')}")
+                    raise SnapshotError(failure("zstd", zstd_code, zstd_log_path))
                 if "completed OK!" not in tool_log_path.read_text(errors="replace")[-4000:]:
                     raise SnapshotError(f"{tool} did not report success: {tool_error(tool_log_path, tool)}")
                 info_path = lsn / "xtrabackup_info"

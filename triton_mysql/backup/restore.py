@@ -32,7 +32,7 @@ from ..mysql import gtid as gtids
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
 from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
-from .pipeline import CHUNK, exit_text, tool_error
+from .pipeline import CHUNK, failure
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -249,9 +249,9 @@ def _stream_extract(storage: Storage, manifest: dict[str, Any], flavor: Flavor, 
         raise RestoreError(f"snapshot {snapshot_id} is corrupt: sha256 {sha.hexdigest()[:16]}… does not match its "
                            f"manifest's {want_sha[:16]}…; refusing it")
     if zstd_code != 0 or not fed_ok:
-        raise RestoreError(f"zstd -d {exit_text(zstd_code)}: {tool_error(zstd_log, 'zstd')}")
+        raise RestoreError(failure("zstd -d", zstd_code, zstd_log))
     if extract_code != 0:
-        raise RestoreError(f"{flavor.stream_tool} -x {exit_text(extract_code)}: {tool_error(extract_log, '')}")
+        raise RestoreError(failure(f"{flavor.stream_tool} -x", extract_code, extract_log))
     if progress is not None:
         progress.finish()
     log.info("snapshot %s: %d bytes read, size and sha256 match the manifest", snapshot_id, size)
@@ -266,7 +266,7 @@ def _prepare(flavor: Flavor, target: Path, logs: Path) -> None:
         except OSError as exc:
             raise RestoreError(f"cannot run {flavor.backup_tool}: {exc.strerror or exc}") from None
     if code != 0:
-        raise RestoreError(f"{flavor.backup_tool} --prepare {exit_text(code)}: {tool_error(prepare_log, '')}")
+        raise RestoreError(failure(f"{flavor.backup_tool} --prepare", code, prepare_log))
 
 
 def _check_position(manifest: dict[str, Any], target: Path) -> None:
