@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.mariadb import fast_tuning_cnf, make_traversable, next_loopback_address, run_mysqld
+from tests.harness.mariadb import fast_tuning_cnf, mysql_tmp_dir, next_loopback_address, run_mysqld
 from tests.harness.procs import free_port
 from triton_mysql.config import Config
 from triton_mysql.mysql import datadir, server_config
@@ -14,9 +14,9 @@ from triton_mysql.mysql.connection import connect_local
 from triton_mysql.mysql.flavor import MARIADB, MYSQL
 
 
-def node_config(base: Path, **overrides) -> Config:
-    base.mkdir(parents=True, exist_ok=True)
-    make_traversable(base)
+def node_config(**overrides) -> Config:
+    """Paths of one node in a fresh directory the mysql user can reach."""
+    base = mysql_tmp_dir("node")
     address = next_loopback_address()
     values = dict(
         mysql_datadir=str(base / "data"), mysql_socket=str(base / "run" / "mysqld.sock"),
@@ -38,11 +38,11 @@ def mysqld_lines(text: str) -> list[str]:
 
 
 def test_mariadb_cnf_contents(tmp_path):
-    config = node_config(tmp_path)
+    config = node_config()
     text = server_config.render_cnf(config, MARIADB, 4242, as_root=True)
     lines = mysqld_lines(text)
     for expected in ["user=mysql", f"datadir={config.mysql_datadir}", f"socket={config.mysql_socket}",
-                     f"pid-file={tmp_path}/run/mysqld.pid", f"port={config.mysql_port}",
+                     f"pid-file={Path(config.mysql_socket).parent}/mysqld.pid", f"port={config.mysql_port}",
                      f"bind-address={config.mysql_bind_address}", "server_id=4242", "gtid_domain_id=0",
                      "gtid_strict_mode=ON", "log_bin=mysql-bin", "relay_log=relay-bin", "log_slave_updates=ON",
                      "binlog_format=ROW", "read_only=ON", "skip_slave_start=ON", "slave_net_timeout=5"]:
@@ -54,7 +54,7 @@ def test_mariadb_cnf_contents(tmp_path):
 
 
 def test_mysql_cnf_contents(tmp_path):
-    config = node_config(tmp_path)
+    config = node_config()
     lines = mysqld_lines(server_config.render_cnf(config, MYSQL, 9, as_root=False))
     for expected in ["gtid_mode=ON", "enforce_gtid_consistency=ON", "log_replica_updates=ON", "read_only=ON",
                      "super_read_only=ON", "skip_replica_start=ON", "server_id=9", "binlog_format=ROW"]:
@@ -65,11 +65,11 @@ def test_mysql_cnf_contents(tmp_path):
 @pytest.mark.parametrize("bad", [0, -1, 2**32])
 def test_server_id_range(tmp_path, bad):
     with pytest.raises(ValueError):
-        server_config.render_cnf(node_config(tmp_path), MARIADB, bad)
+        server_config.render_cnf(node_config(), MARIADB, bad)
 
 
 def test_write_cnf_is_atomic_and_server_id_reads_back(tmp_path):
-    config = node_config(tmp_path)
+    config = node_config()
     assert server_config.read_server_id(config.mysql_cnf) is None
     server_config.write_cnf(config, MARIADB, 77)
     assert Path(config.mysql_conf_dir).is_dir()
@@ -89,7 +89,7 @@ def test_is_empty(tmp_path):
 
 
 def test_initialize_refuses_a_datadir_with_data(tmp_path):
-    config = node_config(tmp_path)
+    config = node_config()
     Path(config.mysql_datadir).mkdir(parents=True)
     (Path(config.mysql_datadir) / "something").write_text("keep me")
     with pytest.raises(datadir.DatadirError):
@@ -98,7 +98,7 @@ def test_initialize_refuses_a_datadir_with_data(tmp_path):
 
 
 def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tmp_path):
-    config = node_config(tmp_path)
+    config = node_config()
     server_config.write_cnf(config, MARIADB, 31337)
     Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf() + "max_connections=77\n")
     Path(config.mysql_datadir, "lost+found").mkdir(parents=True)

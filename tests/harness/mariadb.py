@@ -20,6 +20,7 @@ client on 127.0.0.x is not "localhost" (skip_name_resolve is on).
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
@@ -115,13 +116,42 @@ def mariadbd_binary() -> str:
     return shutil.which("mariadbd") or shutil.which("mysqld") or "/usr/sbin/mariadbd"
 
 
+_workspace: Path | None = None
+_workspace_lock = threading.Lock()
+
+
+def mysql_workspace() -> Path:
+    """A per-process directory under the system temp dir that the `mysql` user can always reach.
+
+    pytest's tmp directories live below /tmp/pytest-of-<user>, which every
+    pytest session resets to mode 0700 when it starts: a mysqld running as
+    `mysql` below it loses access to its own files as soon as another session
+    starts on the machine.  Servers therefore keep their files here (0711,
+    removed when the process exits) and link them from the test's directory.
+    """
+    global _workspace
+    with _workspace_lock:
+        if _workspace is None:
+            _workspace = Path(tempfile.mkdtemp(prefix=f"tmysql-{os.getpid()}-"))
+            os.chmod(_workspace, 0o711)
+            atexit.register(shutil.rmtree, _workspace, True)
+        return _workspace
+
+
+def mysql_tmp_dir(name: str = "dir") -> Path:
+    """A fresh directory the `mysql` user can reach (see mysql_workspace); use it for datadirs, sockets, cnf."""
+    path = Path(tempfile.mkdtemp(prefix=f"{name[:40]}-", dir=mysql_workspace()))
+    os.chmod(path, 0o755)
+    return path
+
+
 def make_traversable(path: Path) -> None:
     """Let the `mysql` user reach `path`: add o+x to our own temp ancestors that lack it.
 
-    pytest's tmp directories are 0700 and owned by root; mariadbd runs as
-    `mysql`, so it could not reach a datadir below them.  Only directories
-    below the system temp dir and owned by us are touched (search bit only,
-    no listing).
+    Not reliable below pytest's tmp directories: another pytest session that
+    starts resets /tmp/pytest-of-<user> to 0700.  Prefer `mysql_tmp_dir()`.
+    Only directories below the system temp dir and owned by us are touched
+    (search bit only, no listing).
     """
     if not RUNNING_AS_ROOT:
         return
@@ -150,9 +180,16 @@ class MariaDBServer:
     def __init__(self, workdir: Path | str, address: str | None = None, port: int | None = None,
                  server_id: int | None = None, extra_cnf: dict[str, Any] | None = None,
                  tcp_root: bool = True) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        make_traversable(self.workdir)
+        self.link = Path(workdir)
+        if RUNNING_AS_ROOT:
+            # Files live where the mysql user can always reach them; `workdir` links there.
+            self.workdir = mysql_tmp_dir(self.link.name)
+            if not self.link.exists() and not self.link.is_symlink():
+                self.link.parent.mkdir(parents=True, exist_ok=True)
+                self.link.symlink_to(self.workdir, target_is_directory=True)
+        else:
+            self.workdir = self.link
+            self.workdir.mkdir(parents=True, exist_ok=True)
         self.address = address or next_loopback_address()
         self.port = port or free_port(self.address)
         self.server_id = server_id or next_server_id()
@@ -305,13 +342,15 @@ class MariaDBServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
 
-    def cleanup(self) -> None:
-        """Stop the server and remove the short socket directory if one was made."""
+    def cleanup(self, remove_data: bool = False) -> None:
+        """Stop the server; remove the short socket directory if one was made (and the datadir if asked)."""
         try:
             self.stop()
         finally:
             if self._short_dir is not None:
                 shutil.rmtree(self._short_dir, ignore_errors=True)
+            if remove_data:
+                shutil.rmtree(self.datadir, ignore_errors=True)
 
     # -- clients -------------------------------------------------------
     def connect(self, user: str = "root", password: str = "", database: str | None = None,
@@ -375,7 +414,7 @@ def start_servers(base: Path, n: int = 1, start: bool = True, **kw: Any) -> list
             for future in [pool.submit(bring_up, s) for s in servers]:
                 future.result()
     except BaseException:
-        stop_all(servers)
+        stop_all(servers, remove_data=True)
         raise
     return servers
 
@@ -383,12 +422,12 @@ def start_servers(base: Path, n: int = 1, start: bool = True, **kw: Any) -> list
 _dir_counter = itertools.count(1)
 
 
-def stop_all(servers: list[MariaDBServer]) -> None:
+def stop_all(servers: list[MariaDBServer], remove_data: bool = False) -> None:
     """Stop every server in parallel; never raises for one that is already gone."""
     if not servers:
         return
     with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-        list(pool.map(lambda s: s.cleanup(), servers))
+        list(pool.map(lambda s: s.cleanup(remove_data), servers))
 
 
 @pytest.fixture
@@ -409,4 +448,4 @@ def mariadb_factory(tmp_path_factory) -> Callable[..., list[MariaDBServer]]:
     try:
         yield make
     finally:
-        stop_all(made)
+        stop_all(made, remove_data=True)

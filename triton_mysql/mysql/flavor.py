@@ -141,6 +141,10 @@ class Flavor:
         """Current binlog file and position (columns File, Position)."""
         return Sql("SHOW MASTER STATUS")
 
+    def state_query(self) -> Sql:
+        """One row: version, server_id, read_only, super_read_only (NULL on MariaDB), gtid, binlog_state."""
+        raise NotImplementedError
+
     # -- read-only -------------------------------------------------------
     def set_read_only(self, on: bool) -> list[Sql]:
         raise NotImplementedError
@@ -247,10 +251,17 @@ class MariaDBFlavor(Flavor):
         return "REPLICATION SLAVE, REPLICATION CLIENT"
 
     def password_matches(self, user: str, host: str, password: str) -> Sql | None:
+        # global_priv holds every authentication alternative (root: unix_socket OR password).
         return Sql(
-            "SELECT 1 AS ok FROM mysql.user WHERE User = %s AND Host = %s AND authentication_string = PASSWORD(%s)",
+            "SELECT 1 AS ok FROM mysql.global_priv WHERE User = %s AND Host = %s "
+            "AND JSON_SEARCH(Priv, 'one', PASSWORD(%s)) IS NOT NULL",
             (user, host, password),
         )
+
+    def state_query(self) -> Sql:
+        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, @@GLOBAL.read_only AS read_only, "
+                   "NULL AS super_read_only, @@GLOBAL.gtid_current_pos AS gtid, "
+                   "@@GLOBAL.gtid_binlog_state AS binlog_state")
 
     def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
         return ["mariadb-install-db", f"--defaults-file={cnf}", "--auth-root-authentication-method=socket",
@@ -323,6 +334,11 @@ class MySQLFlavor(Flavor):
 
     def replication_privileges(self) -> str:
         return "REPLICATION SLAVE, REPLICATION CLIENT"
+
+    def state_query(self) -> Sql:
+        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, @@GLOBAL.read_only AS read_only, "
+                   "@@GLOBAL.super_read_only AS super_read_only, @@GLOBAL.gtid_executed AS gtid, "
+                   "@@GLOBAL.gtid_executed AS binlog_state")
 
     def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
         return [mysqld or "mysqld", f"--defaults-file={cnf}", "--initialize-insecure"]
