@@ -89,11 +89,17 @@ class Discovery(abc.ABC):
     # -- sessions ---------------------------------------------------------
     @abc.abstractmethod
     def create_session(self, name: str, ttl: float) -> str:
-        """Create a session/lease of `ttl` seconds and return its id."""
+        """Create a session/lease of `ttl` seconds and return its id.
+
+        Consul: `ttl` is rounded up to whole seconds and must be 10..86400
+        (ValueError otherwise: a configuration mistake, not a service
+        failure); lock-delay 0, behavior delete.  etcd: a lease of at least
+        2 s; the id is the lease id as a decimal string."""
 
     @abc.abstractmethod
     def renew_session(self, session: str) -> bool:
-        """Renew the session; False when it no longer exists (expired/destroyed)."""
+        """Renew the session (its full TTL starts again); False when it no
+        longer exists (expired/destroyed): the caller must create a new one."""
 
     @abc.abstractmethod
     def destroy_session(self, session: str) -> None:
@@ -115,11 +121,14 @@ class Discovery(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, value: bytes, session: str | None = None) -> bool:
         """Write unconditionally.  With `session`, the key is bound to it and
-        disappears when the session ends; False if another live session holds it."""
+        disappears when the session ends; False if another live session holds
+        it or `session` has ended (this is `acquire`).  Without `session`, a
+        key that is bound stays bound to its session (Consul semantics)."""
 
     @abc.abstractmethod
     def create(self, key: str, value: bytes, session: str | None = None) -> bool:
-        """Write only if the key does not exist; True if this call created it."""
+        """Write only if the key does not exist; True if this call created it.
+        With `session`, the new key is bound to it (False if the session has ended)."""
 
     @abc.abstractmethod
     def cas(self, key: str, value: bytes, index: int) -> bool:
@@ -128,20 +137,29 @@ class Discovery(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str, index: int | None = None) -> bool:
         """Delete the key (only if its index is still `index`, when given).
-        True if deleted or already absent (without `index`)."""
+        True if the key is gone afterwards: deleted by this call or already
+        absent (with `index` too, as Consul's `DELETE ?cas=` answers); False
+        only when the key exists with another index."""
 
     @abc.abstractmethod
     def acquire(self, key: str, value: bytes, session: str) -> bool:
-        """Take a lock: write the key bound to `session` only if no live session holds it."""
+        """Take a lock: write the key bound to `session` only if no live session holds it.
+        The holder may acquire again (rewriting the value); False when
+        another session holds the key or `session` has ended."""
 
     @abc.abstractmethod
     def release(self, key: str, session: str) -> bool:
-        """Give a lock up: delete the key only if `session` holds it (compare-and-set)."""
+        """Give a lock up: delete the key only if `session` holds it (compare-and-set).
+        A free lock is an absent key on both backends.  False when the key
+        is absent or held by another session."""
 
     @abc.abstractmethod
     def wait(self, key: str, index: int, timeout: float) -> KV | None:
         """Block until the key's index differs from `index` (0: any existing
-        value) or `timeout` seconds pass; return the key as it is then."""
+        value) or `timeout` seconds pass; return the key as it is then (None:
+        absent; a deletion counts as a change).  Returns within `timeout`
+        plus one request timeout.  Consul: blocking queries; etcd: a read
+        every 0.1 s."""
 
     # -- services ---------------------------------------------------------
     @abc.abstractmethod
