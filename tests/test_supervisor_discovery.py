@@ -224,3 +224,32 @@ def test_discovery_outage_never_stops_the_supervisor(discovery_server, buddies):
     out = buddy.output()
     assert "failed" in out and "works again" in out
     assert "Traceback" not in out
+
+
+def test_health_checks_never_overlap(discovery_server, buddies, tmp_path):
+    d = discovery_server.client()
+    log = tmp_path / "checks"
+    # each check takes 0.5 s, the poll is 0.2 s: a check still running is not started again
+    health = ["sh", "-c", f"echo start >> {log}; sleep 0.5; echo end >> {log}"]
+    buddy = buddies(config([service("web", health, poll=0.2, ttl=3, timeout=2)]), ["sleep", "60"],
+                    env=env_for(discovery_server))
+    wait_for(lambda: lines(log).count("end") >= 3, 10, what="three checks")
+    wait_for(lambda: d.healthy("web"), 5, what="web listed")
+    buddy.send(signal.SIGTERM)
+    buddy.wait()
+    events = lines(log)
+    assert events[:6] == ["start", "end"] * 3, events
+
+
+def test_bad_config_on_sighup_keeps_the_running_one(discovery_server, buddies):
+    d = discovery_server.client()
+    buddy = buddies(config([service("web", "true", poll=0.3, ttl=2)]), ["sleep", "60"],
+                    env=env_for(discovery_server))
+    wait_for(lambda: d.healthy("web"), 10, what="web listed")
+    buddy.config_path.write_text('{"services": [{"name": "web", "helth": "true"}]}')
+    notify(buddy.pid)
+    wait_for(lambda: "config not reloaded" in buddy.output(), 5, what="reload refused")
+    assert "services[0].helth: unknown key" in buddy.output()
+    time.sleep(2.5)  # longer than the ttl: heartbeats go on with the old config
+    assert names(d, "web") == ["web-node1"]
+    assert buddy.proc.alive()

@@ -122,6 +122,8 @@ class Supervisor:
         self.maintenance_toggles = 0
         self.selector = selectors.DefaultSelector()
         self.inbox: SignalInbox | None = None
+        self.loop_time = now()
+        """When the loop last woke up (read by the discovery thread)."""
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
@@ -231,6 +233,7 @@ class Supervisor:
             for service in self.services:
                 if service.active() and service.late(t) > 0:
                     service.frozen(t)
+        self.loop_time = t  # after the freeze check: see ServiceRunner.heartbeat
         self.inbox.drain()
         while (sig := self.inbox.pop()) is not None:
             self.on_signal(sig)

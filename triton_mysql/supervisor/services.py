@@ -8,8 +8,8 @@ health check is killed (its whole process group) after `timeout`.
 Frozen containers: when the loop wakes more than one `poll` late, whatever
 the service knew before the pause is stale.  The supervisor then discards the
 result of a check that was in flight, runs a fresh check at once, and sends
-no heartbeat until that fresh check has passed (`frozen()`; heartbeat jobs
-older than one `poll` are also dropped by the worker thread itself).
+no heartbeat until that fresh check has passed (`frozen()`; a heartbeat
+queued before the pause is dropped by the worker thread itself).
 """
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("containerbuddy")
 
+LOOP_SLACK = 1.0
+"""Seconds the loop may be later than a poll before a queued heartbeat counts as stale."""
+
 
 class ServiceRunner:
     """One configured service: its schedule, its running check, its registration."""
@@ -39,6 +42,8 @@ class ServiceRunner:
         self.registered = False
         self.healthy = False
         self.removed = False
+        self.epoch = 0
+        """Bumped when the loop finds it was frozen: heartbeats queued before are stale."""
 
     @property
     def key(self) -> str:
@@ -56,6 +61,7 @@ class ServiceRunner:
         """The loop woke more than one poll late: check at once, trust nothing from before."""
         log.warning("%s: woke %.1f s late (container frozen or suspended?): running the health check at once, "
                     "no heartbeat before it passes", self.key, t - self.next_due)
+        self.epoch += 1
         if self.check is not None and self.check.running:
             self.check.ignore_result = True
             self.check.signal(signal.SIGKILL)
@@ -133,12 +139,17 @@ class ServiceRunner:
     def heartbeat(self) -> None:
         spec = self.config.spec()
         register = not self.registered
-        submitted = now()
-        max_age = self.config.poll
+        epoch = self.epoch
+        overdue = self.config.poll + LOOP_SLACK
 
         def job(client: Discovery) -> str:
-            if now() - submitted > max_age:
-                return "stale"  # the loop was frozen or discovery was slow: wait for a fresh check
+            # Runs on the worker thread, which wakes from a freeze together with
+            # the loop: drop the heartbeat if the loop has since seen the freeze
+            # (epoch) or has not run for longer than it ever sleeps (it is
+            # about to see it).  The loop bumps the epoch before it records
+            # its wake-up time, so one of the two always catches it.
+            if self.epoch != epoch or now() - self.sup.loop_time > overdue:
+                return "stale"
             if register:
                 client.register_service(spec)
             client.heartbeat(spec)

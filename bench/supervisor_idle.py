@@ -1,0 +1,114 @@
+"""How much does an idle containerbuddy cost?  `python -m bench.supervisor_idle [--seconds 60]`
+
+Starts a real etcd and one `containerbuddy` with a single service polled every
+second (health = `true`, heartbeat to etcd), lets it settle, then measures
+for `--seconds`:
+
+* RSS of the supervisor process (VmRSS from /proc/PID/status; max and last);
+* CPU% of the supervisor process itself (utime+stime from /proc/PID/stat,
+  its discovery thread included, its children excluded);
+* separately, the CPU% of the health checks it ran (cutime+cstime: the
+  children it reaped), so the hook's own cost is not counted as the
+  supervisor's.
+
+Goal (issue 5): < 40 MB RSS, < 1 % CPU for the supervisor itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.harness.etcd import EtcdServer
+from tests.harness.procs import Proc, wait_for
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(own utime+stime, reaped children's cutime+cstime) in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2:].split()
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return utime + stime, cutime + cstime
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def run(seconds: float, settle: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-supervisor-") as tmp:
+        work = Path(tmp)
+        etcd = EtcdServer(work / "etcd").start()
+        try:
+            config = {
+                "etcd": {"endpoints": [etcd.endpoint], "prefix": "/bench"},
+                "services": [{"name": "idle", "port": 3306, "health": "true", "poll": 1, "ttl": 3}],
+            }
+            (work / "cb.json").write_text(json.dumps(config))
+            containerbuddy = str(Path(sys.executable).parent / "containerbuddy")
+            env = {**os.environ, "NODE_NAME": "bench", "ADVERTISE_ADDRESS": "127.0.0.1", "LOG_LEVEL": "INFO"}
+            proc = Proc("containerbuddy", [containerbuddy, "-config", f"file://{work / 'cb.json'}", "sleep", "3600"],
+                        work / "cb.log", env=env)
+            try:
+                pid = proc.pid
+                client = __import__("triton_mysql.discovery", fromlist=["connect_endpoints"]).connect_endpoints(
+                    etcd=[(etcd.host, etcd.port)], etcd_prefix="/bench")
+                wait_for(lambda: client.healthy("idle"), 15, what="service registered")
+                time.sleep(settle)
+                own0, kids0 = cpu_ticks(pid)
+                t0 = time.monotonic()
+                rss_max = 0
+                while time.monotonic() - t0 < seconds:
+                    rss_max = max(rss_max, rss_kib(pid))
+                    time.sleep(1.0)
+                own1, kids1 = cpu_ticks(pid)
+                elapsed = time.monotonic() - t0
+                result = {
+                    "seconds": round(elapsed, 1),
+                    "rss_mib_max": round(rss_max / 1024, 1),
+                    "rss_mib_last": round(rss_kib(pid) / 1024, 1),
+                    "threads": threads(pid),
+                    "supervisor_cpu_percent": round(100.0 * (own1 - own0) / CLK_TCK / elapsed, 2),
+                    "health_checks_cpu_percent": round(100.0 * (kids1 - kids0) / CLK_TCK / elapsed, 2),
+                    "still_listed": bool(client.healthy("idle")),
+                }
+                client.close()
+            finally:
+                proc.send(signal.SIGTERM)
+                proc.stop(timeout=15)
+        finally:
+            etcd.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measurement window (default 60)")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait after registration")
+    args = parser.parse_args()
+    result = run(args.seconds, args.settle)
+    print(f"containerbuddy idle, one service polled every 1 s against etcd, {result['seconds']} s:")
+    print(f"  RSS                      {result['rss_mib_max']} MiB max, {result['rss_mib_last']} MiB at the end"
+          f"   (goal < 40 MB)")
+    print(f"  CPU, supervisor itself   {result['supervisor_cpu_percent']} %   (goal < 1 %; "
+          f"{result['threads']} threads)")
+    print(f"  CPU, health checks       {result['health_checks_cpu_percent']} %   (the `true` command, reaped children)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
