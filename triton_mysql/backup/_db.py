@@ -93,5 +93,7 @@ class LocalServer:
                 return info.strip()
         return None
 
-    def purge_binlogs_to(self, name: str) -> None:
+    def purge_binlogs_to(self, name: str) -> list[str]:
+        """PURGE BINARY LOGS TO `name`; returns the server's warnings (why it kept some)."""
         self.execute("PURGE BINARY LOGS TO %s", (name,), timeout=60.0)
+        return [str(row.get("Message", "")) for row in self.query("SHOW WARNINGS")]

@@ -66,8 +66,14 @@ def purge(server, snapshot_gtid: str, extra_keep: Sequence[str] = ()) -> list[st
         log.info("binlog purge: nothing to purge (the oldest binlog %s is still needed by GTID %s)",
                  names[0], snapshot_gtid or "''")
         return []
-    purged = names[:names.index(target)]
-    server.purge_binlogs_to(target)
-    log.info("binlog purge: removed %d binlog(s) %s..%s, older than snapshot GTID %s", len(purged), purged[0],
-             purged[-1], snapshot_gtid)
+    wanted = names[:names.index(target)]
+    warnings = server.purge_binlogs_to(target)
+    left = set(server.binlogs())
+    purged = [name for name in wanted if name not in left]
+    if purged:
+        log.info("binlog purge: removed %d binlog(s) %s..%s, older than snapshot GTID %s", len(purged), purged[0],
+                 purged[-1], snapshot_gtid)
+    if len(purged) < len(wanted):
+        log.info("binlog purge: the server kept %d of them for now (%s); the next purge retries",
+                 len(wanted) - len(purged), "; ".join(warnings) or "no reason given")
     return purged
