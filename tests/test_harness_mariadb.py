@@ -83,6 +83,16 @@ def test_factory_cleans_up_when_init_fails(tmp_path):
     assert not [cmd for _, cmd in descendants() if "mariadbd" in cmd]
 
 
+def test_server_files_are_reachable_by_mysql_and_linked_from_the_workdir(tmp_path):
+    server = MariaDBServer(tmp_path / "node")
+    if os.geteuid() == 0:
+        # pytest resets its tmp root to 0700 whenever a session starts: files live elsewhere.
+        assert (tmp_path / "node").is_symlink() and (tmp_path / "node").resolve() == server.workdir.resolve()
+        assert "pytest-of-" not in str(server.workdir)
+    assert server.cnf_path.exists()
+    server.cleanup()
+
+
 def test_long_workdir_gets_a_short_socket(tmp_path):
     deep = tmp_path / ("x" * 60) / ("y" * 60)
     server = MariaDBServer(deep)
