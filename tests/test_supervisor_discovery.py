@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
-
-import pytest
 
 from triton_mysql.discovery import ServiceSpec
 from triton_mysql.supervisor.rename import notify, set_service_name

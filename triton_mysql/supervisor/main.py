@@ -29,19 +29,19 @@ from dataclasses import dataclass, field
 from triton_mysql import log as logsetup
 
 from . import config as cfgmod
+from . import reload
 from .backends import BackendRunner
 from .config import ConfigError, SupervisorConfig
 from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
                       descendants_of, describe_exit, now, stray_processes)
 from .services import ServiceRunner
 from .tasks import CoprocessRunner, TaskRunner
-from .worker import DiscoveryWorker, ErrorLog, Job
+from .worker import DiscoveryWorker, ErrorLog, Job, discovery_timeout
 
 log = logging.getLogger("containerbuddy")
 
 USAGE = "usage: containerbuddy [-config CFG] [-template] CMD [ARGS...]"
 VERSION = "containerbuddy (triton-mysql) 1.0"
-DEFAULT_DISCOVERY_TIMEOUT = 2.0
 POLLING_HOOKS = ("health ", "onChange ", "task ")
 
 
@@ -85,15 +85,6 @@ def parse_args(argv: list[str]) -> Args:
         i += 1
     args.command = argv[i:]
     return args
-
-
-def discovery_timeout(env: dict[str, str] | os._Environ) -> float:
-    """DISCOVERY_TIMEOUT (SPEC §3) when it is a sane number, else 2 s."""
-    try:
-        value = float(env.get("DISCOVERY_TIMEOUT") or DEFAULT_DISCOVERY_TIMEOUT)
-    except ValueError:
-        return DEFAULT_DISCOVERY_TIMEOUT
-    return value if 0.1 <= value <= 60 else DEFAULT_DISCOVERY_TIMEOUT
 
 
 class Supervisor:
@@ -277,123 +268,12 @@ class Supervisor:
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded (%s); keeping the current one", exc)
             return
-        old = self.config
-        self.config = new
-        if new.discovery != old.discovery:
-            self.switch_discovery(new)
-        changes = [*self.reload_services(new), *self.reload_backends(new), *self.reload_tasks(new),
-                   *self.reload_coprocesses(new)]
+        changes = reload.apply(self, new)
         setup_logging(new)
         for warning in new.warnings:
             log.warning("config: %s", warning)
         log.info("SIGHUP: config reloaded from %s: %s", new.path or "literal JSON",
                  "; ".join(changes) if changes else "nothing changed")
-
-    def switch_discovery(self, new: SupervisorConfig) -> None:
-        """New discovery endpoints: deregister everything from the old service first."""
-        jobs = [s.deregister("discovery endpoints changed") for s in self.services]
-        if self.worker is not None:
-            self.worker.wait(jobs, self.worker.timeout * (len(jobs) + 1))
-        log.info("discovery: switching to %s", new.discovery.describe() if new.discovery else "none")
-        self.set_worker(DiscoveryWorker(new.discovery, discovery_timeout(os.environ)) if new.discovery else None)
-        for backend in self.backends:
-            backend.next_due = now()
-
-    def reload_services(self, new: SupervisorConfig) -> list[str]:
-        changes: list[str] = []
-        old_by_name = {s.config.name: s for s in self.services}
-        new_names = {c.name for c in new.services}
-        orphan_checks: list[Child] = []
-        for service in self.services:
-            if service.config.name not in new_names:
-                service.removed = True
-                if not self.maintenance:
-                    service.deregister("removed from the config")
-                if service.check is not None and service.check.running:
-                    orphan_checks.append(service.check)
-                changes.append(f"service {service.config.name} removed")
-        runners: list[ServiceRunner] = []
-        for conf in new.services:
-            runner = old_by_name.get(conf.name)
-            if runner is None:
-                runner = ServiceRunner(conf, self)
-                earlier = next((c for c in orphan_checks if c.popen.args == list(conf.health.argv)), None)
-                if earlier is not None:
-                    orphan_checks.remove(earlier)
-                    runner.follow(earlier)
-                    changes.append(f"service {conf.name} added (health check as soon as the running one ends)")
-                else:
-                    changes.append(f"service {conf.name} added (health check now)")
-            elif runner.config != conf:
-                if runner.config.spec() != conf.spec():
-                    runner.registered = False
-                runner.config = conf
-                runner.next_due = now()
-                changes.append(f"service {conf.name} changed (health check now)")
-            runners.append(runner)
-        for check in orphan_checks:
-            check.ignore_result = True
-        self.services = runners
-        return changes
-
-    def reload_backends(self, new: SupervisorConfig) -> list[str]:
-        changes: list[str] = []
-        old_by_name = {b.config.name: b for b in self.backends}
-        runners = []
-        for conf in new.backends:
-            runner = old_by_name.pop(conf.name, None)
-            if runner is None:
-                runner = BackendRunner(conf, self)
-                changes.append(f"backend {conf.name} added")
-            elif runner.config != conf:
-                runner.config = conf
-                changes.append(f"backend {conf.name} changed")
-            runners.append(runner)
-        for runner in old_by_name.values():
-            runner.removed = True
-            changes.append(f"backend {runner.config.name} removed")
-        self.backends = runners
-        return changes
-
-    def reload_tasks(self, new: SupervisorConfig) -> list[str]:
-        changes: list[str] = []
-        old_by_name = {t.config.name: t for t in self.tasks}
-        runners = []
-        for conf in new.tasks:
-            runner = old_by_name.pop(conf.name, None)
-            if runner is None:
-                runner = TaskRunner(conf, self)
-                changes.append(f"task {conf.name} added")
-            elif runner.config != conf:
-                if runner.config.frequency != conf.frequency:
-                    runner.next_due = now() + conf.frequency
-                runner.config = conf
-                changes.append(f"task {conf.name} changed")
-            runners.append(runner)
-        for runner in old_by_name.values():
-            runner.removed = True
-            changes.append(f"task {runner.config.name} removed")
-        self.tasks = runners
-        return changes
-
-    def reload_coprocesses(self, new: SupervisorConfig) -> list[str]:
-        changes: list[str] = []
-        old = {(c.config.name, c.config.command): c for c in self.coprocesses}
-        runners = []
-        for conf in new.coprocesses:
-            runner = old.pop((conf.name, conf.command), None)
-            if runner is None:
-                runner = CoprocessRunner(conf, self)
-                runner.start()
-                changes.append(f"coprocess {conf.name} started")
-            else:
-                runner.config = conf
-            runners.append(runner)
-        for runner in old.values():
-            runner.stop("removed from the config")
-            changes.append(f"coprocess {runner.config.name} stopped")
-        self.coprocesses = runners
-        return changes
 
     # -- SIGUSR1 --------------------------------------------------------------
     def toggle_maintenance(self) -> None:

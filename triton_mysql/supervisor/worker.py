@@ -22,15 +22,28 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from triton_mysql.discovery import Discovery, connect_endpoints
 
 from .config import DiscoveryConfig
 
 log = logging.getLogger("containerbuddy")
+
+DEFAULT_TIMEOUT = 2.0
+
+
+def discovery_timeout(env: Mapping[str, str]) -> float:
+    """Seconds one discovery request may take: DISCOVERY_TIMEOUT (SPEC §3) when sane, else 2."""
+    try:
+        value = float(env.get("DISCOVERY_TIMEOUT") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if 0.1 <= value <= 60 else DEFAULT_TIMEOUT
+
 
 Done = Callable[[Any, "BaseException | None"], None]
 
@@ -89,7 +102,6 @@ class DiscoveryWorker:
 
     def wait(self, jobs: list[Job | None], timeout: float) -> bool:
         """Block until `jobs` have run (or `timeout` passes); then run finished callbacks."""
-        import time
         deadline = time.monotonic() + timeout
         ok = True
         for job in jobs:
