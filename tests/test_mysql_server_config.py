@@ -84,8 +84,11 @@ def test_is_empty(tmp_path):
     assert datadir.is_empty(tmp_path / "missing")
     (tmp_path / "d" / "lost+found").mkdir(parents=True)
     assert datadir.is_empty(tmp_path / "d")
-    (tmp_path / "d" / "ibdata1").write_bytes(b"x")
+    (tmp_path / "d" / "node-state.json").write_text("{}")
     assert not datadir.is_empty(tmp_path / "d")
+    assert datadir.is_empty(tmp_path / "d", ignore={"node-state.json"})
+    (tmp_path / "d" / "ibdata1").write_bytes(b"x")
+    assert not datadir.is_empty(tmp_path / "d", ignore={"node-state.json"})
 
 
 def test_initialize_refuses_a_datadir_with_data(tmp_path):

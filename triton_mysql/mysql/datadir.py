@@ -10,6 +10,7 @@ import os
 import pwd
 import subprocess
 from pathlib import Path
+from typing import Iterable
 
 from ..config import Config
 from .flavor import Flavor
@@ -24,10 +25,11 @@ class DatadirError(Exception):
     """The datadir could not be initialised."""
 
 
-def is_empty(datadir: str | os.PathLike) -> bool:
-    """True when `datadir` does not exist or holds nothing but lost+found."""
+def is_empty(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> bool:
+    """True when `datadir` does not exist or holds nothing but lost+found (and the names in `ignore`)."""
+    allowed = IGNORED_ENTRIES | set(ignore)
     try:
-        return all(entry in IGNORED_ENTRIES for entry in os.listdir(datadir))
+        return all(entry in allowed for entry in os.listdir(datadir))
     except FileNotFoundError:
         return True
 
