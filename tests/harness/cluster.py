@@ -200,7 +200,7 @@ class Cluster:
             "BACKUP_URL": self.backup_url,
             "SESSION_TTL": session_ttl,
             "HEALTH_POLL": "1",
-            "DISCOVERY_TIMEOUT": "0.75",
+            "DISCOVERY_TIMEOUT": "0.5",
             "SNAPSHOT_POLL": "2",
             "STOP_GRACE": "5",
             "DISCOVERY_WAIT": "30",

@@ -25,6 +25,7 @@ from ..mysql import replication
 from ..mysql.connection import DBError, connect_local, connect_tcp
 from ..mysql.fence import fence as fence_server
 from ..mysql.fence import set_read_only
+from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
 from .decide import Decision, Local, Timing, is_candidate
@@ -130,8 +131,8 @@ class Agent:
             mysql_up=True,
             read_only=server.read_only,
             flavor=self.flavor.name,
-            gtid=server.gtid_executed,
-            received_gtid=replica.received_gtid if replica else server.gtid_executed,
+            gtid=server.executed_gtid,
+            received_gtid=replica.received_gtid if replica else server.executed_gtid,
             source=(replica.source_host, replica.source_port) if replica else None,
             io_running=bool(replica and replica.io_running),
             sql_running=bool(replica and replica.sql_running),
@@ -181,8 +182,8 @@ class Agent:
             "port": self.config.mysql_port,
             "server_id": server.server_id if server else (state.server_id if state else None),
             "role": role,
-            "gtid": server.gtid_executed if server else None,
-            "received_gtid": (replica.received_gtid if replica else server.gtid_executed) if server else None,
+            "gtid": server.executed_gtid if server else None,
+            "received_gtid": (replica.received_gtid if replica else server.executed_gtid) if server else None,
             "candidate": candidate,
             "healthy": healthy,
             "lag_seconds": replica.seconds_behind if replica else None,
@@ -212,9 +213,10 @@ class Agent:
 
     def fence(self, reason: str) -> str:
         """Kill client connections and turn read-only; stop mysqld if that cannot be done in time."""
-        pid_file = os.path.join(os.path.dirname(self.config.mysql_socket), "mysqld.pid")
-        outcome = fence_server(lambda: connect_local(self.config.mysql_socket, self.config.mysql_root_password),
-                               self.flavor, pid_file, budget=FENCE_BUDGET)
+        socket, password = self.config.mysql_socket, self.config.mysql_root_password
+        outcome = fence_server(lambda t: connect_local(socket, password, timeout=t), self.flavor,
+                               pid_file_for(self.config), budget=FENCE_BUDGET)
+        self._conn = None  # fencing may have killed or replaced our connection
         log.warning("fenced (%s): %s", outcome, reason)
         self.advertise(primary=False)
         return outcome
@@ -243,7 +245,7 @@ class Agent:
         primary_gtid = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
                                                      self.config.mysql_repl_password, self.flavor,
                                                      timeout=self.config.discovery_timeout + 1)
-        mine = server.gtid_binlog_state if self.flavor.is_mariadb else server.gtid_executed
+        mine = server.binlog_state if self.flavor.is_mariadb else server.executed_gtid
         errant = gtids.errant(self.flavor.name, mine, primary_gtid)
         if errant:
             self.errant = errant
@@ -265,8 +267,7 @@ class Agent:
         log.warning("AUTO_RECLONE: errant transactions %s; stopping mysqld so that the next start re-clones "
                     "(old data will be kept aside)", errant)
         from ..mysql.fence import stop_mysqld
-        pid_file = os.path.join(os.path.dirname(self.config.mysql_socket), "mysqld.pid")
-        stop_mysqld(pid_file, timeout=60)
+        stop_mysqld(pid_file_for(self.config), timeout=60)
 
     # -- advertising ------------------------------------------------------------
     def advertise(self, primary: bool) -> None:

@@ -84,7 +84,7 @@ def _first_boot(agent: Agent, observed: Observed) -> Observed:
         node_state.save(agent.config.mysql_datadir, state)
         log.info("seeded GTID state from snapshot %s: %s", state.snapshot_id, state.snapshot_gtid or "(empty)")
     if state.bootstrap_pending:
-        done = ensure_accounts(conn, agent.flavor, agent.config)
+        done = ensure_accounts(conn, agent.flavor, agent.config, allow_read_only=True)
         if done:
             log.info("first boot of a new cluster: %s", "; ".join(done))
     if state is not observed.state:
@@ -158,8 +158,6 @@ def _clear_bootstrap(agent: Agent, observed: Observed) -> None:
 def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterView | None,
                    session: str | None) -> bool:
     """Switchover, one short step per pass: fence, check the target caught up, release."""
-    from ..keys import encode  # noqa: F401  (kept local: only this path writes the request)
-
     assert view is not None and decision.lock is not None and session is not None
     server = observed.server
     request = view.switchover or {}
@@ -181,7 +179,7 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
         observed = agent.observe()
         server = observed.server
         changed = True
-    position = server.gtid_executed if server else ""
+    position = server.executed_gtid if server else ""
     if agent.peer_applied(member.address, member.port, position, timeout=1.0):
         if agent.discovery.release(agent.keys.primary, session):
             log.info("switchover: %s has applied everything up to %s; lock released to it", target, position)

@@ -24,7 +24,7 @@ from typing import Any
 from ..discovery import Discovery, DiscoveryError, connect
 from ..keys import ClusterKeys, encode
 from ..mysql import flavor as flavors
-from ..mysql.datadir import chown_mysql, initialize
+from ..mysql.datadir import DatadirError, chown_mysql, initialize
 from ..mysql.server_config import write_cnf
 from .. import node_state
 
@@ -54,21 +54,23 @@ def run(config) -> int:
         if state is not None and state.reclone:
             _move_aside(datadir, state.reclone)
             state = None
+        if state is not None and state.node != config.node_name:
+            state = None  # data copied from another node: it gets its own server_id
+        server_id = state.server_id if state is not None else _allocate_server_id(discovery, keys)
+        write_cnf(config, flavor, server_id)
         if _is_empty(datadir):
-            state = _prepare_empty(config, discovery, keys, flavor, datadir)
-        elif state is None or state.node != config.node_name:
-            server_id = _allocate_server_id(discovery, keys)
+            state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id)
+        elif state is None:
             state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="existing")
             node_state.save(datadir, state)
             log.info("keeping the existing datadir %s; new server_id %d", datadir, server_id)
         else:
             log.info("keeping the existing datadir %s (server_id %d, from %s)", datadir, state.server_id,
                      state.snapshot_id or state.origin)
-        write_cnf(config, flavor, state.server_id)
         chown_mysql(datadir)
         log.info("wrote %s (server_id %d); mysqld starts read-only", config.mysql_cnf, state.server_id)
         return 0
-    except StartError as exc:
+    except (StartError, DatadirError) as exc:
         log.error("%s", exc)
         return 1
     except DiscoveryError as exc:
@@ -100,10 +102,12 @@ def _is_empty(datadir: Path) -> bool:
     return all(entry in _OURS or entry.startswith(".triton-mysql.") for entry in os.listdir(datadir))
 
 
-def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path) -> node_state.NodeState:
+def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,
+                   server_id: int) -> node_state.NodeState:
+    node_state.path(datadir).unlink(missing_ok=True)  # a leftover of an earlier, failed start
     manifest = _restore(config, discovery, datadir)
     if manifest is not None:
-        return _restored(config, discovery, keys, datadir, manifest)
+        return _restored(config, datadir, manifest, server_id)
     record = {"node": config.node_name, "at": time.time()}
     won = discovery.create(keys.bootstrap, encode(record))
     bootstrap = discovery.get(keys.bootstrap)
@@ -111,7 +115,6 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
     if won or owner == config.node_name:
         log.info("no snapshot in discovery or storage and this node won the bootstrap race: "
                  "initialising a new cluster")
-        server_id = _allocate_server_id(discovery, keys)
         initialize(config, flavor)
         state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="bootstrap",
                                      bootstrap_pending=True)
@@ -124,7 +127,7 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
         if discovery.get(keys.snapshots_last) is not None:
             manifest = _restore(config, discovery, datadir)
             if manifest is not None:
-                return _restored(config, discovery, keys, datadir, manifest)
+                return _restored(config, datadir, manifest, server_id)
         time.sleep(1.0)
     raise StartError(f"no snapshot from the bootstrap node {owner} after BOOTSTRAP_WAIT={config.bootstrap_wait:g} s; "
                      f"is it running? (this node will try again at its next start)")
@@ -138,10 +141,9 @@ def _restore(config, discovery: Discovery, datadir: Path) -> Any:
         raise StartError(f"restore failed, datadir left empty: {exc}") from None
 
 
-def _restored(config, discovery: Discovery, keys: ClusterKeys, datadir: Path, manifest: Any) -> node_state.NodeState:
+def _restored(config, datadir: Path, manifest: Any, server_id: int) -> node_state.NodeState:
     snapshot_id = _field(manifest, "id")
     gtid = _field(manifest, "gtid") or ""
-    server_id = _allocate_server_id(discovery, keys)
     state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="restore",
                                  snapshot_id=snapshot_id, snapshot_gtid=gtid, seeded=False)
     node_state.save(datadir, state)

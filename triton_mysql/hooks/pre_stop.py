@@ -48,7 +48,7 @@ def hand_over(agent: Agent) -> int:
         return 0
     agent.fence("planned stop: handing over")
     observed = agent.observe()
-    position = observed.server.gtid_executed if observed.server else ""
+    position = observed.server.executed_gtid if observed.server else ""
     local = agent.local(observed, view, lock.session)
     target = d.switchover_target(view, agent.timing)
     if target is None or target == config.node_name:
