@@ -8,6 +8,7 @@ is 2 s).
 from __future__ import annotations
 
 import signal
+import sys
 import time
 
 from triton_mysql.discovery import ServiceSpec
@@ -250,3 +251,22 @@ def test_bad_config_on_sighup_keeps_the_running_one(discovery_server, buddies):
     time.sleep(2.5)  # longer than the ttl: heartbeats go on with the old config
     assert names(d, "web") == ["web-node1"]
     assert buddy.proc.alive()
+
+
+def test_health_hook_renaming_its_own_service(discovery_server, buddies, tmp_path):
+    """The cluster's way: a hook rewrites the name in CONTAINERBUDDY and signals CONTAINERBUDDY_PID."""
+    d = discovery_server.client()
+    script = tmp_path / "promote.py"
+    script.write_text(
+        "import os, time\n"
+        "from triton_mysql.supervisor.rename import notify, set_service_name\n"
+        "if set_service_name(os.environ['CONTAINERBUDDY'], {'db', 'db-primary'}, 'db-primary'):\n"
+        "    notify(int(os.environ['CONTAINERBUDDY_PID']))\n"
+        "    time.sleep(0.5)  # still running when the supervisor reloads\n"
+    )
+    buddy = buddies(config([service("db", [sys.executable, str(script)], poll=5, ttl=10)]), ["sleep", "60"],
+                    env=env_for(discovery_server))
+    wait_for(lambda: names(d, "db-primary") == ["db-primary-node1"], 4, interval=0.05,
+             what="db-primary listed well before the next 5 s poll")
+    assert names(d, "db") == []  # the first check ran as "db" but its result belonged to the old name
+    assert "service db-primary added (health check as soon as the running one ends)" in buddy.output()

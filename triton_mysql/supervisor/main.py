@@ -349,7 +349,8 @@ class Supervisor:
             log.warning("app (pid %d) still running %g s after SIGTERM: SIGKILL", self.app.pid, timeout)
             for pid in [self.app.pid, *descendants_of(self.app.pid)]:
                 kill(pid, signal.SIGKILL)
-            self.wait_for(lambda: not self.app_running(), None)
+            if not self.wait_for(lambda: not self.app_running(), 10.0):
+                log.error("app (pid %d) survived SIGKILL for 10 s (uninterruptible sleep?); going on", self.app.pid)
 
     def terminate_leftovers(self) -> None:
         """SIGTERM everything still running that is not a stop hook; SIGKILL after a grace period."""
