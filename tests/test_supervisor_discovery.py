@@ -270,3 +270,20 @@ def test_health_hook_renaming_its_own_service(discovery_server, buddies, tmp_pat
              what="db-primary listed well before the next 5 s poll")
     assert names(d, "db") == []  # the first check ran as "db" but its result belonged to the old name
     assert "service db-primary added (health check as soon as the running one ends)" in buddy.output()
+
+
+def test_stop_with_discovery_down_still_runs_the_stop_sequence(discovery_server, buddies, tmp_path):
+    d = discovery_server.client()
+    log = tmp_path / "order"
+    buddy = buddies(config([service("web", "true", poll=0.3, ttl=3)],
+                           preStop=["sh", "-c", f"echo preStop >> {log}"], postStop=["sh", "-c", f"echo postStop >> {log}"]),
+                    ["sleep", "60"], env={**env_for(discovery_server), "DISCOVERY_TIMEOUT": "0.5"})
+    wait_for(lambda: d.healthy("web"), 10, what="web listed")
+    discovery_server.stop()
+    time.sleep(0.5)
+    sent = time.monotonic()
+    buddy.send(signal.SIGTERM)
+    assert buddy.wait(15) == 143
+    assert time.monotonic() - sent < 5
+    assert lines(log) == ["preStop", "postStop"]
+    assert "Traceback" not in buddy.output()

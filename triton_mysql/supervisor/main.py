@@ -300,7 +300,7 @@ class Supervisor:
         for child in list(self.table.children.values()):
             if child.kind.startswith(POLLING_HOOKS):
                 self.table.terminate(child, why="supervisor is stopping")
-        self.deregister_all()
+        deregistrations = self.deregister_all()
         if reason == "signal":
             if self.config.pre_stop is not None and self.app_running():
                 self.run_hook("preStop", self.config.pre_stop.argv)
@@ -309,6 +309,9 @@ class Supervisor:
         if self.config.post_stop is not None:
             self.run_hook("postStop", self.config.post_stop.argv)
         self.table.reap()
+        if self.worker is not None and not all(j is None or j.finished.is_set() for j in deregistrations):
+            if not self.worker.wait(deregistrations, 1.0):
+                log.warning("deregistration did not finish; the services expire with their ttl")
         self.set_worker(None)
         code = self.app_code if self.app_code is not None else 0
         log.info("exiting with the app's exit code %d", code)
@@ -317,11 +320,18 @@ class Supervisor:
     def app_running(self) -> bool:
         return self.app is not None and self.app.running
 
-    def deregister_all(self) -> None:
+    def deregister_all(self) -> list[Job | None]:
+        """Deregister every service; wait about one request timeout, not more.
+
+        The stop sequence must not stall on an unreachable discovery service
+        (the container runtime's stop timeout is short): what is not done by
+        then goes on in the background, and the services expire with their ttl.
+        """
         jobs: list[Job | None] = [s.deregister("stopping") for s in self.services if not self.maintenance]
         if self.worker is not None and any(jobs):
-            if not self.worker.wait(jobs, self.worker.timeout * (len(jobs) + 1) + 1):
-                log.warning("deregistration did not finish in time; the services expire with their ttl")
+            if not self.worker.wait(jobs, self.worker.timeout + 1):
+                log.warning("deregistration not finished yet; going on (it continues in the background)")
+        return jobs
 
     def run_hook(self, kind: str, argv: tuple[str, ...]) -> int:
         """Run a stop hook to completion (it has no timeout: the container runtime bounds it)."""
