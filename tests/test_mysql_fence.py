@@ -10,7 +10,7 @@ import pytest
 
 from tests.harness.procs import process_state
 from triton_mysql.mysql import fence as fencing
-from triton_mysql.mysql.connection import DBError, connect_local
+from triton_mysql.mysql.connection import connect_local
 from triton_mysql.mysql.flavor import MARIADB
 
 

@@ -22,7 +22,7 @@ import logging
 
 from ..config import Config
 from .connection import Connection
-from .flavor import Flavor, Sql
+from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
 
@@ -132,5 +132,3 @@ def ensure_accounts(conn: Connection, flavor: Flavor, config: Config, allow_read
         logger.info("accounts: %s", action)
     return done
 
-
-__all__ = ["ensure_accounts", "AccountsError", "Sql"]

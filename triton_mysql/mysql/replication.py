@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from . import gtid
-from .connection import Connection, DBError, connect_tcp
+from .connection import Connection, connect_tcp
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,3 @@ def remote_gtid_state(host: str, port: int, user: str, password: str, flavor: Fl
     with connect_tcp(host, port, user, password, timeout=timeout) as conn:
         return gtid.normalize(flavor, conn.scalar(flavor.binlog_state()))
 
-
-__all__ = ["follow", "start", "stop_and_clear", "wait_applied", "seed_after_restore", "remote_gtid_state",
-           "DBError"]
