@@ -12,8 +12,8 @@ Life of the process (SPEC §4):
    `stopTimeout`), terminate what is left, run `postStop`, exit with the
    app's code (128+N when killed by signal N).
 
-SIGHUP re-reads the config and applies the difference (a renamed service is
-deregistered under its old name and checked at once under its new one);
+SIGHUP re-reads the config and applies the difference (`reload.py`: a renamed
+service is deregistered under its old name and checked at once under its new one);
 SIGUSR1 toggles maintenance.  The loop is single-threaded apart from the
 discovery worker (`worker.py`), and sleeps in `select()` when idle.
 """
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from triton_mysql import log as logsetup
 
 from . import config as cfgmod
-from . import reload
 from .backends import BackendRunner
 from .config import ConfigError, SupervisorConfig
+from .reload import apply as apply_reload
 from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
                       descendants_of, describe_exit, now, stray_processes)
 from .services import ServiceRunner
@@ -268,7 +268,7 @@ class Supervisor:
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded (%s); keeping the current one", exc)
             return
-        changes = reload.apply(self, new)
+        changes = apply_reload(self, new)
         setup_logging(new)
         for warning in new.warnings:
             log.warning("config: %s", warning)

@@ -182,6 +182,7 @@ class ServiceRunner:
 
         def done(_result: object, error: BaseException | None) -> None:
             if error is not None:
-                self.sup.errors.failed(f"{self.key}: deregister", error)
+                self.sup.errors.failed(f"{self.key}: deregister", error, then=f"it expires {self.config.ttl:g} s "
+                                       "after its last heartbeat")
 
         return self.sup.worker.submit(f"deregister {spec.id}", lambda client: client.deregister_service(spec), done)

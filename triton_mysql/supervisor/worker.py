@@ -147,11 +147,10 @@ class ErrorLog:
     def __init__(self) -> None:
         self._last: dict[str, str] = {}
 
-    def failed(self, what: str, error: BaseException) -> None:
-        message = f"{type(error).__name__}: {error}" if not str(error) else str(error)
-        message = message.splitlines()[0] if message else type(error).__name__
+    def failed(self, what: str, error: BaseException, then: str = "retrying at the next poll") -> None:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if self._last.get(what) != message:
-            log.warning("%s failed: %s (retrying at the next poll)", what, message)
+            log.warning("%s failed: %s (%s)", what, message, then)
         else:
             log.debug("%s failed again: %s", what, message)
         self._last[what] = message
