@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness.cluster import APP_DATABASE, REPL_PASSWORD, REPL_USER, Cluster, Node
 from tests.harness.etcd import EtcdServer
-from tests.harness.mariadb import MariaDBServer
+from tests.harness.mariadb import MariaDBServer, chown_mysql
 from tests.harness.procs import wait_for
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,8 @@ def test_cluster_builds_itself_and_clones_replicas(cluster_factory, etcd_server,
     cluster.wait_caught_up(primary, replicas + [fourth])
     for node in replicas + [fourth]:
         assert count_rows(node) == 2000
-    assert member(cluster, fourth).get("snapshot_id") == snapshot["id"]
+    recorded = wait_for(lambda: member(cluster, fourth).get("snapshot_id"), 30, what="node4's member record")
+    assert recorded == snapshot["id"]
     assert f"restored snapshot {snapshot['id']}" in fourth.log_text()
     if storage == "s3":
         return
@@ -114,6 +115,8 @@ def test_cluster_builds_itself_and_clones_replicas(cluster_factory, etcd_server,
         env=cluster.nodes[0].env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     try:
+        server.tmpdir.mkdir(parents=True, exist_ok=True)
+        chown_mysql(server.workdir)
         server.start()
         server.sql("SET GLOBAL gtid_slave_pos = %s", (snapshot["gtid"],))
         server.sql(f"CHANGE MASTER TO MASTER_HOST='{fourth.address}', MASTER_PORT={fourth.port}, "

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 import pymysql
 
-from .mariadb import make_traversable, next_loopback_address
+from .mariadb import mysql_tmp_dir, next_loopback_address
 from .procs import Proc, descendants, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,6 @@ class Node:
         self.port = port
         self.dir = cluster.workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        make_traversable(self.dir)
         self.proc: Proc | None = None
         self.extra_env: dict[str, str] = {}
         self.config_path = self.dir / "containerbuddy.json"
@@ -81,7 +80,6 @@ class Node:
     # -- process control ----------------------------------------------------
     def start(self) -> "Node":
         (self.dir / "run").mkdir(exist_ok=True)
-        make_traversable(self.dir / "run")
         argv = [str(VENV_BIN / "containerbuddy"), str(ROOT / "bin" / "triton-mysqld")]
         self.proc = Proc(f"node {self.name}", argv, self.log_path, env=self.env())
         return self
@@ -183,7 +181,6 @@ class Cluster:
                  env: dict[str, str] | None = None, service_name: str = "mysql") -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        make_traversable(self.workdir)
         self.discovery_env = dict(discovery_env)
         self.backup_url = backup_url or f"file://{self.workdir / 'backups'}"
         self.env = dict(env or {})
@@ -289,10 +286,11 @@ class Cluster:
         for node in self.nodes:
             node.kill()
 
-    def dump_logs(self, tail: int = 80) -> str:
+    def dump_logs(self, tail: int = 150) -> str:
+        """The end of every node's log, without the server's [Note] chatter."""
         out = []
         for node in self.nodes:
-            lines = node.log_text().splitlines()[-tail:]
+            lines = [line for line in node.log_text().splitlines() if "[Note]" not in line][-tail:]
             out.append(f"===== {node.name} ({node.address}:{node.port}) =====\n" + "\n".join(lines))
         return "\n".join(out)
 
@@ -306,7 +304,12 @@ def make_cluster_fixture() -> Callable:
         made: list[Cluster] = []
 
         def make(discovery_env: dict[str, str], **kwargs: Any) -> Cluster:
-            cluster = Cluster(tmp_path_factory.mktemp("cluster"), discovery_env, **kwargs)
+            # Not below pytest's tmp dir: mysqld runs as `mysql` and must always reach its files
+            # (see mariadb.mysql_workspace); a link from the test's tmp dir helps debugging.
+            workdir = mysql_tmp_dir("cluster")
+            link = tmp_path_factory.mktemp("cluster") / "nodes"
+            link.symlink_to(workdir)
+            cluster = Cluster(workdir, discovery_env, **kwargs)
             made.append(cluster)
             return cluster
 

@@ -9,12 +9,14 @@ there was nothing to do, so that a steady-state `health` pass is silent.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Iterator
 
 from ..config import FENCE_BUDGET, Config
 from ..discovery import Discovery, DiscoveryError, connect
@@ -99,6 +101,35 @@ class Agent:
             promote_timeout=max(60.0, 3 * self.config.stop_grace),
         )
 
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float) -> Iterator[bool]:
+        """Serialise the hooks of this node that change mysqld (health, onChange, preStop).
+
+        An flock next to the pid file: the kernel drops it when the holder dies,
+        so it can never go stale.  Yields False when it could not be had within
+        `timeout` (the caller then skips its changes for this round).
+        """
+        path = os.path.join(os.path.dirname(pid_file_for(self.config)), "triton-mysql.lock")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     # -- reading --------------------------------------------------------------
     def observe(self) -> Observed:
         conn = self.try_conn()
@@ -110,6 +141,18 @@ class Agent:
                 log.warning("could not read the server state: %s", exc)
                 self._conn = None
         return Observed(server, node_state.load(self.config.mysql_datadir))
+
+    def seed_if_restored(self, observed: Observed) -> Observed:
+        """Once after a restore, before anything replicates: start the binlog and replica
+        positions at the snapshot's GTID (SPEC §5).  Both health and onChange call it first."""
+        state = observed.state
+        if (observed.server is None or state is None or state.origin != "restore" or state.seeded
+                or state.snapshot_gtid is None):
+            return observed
+        replication.seed_after_restore(self.conn(), self.flavor, state.snapshot_gtid)
+        node_state.save(self.config.mysql_datadir, state.update(seeded=True))
+        log.info("seeded the GTID state from snapshot %s: %s", state.snapshot_id, state.snapshot_gtid or "(empty)")
+        return self.observe()
 
     def view(self, with_services: bool = False) -> ClusterView:
         service = self.config.primary_service if with_services else None
@@ -137,6 +180,7 @@ class Agent:
             io_running=bool(replica and replica.io_running),
             sql_running=bool(replica and replica.sql_running),
             sql_error=(replica.last_sql_error if replica else "") or "",
+            io_error=(replica.last_io_error if replica else "") or "",
             lag_seconds=replica.seconds_behind if replica else None,
             bootstrap_pending=bool(state and state.bootstrap_pending and state.node == self.config.node_name),
             backup_running=self.backup_running(view),
@@ -236,6 +280,7 @@ class Agent:
         replica = server.replica
         if replica is not None and replica.source_host == lock.address and replica.source_port == lock.port:
             if replica.last_sql_error:
+                log.error("replication from %s is stopped by an SQL error: %s", lock.node, replica.last_sql_error)
                 return ""
             if not (replica.io_running and replica.sql_running):
                 replication.start(self.conn(), self.flavor)

@@ -57,6 +57,7 @@ class Local:
     io_running: bool = False
     sql_running: bool = False
     sql_error: str = ""
+    io_error: str = ""
     lag_seconds: float | None = None
     bootstrap_pending: bool = False
     backup_running: bool = False
@@ -228,7 +229,9 @@ def verdict(decision: Decision, local: Local, max_lag: float) -> tuple[bool, str
         return (not local.read_only), ("primary, writable" if not local.read_only else "primary, still read-only")
     if decision.action == FOLLOW:
         if not (local.io_running and local.sql_running):
-            return False, f"replication not running (io={local.io_running}, sql={local.sql_running})"
+            errors = "; ".join(e for e in (local.io_error, local.sql_error) if e)
+            return False, (f"replication not running (io={local.io_running}, sql={local.sql_running})"
+                           + (f": {errors}" if errors else ""))
         if local.lag_seconds is None or local.lag_seconds > max_lag:
             return False, f"lag {local.lag_seconds} s exceeds MAX_LAG={max_lag:g}"
         return True, f"replica, lag {local.lag_seconds:g} s"

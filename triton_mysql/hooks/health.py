@@ -15,7 +15,6 @@ from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.view import ClusterView
-from ..mysql import replication
 from ..mysql.accounts import ensure_accounts
 from ..mysql.connection import DBError
 from .. import node_state
@@ -26,15 +25,20 @@ log = logging.getLogger("triton_mysql.health")
 def run(config, check_only: bool = False) -> int:
     agent = Agent(config)
     try:
-        return _pass(agent, check_only)
+        if check_only:
+            return _pass(agent, check_only=True)
+        # One pass at a time per node, and not while onChange/preStop change mysqld; a pass
+        # that cannot get the lock still reports (and fences: fencing is safe to repeat).
+        with agent.exclusive(timeout=max(1.0, config.health_poll)) as alone:
+            return _pass(agent, check_only=False, act=alone)
     finally:
         agent.close()
 
 
-def _pass(agent: Agent, check_only: bool) -> int:
+def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     config = agent.config
     observed = agent.observe()
-    if observed.server is not None and not check_only:
+    if observed.server is not None and not check_only and act:
         observed = _first_boot(agent, observed)
 
     view: ClusterView | None
@@ -56,6 +60,9 @@ def _pass(agent: Agent, check_only: bool) -> int:
         log.debug("check-only: %s (%s)", "healthy" if healthy else "unhealthy", why)
         return 0 if healthy else 1
 
+    if not act and decision.action != d.FENCE:
+        log.info("another hook is changing mysqld; %s deferred to the next pass", decision.action)
+        return 1
     try:
         changed = _act(agent, decision, observed, view, session)
     except (DBError, DiscoveryError) as exc:
@@ -74,21 +81,12 @@ def _pass(agent: Agent, check_only: bool) -> int:
 
 def _first_boot(agent: Agent, observed: Observed) -> Observed:
     """Once per datadir: seed the GTID state after a restore; create accounts on a new cluster."""
+    observed = agent.seed_if_restored(observed)
     state = observed.state
-    if state is None:
-        return observed
-    conn = agent.conn()
-    if state.origin == "restore" and not state.seeded and state.snapshot_gtid is not None:
-        replication.seed_after_restore(conn, agent.flavor, state.snapshot_gtid)
-        state = state.update(seeded=True)
-        node_state.save(agent.config.mysql_datadir, state)
-        log.info("seeded GTID state from snapshot %s: %s", state.snapshot_id, state.snapshot_gtid or "(empty)")
-    if state.bootstrap_pending:
-        done = ensure_accounts(conn, agent.flavor, agent.config, allow_read_only=True)
+    if state is not None and state.bootstrap_pending:
+        done = ensure_accounts(agent.conn(), agent.flavor, agent.config, allow_read_only=True)
         if done:
             log.info("first boot of a new cluster: %s", "; ".join(done))
-    if state is not observed.state:
-        return agent.observe()
     return observed
 
 

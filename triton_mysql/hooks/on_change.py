@@ -52,25 +52,32 @@ class Election:
                 continue
             if view.lock is not None:
                 self.last_holder = view.lock.node
-            observed = self.agent.observe()
-            local = self.agent.local(observed, view, self.agent.my_session(view))
-            decision = d.decide_election(view, local, self.agent.timing)
-            if decision.reason != last_reason:
-                log.info("%s", decision)
-                last_reason = decision.reason
-            try:
-                done = self.step(decision, view, observed, local)
-            except (DBError, DiscoveryError) as exc:
-                log.error("%s failed: %s; retrying", decision.action, exc)
-                time.sleep(1.0)
-                continue
-            if done:
+            # Observe, decide and act while no other hook of this node changes mysqld;
+            # waiting happens outside the lock.
+            with self.agent.exclusive(timeout=10.0) as alone:
+                if not alone:
+                    continue
+                observed = self.agent.seed_if_restored(self.agent.observe())
+                local = self.agent.local(observed, view, self.agent.my_session(view))
+                decision = d.decide_election(view, local, self.agent.timing)
+                if decision.reason != last_reason:
+                    log.info("%s", decision)
+                    last_reason = decision.reason
+                try:
+                    outcome = self.step(decision, view, observed, local)
+                except (DBError, DiscoveryError) as exc:
+                    log.error("%s failed: %s; retrying", decision.action, exc)
+                    outcome = lambda: time.sleep(1.0)  # noqa: E731
+            if outcome is True:
                 return 0
+            if callable(outcome):
+                outcome()
         log.warning("onChange gave up after its time bound without settling a primary; health keeps this "
                     "node read-only and the next change of the primary service runs onChange again")
         return 0
 
-    def step(self, decision: d.Decision, view: ClusterView, observed, local: d.Local) -> bool:
+    def step(self, decision: d.Decision, view: ClusterView, observed, local: d.Local):
+        """Act on the decision: True when settled, a callable to wait (outside the lock), else None."""
         action = decision.action
         agent = self.agent
         if action == d.IS_PRIMARY:
@@ -88,22 +95,22 @@ class Election:
             return True
         if action == d.WAIT_LOCK_CHANGE:
             assert decision.lock is not None
-            agent.discovery.wait(agent.keys.primary, decision.lock.index, min(decision.wait, self.remaining()))
-            return False
+            index, wait = decision.lock.index, min(decision.wait, self.remaining())
+            return lambda: agent.discovery.wait(agent.keys.primary, index, wait)
         if action in (d.NOT_CANDIDATE, d.REFUSE_COOLDOWN):
-            self.wait_for_lock(min(decision.wait or 1.0, self.remaining()))
-            return False
+            wait = min(decision.wait or 1.0, self.remaining())
+            return lambda: self.wait_for_lock(wait)
         if action == d.TRY_LATER:
             target = decision.target or ""
             if target not in self.deferred_to:
                 self.deferred_to.add(target)
-                self.wait_for_lock(min(decision.wait, self.remaining()))
-                return False
+                wait = min(decision.wait, self.remaining())
+                return lambda: self.wait_for_lock(wait)
             log.info("%s did not take the lock in time; trying", target)
-            return self.try_promote(view, observed, local, planned=False)
+            return self.try_promote(view, observed, local, planned=False) or None
         if action == d.TRY_NOW:
             planned = d.switchover_target(view, agent.timing) == agent.config.node_name
-            return self.try_promote(view, observed, local, planned=planned)
+            return self.try_promote(view, observed, local, planned=planned) or None
         raise AssertionError(f"unhandled election action {action}")
 
     def wait_for_lock(self, timeout: float) -> None:
