@@ -71,6 +71,32 @@ def test_backup_export_list_and_restore(node, tmp_path):
     assert "is not empty" in again.stderr
 
 
+def test_backup_shows_a_progress_bar_on_a_terminal(node):
+    import pty
+
+    from tests.test_backup_helpers import triton_mysql
+    _, env, _, _ = node
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([triton_mysql(), "backup"], env={**os.environ, **env}, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert re.search(r"snapshot mysql-\S+: \[#+\] 100%, .* stored, .*/s, ETA 0:00", text), text
+    assert b"stored at file://" in stdout
+
+
 def test_backup_with_a_bad_url_is_a_configuration_error(node):
     _, env, _, _ = node
     result = cli(["backup", "--url", "ftp://somewhere/x"], env)

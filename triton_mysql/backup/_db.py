@@ -82,6 +82,14 @@ class LocalServer:
             raise
         return [str(row["Log_name"]) for row in rows]
 
+    def binlog_bytes(self) -> int:
+        """Total size of the binary logs (the backup tool does not copy them)."""
+        try:
+            rows = self.query("SHOW BINARY LOGS")
+        except DatabaseError:
+            return 0
+        return sum(int(row.get("File_size") or 0) for row in rows)
+
     def binlog_start_gtid(self, name: str) -> str | None:
         """The GTID state at the start of binlog `name` (MariaDB Gtid_list, MySQL Previous_gtids)."""
         rows = self.query("SHOW BINLOG EVENTS IN %s LIMIT 4", (name,))

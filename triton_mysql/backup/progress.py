@@ -116,7 +116,8 @@ class Progress:
             log.info("%s progress: %s", self.what, self.text(now))
 
     def finish(self, ok: bool = True) -> None:
-        if self.tty and self.lines:
+        """Final state: the bar's last line on a terminal (log lines need no closing)."""
+        if self.tty:
             if ok and self.total:
                 self.done = max(self.done, self.total)
             self.stream.write(f"\r{self.what}: {self._bar()}{self.text()}\033[K\n")

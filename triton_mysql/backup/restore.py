@@ -32,7 +32,7 @@ from ..mysql import gtid as gtids
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
 from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
-from .pipeline import CHUNK, failure
+from .pipeline import CHUNK, _grow_pipe, failure
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,9 @@ def _stream_extract(storage: Storage, manifest: dict[str, Any], flavor: Flavor, 
             try:
                 zstd = subprocess.Popen(["zstd", "-d", "-q", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=zlog)
-                assert zstd.stdout is not None
+                assert zstd.stdout is not None and zstd.stdin is not None
+                _grow_pipe(zstd.stdin.fileno())
+                _grow_pipe(zstd.stdout.fileno())
                 extract = subprocess.Popen(flavor.extract_argv(str(target)), stdin=zstd.stdout,
                                            stdout=subprocess.DEVNULL, stderr=xlog)
             except OSError as exc:

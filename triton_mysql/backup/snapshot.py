@@ -171,7 +171,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
         log.info("snapshot %s: starting (%s) on %s into %s%s", snapshot_id, reason, config.node_name,
                  storage.describe(), "" if is_main else " (export)")
         reporter = progress if isinstance(progress, Progress) else (
-            Progress(f"snapshot {snapshot_id}", directory_size(datadir)) if progress else None)
+            Progress(f"snapshot {snapshot_id}", _estimate(server, datadir)) if progress else None)
         should_stop = (lambda: "the snapshot lock was lost" if lock.lost.is_set() else None) if lock else None
         try:
             result = stream_backup(flavor=flavor, storage=storage, key=mf.data_key(snapshot_id),
@@ -226,6 +226,11 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             if lock is not None:
                 lock.release()
             server.close()
+
+
+def _estimate(server: LocalServer, datadir: str) -> int:
+    """What the tool will read: the datadir without the binary logs (for the ETA)."""
+    return max(0, directory_size(datadir) - server.binlog_bytes())
 
 
 def _after_snapshot(config: Any, discovery: Discovery | None, storage: Storage, server: LocalServer,

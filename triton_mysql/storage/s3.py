@@ -1,9 +1,9 @@
 """`s3://bucket/prefix` storage through boto3.
 
 Uploads are streamed as a multipart upload with bounded memory: the writer
-fills one part buffer (8 MiB at first) and hands full parts to one uploader
-thread through a queue of at most two parts, so at most ~4 parts are ever in
-memory and reading the backup stream overlaps with the network.  Part sizes
+fills one part buffer (8 MiB at first) and hands full parts to three
+uploader threads through a queue of at most two parts, so at most ~6 parts
+are ever in memory and reading the backup stream overlaps with the network.  Part sizes
 grow (8 → 16 → 32 → 64 MiB every 1000 parts) so that S3's 10 000-part limit
 allows objects of ~500 GB.  An object smaller than one part is sent with a
 single PutObject.  S3 makes an object visible only when its upload
@@ -28,6 +28,7 @@ MIB = 1 << 20
 PART_SIZES = ((1000, 8 * MIB), (2000, 16 * MIB), (3000, 32 * MIB))
 MAX_PART = 64 * MIB
 QUEUE_PARTS = 2
+UPLOAD_THREADS = 3
 
 
 def part_size_for(part_number: int) -> int:
@@ -51,22 +52,55 @@ def _describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-class _Uploader(threading.Thread):
-    """Uploads parts from a bounded queue, in order, in the background."""
+class _Uploader:
+    """A few threads uploading parts from one bounded queue, in the background.
 
-    def __init__(self, writer: "_S3Writer") -> None:
-        super().__init__(name="s3-upload", daemon=True)
+    Parts go up concurrently (S3 accepts them in any order; the completion
+    lists them by number), which keeps the upload from being one round trip
+    per part behind the backup stream.
+    """
+
+    def __init__(self, writer: "_S3Writer", workers: int = UPLOAD_THREADS) -> None:
         self.writer = writer
         self.parts: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=QUEUE_PARTS)
         self.done: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self.cancelled = threading.Event()
+        self.threads = [threading.Thread(target=self._run, name=f"s3-upload-{i}", daemon=True) for i in range(workers)]
 
-    def run(self) -> None:
-        w = self.writer
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def is_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Tell every worker to stop after the queued parts, and wait for them."""
+        for _ in self.threads:
+            self.parts.put(None)
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def cancel(self) -> None:
+        """Stop as soon as possible, dropping queued parts (a part in flight finishes first)."""
+        self.cancelled.set()
         while True:
-            item = self.parts.get()
-            if item is None or self.cancelled.is_set():
+            try:
+                self.parts.get_nowait()
+            except queue.Empty:
+                break
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        w = self.writer
+        while not self.cancelled.is_set():
+            try:
+                item = self.parts.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
                 return
             number, body = item
             if self.error is not None:
@@ -87,7 +121,8 @@ class _S3Writer(ObjectWriter):
         self.bucket = storage.bucket
         self.key = key
         self.full_key = storage.full_key(key)
-        self.buffer = bytearray()
+        self.pending: list[bytes] = []
+        self.pending_size = 0
         self.part_number = 0
         self.upload_id: str | None = None
         self.uploader: _Uploader | None = None
@@ -96,12 +131,19 @@ class _S3Writer(ObjectWriter):
         return StorageError(f"{self.storage.url}: {what} {self.key} failed: {_describe(exc)}")
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.buffer += data
+        # Chunks are collected and joined once per part: one copy of each byte.
+        data = data if isinstance(data, bytes) else bytes(data)
         self.size += len(data)
-        while len(self.buffer) >= part_size_for(self.part_number + 1):
-            size = part_size_for(self.part_number + 1)
-            part = bytes(self.buffer[:size])
-            del self.buffer[:size]
+        while data:
+            need = part_size_for(self.part_number + 1) - self.pending_size
+            if len(data) < need:
+                self.pending.append(data)
+                self.pending_size += len(data)
+                return
+            self.pending.append(data[:need] if len(data) > need else data)
+            data = data[need:]
+            part = b"".join(self.pending)
+            self.pending, self.pending_size = [], 0
             self._send_part(part)
 
     def _send_part(self, part: bytes) -> None:
@@ -133,17 +175,16 @@ class _S3Writer(ObjectWriter):
         if self.upload_id is None:
             self.storage.ensure_bucket()
             try:
-                self.client.put_object(Bucket=self.bucket, Key=self.full_key, Body=bytes(self.buffer))
+                self.client.put_object(Bucket=self.bucket, Key=self.full_key, Body=b"".join(self.pending))
             except Exception as exc:  # noqa: BLE001
                 raise self._fail("storing", exc) from None
-            self.buffer = bytearray()
+            self.pending, self.pending_size = [], 0
             return
-        if self.buffer:
-            self._send_part(bytes(self.buffer))
-            self.buffer = bytearray()
+        if self.pending:
+            self._send_part(b"".join(self.pending))
+            self.pending, self.pending_size = [], 0
         assert self.uploader is not None
-        self.uploader.parts.put(None)
-        self.uploader.join()
+        self.uploader.finish()
         if self.uploader.error is not None:
             raise self._fail("uploading", self.uploader.error)
         parts = sorted(self.uploader.done, key=lambda p: p["PartNumber"])
@@ -154,19 +195,9 @@ class _S3Writer(ObjectWriter):
             raise self._fail("completing the upload of", exc) from None
 
     def _abort(self) -> None:
-        self.buffer = bytearray()
+        self.pending, self.pending_size = [], 0
         if self.uploader is not None:
-            self.uploader.cancelled.set()
-            while True:  # unblock the thread whatever it is waiting for
-                try:
-                    self.uploader.parts.put_nowait(None)
-                    break
-                except queue.Full:
-                    try:
-                        self.uploader.parts.get_nowait()
-                    except queue.Empty:
-                        pass
-            self.uploader.join(timeout=60)
+            self.uploader.cancel()
         if self.upload_id is not None:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.full_key, UploadId=self.upload_id)
 
@@ -225,8 +256,12 @@ class S3Storage(Storage):
                 raise StorageError("s3:// storage needs boto3 (pip install boto3)") from None
             self._client = boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url,
+                # Integrity is end to end (the manifest's sha256, verified by every restore), so
+                # the SDK's own per-request checksums are only computed where S3 requires them.
                 config=BotoConfig(retries={"max_attempts": 5, "mode": "standard"},
-                                  connect_timeout=10, read_timeout=120, max_pool_connections=4),
+                                  connect_timeout=10, read_timeout=120, max_pool_connections=UPLOAD_THREADS + 2,
+                                  request_checksum_calculation="when_required",
+                                  response_checksum_validation="when_required"),
             )
         return self._client
 
