@@ -181,3 +181,34 @@ def test_storage_failure_fails_the_backup_without_a_manifest(source, tmp_path): 
         take_snapshot(config)
     assert "Not a directory" in str(info.value) or "cannot create" in str(info.value)
     assert time.monotonic() - start < 30
+
+
+def test_object_store_failing_midway_fails_the_backup(source, tmp_path, monkeypatch):  # noqa: F811
+    """The S3 server dies while the backup streams: non-zero, tools stopped, nothing recorded."""
+    import threading
+
+    from tests.harness.s3 import S3Server
+    from triton_mysql.backup.snapshot import SnapshotError
+
+    s3 = S3Server(tmp_path / "s3").start()
+    try:
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        config = config_for(source, "s3://dying-bucket/x", {**s3.env(), "S3_CREATE_BUCKET": "true"})
+        started: list[int] = []
+
+        def kill_store_midway(backup) -> None:
+            started.append(backup.pid)
+
+            def watch() -> None:
+                wait_for(lambda: (process_read_bytes(backup.pid) or 0) > 10 << 20, 30, 0.005)
+                s3.stop()
+            threading.Thread(target=watch, daemon=True).start()
+
+        with pytest.raises(SnapshotError) as info:
+            take_snapshot(config, on_started=kill_store_midway)
+        assert "\n" not in str(info.value) and "s3://dying-bucket/x" in str(info.value)
+        assert started and process_read_bytes(started[0]) is None  # mariabackup is gone
+        assert not [cmd for _, cmd in descendants() if cmd.startswith(("mariabackup", "zstd"))]
+    finally:
+        s3.stop()
