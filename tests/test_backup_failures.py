@@ -212,3 +212,25 @@ def test_object_store_failing_midway_fails_the_backup(source, tmp_path, monkeypa
         assert not [cmd for _, cmd in descendants() if cmd.startswith(("mariabackup", "zstd"))]
     finally:
         s3.stop()
+
+
+def test_zstd_killed_midway_fails_the_backup(source, tmp_path):  # noqa: F811
+    import threading
+
+    from triton_mysql.backup.snapshot import SnapshotError
+
+    url = f"file://{tmp_path}/backups"
+    config = config_for(source, url)
+
+    def kill_zstd_midway(backup) -> None:
+        def watch() -> None:
+            wait_for(lambda: (process_read_bytes(backup.pid) or 0) > 10 << 20, 30, 0.005)
+            zstd = _child(os.getpid(), "zstd")
+            if zstd is not None:
+                os.kill(zstd, signal.SIGKILL)
+        threading.Thread(target=watch, daemon=True).start()
+
+    with pytest.raises(SnapshotError) as info:
+        take_snapshot(config, on_started=kill_zstd_midway)
+    assert str(info.value) == "zstd was killed by SIGKILL"
+    assert open_storage(url, config).list() == []

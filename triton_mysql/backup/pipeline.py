@@ -238,10 +238,11 @@ def stream_backup(*, flavor: Flavor, storage: Storage, key: str, socket: str, se
                 zstd_code = zstd.wait()
                 source_bytes = process_read_bytes(backup.pid) or source_bytes
                 backup_code = backup.wait()
-                if backup_code != 0:
-                    raise SnapshotError(failure(tool, backup_code, tool_log_path))
-                if zstd_code != 0:
-                    raise SnapshotError(failure("zstd", zstd_code, zstd_log_path))
+                # A tool killed by a signal is the cause; the other one merely lost its pipe.
+                ended = [(tool, backup_code, tool_log_path), ("zstd", zstd_code, zstd_log_path)]
+                for name, code, path in sorted(ended, key=lambda e: e[1] >= 0):
+                    if code != 0:
+                        raise SnapshotError(failure(name, code, path))
                 if "completed OK!" not in tool_log_path.read_text(errors="replace")[-4000:]:
                     raise SnapshotError(f"{tool} did not report success: {tool_error(tool_log_path, tool)}")
                 info_path = lsn / "xtrabackup_info"

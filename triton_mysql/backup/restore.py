@@ -113,13 +113,14 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
 
 
 def restore_newest(config: Any, discovery: Any | None, datadir: str, *,
-                   progress: Progress | None = None) -> dict[str, Any] | None:
+                   progress: bool | Progress | None = True) -> dict[str, Any] | None:
     """Restore the newest complete snapshot at BACKUP_URL into `datadir` (the onStart clone).
 
     Prefers the snapshot `snapshots/last` names in discovery (when it is
     complete in storage); falls back to the newest complete snapshot in
     storage (a new or wiped discovery service).  Returns the manifest used,
-    or None when no complete snapshot exists.
+    or None when no complete snapshot exists.  Progress: a log line every few
+    seconds (a bar on a terminal), so a long clone is visible in the logs.
     """
     storage = open_storage(config.backup_url, config)
     chosen: dict[str, Any] | None = None
