@@ -168,15 +168,15 @@ def test_sighup_after_rename_moves_the_service(discovery_server, buddies):
 
 def test_sigusr1_toggles_maintenance(discovery_server, buddies):
     d = discovery_server.client()
-    buddy = buddies(config([service("web", "true", poll=2, ttl=6)]), ["sleep", "60"],
+    buddy = buddies(config([service("web", "true", poll=3, ttl=8)]), ["sleep", "60"],
                     env=env_for(discovery_server))
     wait_for(lambda: d.healthy("web"), 10, what="web listed")
     buddy.send(signal.SIGUSR1)
-    wait_for(lambda: not d.healthy("web"), 1.5, what="web deregistered (well before its 6 s ttl)")
-    time.sleep(2.5)  # more than a poll: no health check may bring it back
+    wait_for(lambda: not d.healthy("web"), 2, what="web deregistered (well before its 8 s ttl)")
+    time.sleep(3.5)  # more than a poll: no health check may bring it back
     assert d.healthy("web") == []
     buddy.send(signal.SIGUSR1)
-    wait_for(lambda: d.healthy("web"), 1.5, what="web back at once (before the next 2 s poll)")
+    wait_for(lambda: d.healthy("web"), 2, what="web back at once (before the next 3 s poll)")
 
 
 def test_frozen_supervisor_checks_health_at_once_before_any_heartbeat(discovery_server, buddies, tmp_path):
@@ -200,7 +200,7 @@ def test_frozen_supervisor_checks_health_at_once_before_any_heartbeat(discovery_
     back = wait_for(lambda: d.healthy("web") and time.time(), 3, interval=0.01, what="web back")
     fresh_starts = [float(x) for x in lines(starts) if float(x) >= woke]
     fresh_ends = [float(x) for x in lines(ends) if float(x) >= woke]
-    assert fresh_starts and fresh_starts[0] - woke < 0.25, "the health check did not run at once on waking"
+    assert fresh_starts and fresh_starts[0] - woke < 0.5, "the health check did not run at once on waking"
     assert fresh_ends and fresh_ends[0] <= back, "a heartbeat went out before a fresh health check passed"
 
 
