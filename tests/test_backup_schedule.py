@@ -286,3 +286,33 @@ def test_purge_removes_only_binlogs_older_than_the_newest_snapshot(small, spare,
         wait_for(lambda: (purge(server, position), _binlogs(replica) == replica_logs[-1:])[1], 10, 0.2,
                  what="the replica's old binlogs to be purged")
     assert _binlogs(replica) == replica_logs[-1:]
+
+
+# -- which snapshot a new node clones ---------------------------------------------------------------
+
+def test_restore_newest_prefers_discovery_then_storage(small, discovery_server, tmp_path):
+    from triton_mysql.backup.restore import restore_newest
+
+    url = f"file://{tmp_path}/backups"
+    config = config_for(small, url, discovery_server.env())
+    discovery = discovery_server.client()
+    keys = ClusterKeys.for_config(config)
+    assert restore_newest(config, discovery, str(tmp_path / "d0")) is None        # nothing anywhere
+    assert not (tmp_path / "d0").exists() or os.listdir(tmp_path / "d0") == []
+
+    older = take_snapshot(config, discovery=discovery)
+    small.sql("INSERT INTO app.t (v) VALUES ('newer')")
+    newer = take_snapshot(config, discovery=discovery)
+    assert restore_newest(config, discovery, str(tmp_path / "d1"))["id"] == newer["id"]
+
+    discovery.put(keys.snapshots_last, encode(older))                               # discovery decides
+    assert restore_newest(config, discovery, str(tmp_path / "d2"))["id"] == older["id"]
+
+    discovery.delete(keys.snapshots_last)                                           # a wiped discovery
+    assert restore_newest(config, discovery, str(tmp_path / "d3"))["id"] == newer["id"]
+    assert restore_newest(config, None, str(tmp_path / "d4"))["id"] == newer["id"]
+
+    ghost = {**newer, "id": "mysql-20000101T000000Z"}                               # not in storage
+    discovery.put(keys.snapshots_last, encode(ghost))
+    assert restore_newest(config, discovery, str(tmp_path / "d5"))["id"] == newer["id"]
+    assert (tmp_path / "d5" / "ibdata1").exists()

@@ -51,9 +51,14 @@ class RestoreError(Exception):
 
 
 def datadir_entries(datadir: str) -> list[str]:
-    """What is in `datadir` besides lost+found ([] when it does not exist)."""
+    """What is in `datadir` besides lost+found ([] when it does not exist).
+
+    Hidden `.triton-mysql.*` files (temporary files of the node state the
+    hooks keep in the datadir) do not count either.
+    """
     try:
-        return sorted(name for name in os.listdir(datadir) if name not in IGNORED_IN_DATADIR)
+        return sorted(name for name in os.listdir(datadir)
+                      if name not in IGNORED_IN_DATADIR and not name.startswith(".triton-mysql."))
     except FileNotFoundError:
         return []
 
@@ -122,14 +127,17 @@ def restore_newest(config: Any, discovery: Any | None, datadir: str, *,
     or None when no complete snapshot exists.  Progress: a log line every few
     seconds (a bar on a terminal), so a long clone is visible in the logs.
     """
-    storage = open_storage(config.backup_url, config)
-    chosen: dict[str, Any] | None = None
-    if discovery is not None:
-        chosen = _from_discovery(config, discovery, storage)
-    if chosen is None:
-        chosen = newest_complete(storage)
-        if chosen is not None:
-            log.info("newest complete snapshot in %s: %s", storage.describe(), chosen["id"])
+    try:
+        storage = open_storage(config.backup_url, config)
+        chosen: dict[str, Any] | None = None
+        if discovery is not None:
+            chosen = _from_discovery(config, discovery, storage)
+        if chosen is None:
+            chosen = newest_complete(storage)
+            if chosen is not None:
+                log.info("newest complete snapshot in %s: %s", storage.describe(), chosen["id"])
+    except StorageError as exc:
+        raise RestoreError(f"cannot look for snapshots: {exc}") from None
     if chosen is None:
         log.info("no complete snapshot in %s", storage.describe())
         return None
