@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -130,7 +130,6 @@ class Child:
     kill_at: float | None = None
     code: int | None = None
     ignore_result: bool = False
-    data: dict = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -235,9 +234,6 @@ class ProcessTable:
         child.term_at = None
         child.grace = grace
         child.kill_at = now() + grace
-
-    def running(self, kind_prefix: str = "") -> list[Child]:
-        return [c for c in self.children.values() if c.kind.startswith(kind_prefix)]
 
 
 def _parents() -> dict[int, int]:

@@ -61,7 +61,7 @@ def set_service_name(config_source: str, current_names: set[str], new_name: str,
         return False
     current = _restore(target.value, templates)
     if _render_name(current, env) == new_name:
-        log.info("service in %s is already named %s", path, new_name)
+        log.debug("service in %s is already named %s", path, new_name)
         return False
     new_work = work[:target.start] + json.dumps(new_name) + work[target.end:]
     _write_atomic(path, _restore(new_work, templates))

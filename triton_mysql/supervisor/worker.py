@@ -86,9 +86,6 @@ class DiscoveryWorker:
         self._jobs.put(job)
         return job
 
-    def busy(self, key: str) -> bool:
-        return key in self._queued
-
     def complete(self) -> None:
         """Run the callbacks of finished jobs (main thread only)."""
         with contextlib.suppress(BlockingIOError, InterruptedError):
