@@ -16,10 +16,12 @@ file:// and s3://, alternates >= 5 runs of
 
 It reports median and max seconds, MB/s of datadir (snapshot) or of the
 stored object (restore), the ratios raw/ours of the medians measured in
-this run (goals: snapshot >= 80 %, restore >= 70 %), and the peak RSS of the
-hook process (ru_maxrss of the child running our code, the tools excluded)
-at a quarter of the size and at the full size, to show it does not grow
-with the data.  Exits non-zero when something could not be measured.
+this run (goals: snapshot >= 80 %, restore >= 70 %); for s3:// also against
+the same tools with boto3's own transfer (upload_fileobj from the pipe, a plain
+GET into zstd), to separate the transport's cost from ours; and the peak RSS of the
+hook process (VmHWM of the child running our code, the tools excluded)
+at half the size and at the full size, to show it does not grow with the
+data.  Exits non-zero when something could not be measured.
 """
 from __future__ import annotations
 
@@ -59,8 +61,20 @@ def _child(kind: str, params: dict) -> dict:
         manifest = restore(storage, params["id"], params["datadir"])
         out = {"id": manifest["id"], "size": manifest["size"]}
     out["seconds"] = time.monotonic() - start
-    out["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["maxrss_kib"] = peak_rss_kib()
     return out
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak RSS (VmHWM).  Not ru_maxrss: Linux carries the parent's
+    high-water mark across fork+exec into it, so a child of a big parent looks big."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_child(kind: str, params: dict) -> dict:
@@ -74,8 +88,12 @@ def run_child(kind: str, params: dict) -> dict:
 
 # -- the raw tools ------------------------------------------------------------------------------
 
-def raw_snapshot(server, work: Path) -> float:
-    """mariabackup --backup --stream=xbstream (our arguments) | zstd -1 -T0 > /dev/null."""
+def raw_snapshot(server, work: Path, upload=None) -> float:
+    """mariabackup --backup --stream=xbstream (our arguments) | zstd -1 -T0 > /dev/null.
+
+    With `upload(fileobj)`, zstd's output goes there instead of /dev/null (the
+    S3 reference: boto3's own transfer manager reading the pipe).
+    """
     from triton_mysql.backup.pipeline import write_client_cnf
     from triton_mysql.mysql.flavor import MARIADB
 
@@ -89,8 +107,12 @@ def raw_snapshot(server, work: Path) -> float:
         with open(scratch / "tool.log", "wb") as log:
             start = time.monotonic()
             backup = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
-            zstd = subprocess.Popen(["zstd", "-1", "-T0", "-q", "-c"], stdin=backup.stdout, stdout=subprocess.DEVNULL)
+            zstd = subprocess.Popen(["zstd", "-1", "-T0", "-q", "-c"], stdin=backup.stdout,
+                                    stdout=subprocess.PIPE if upload else subprocess.DEVNULL)
             backup.stdout.close()
+            if upload is not None:
+                upload(zstd.stdout)
+                zstd.stdout.close()
             codes = zstd.wait(), backup.wait()
             seconds = time.monotonic() - start
         if codes != (0, 0):
@@ -100,8 +122,12 @@ def raw_snapshot(server, work: Path) -> float:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def raw_restore(object_path: Path, work: Path) -> float:
-    """zstd -d < object | mbstream -x, then mariabackup --prepare and --move-back."""
+def raw_restore(object_path: Path | None, work: Path, download=None) -> float:
+    """zstd -d < object | mbstream -x, then mariabackup --prepare and --move-back.
+
+    With `download(pipe)`, the object is streamed into zstd by it instead (the
+    S3 reference: a plain boto3 GET, no verification).
+    """
     from triton_mysql.mysql.flavor import MARIADB
 
     scratch = Path(tempfile.mkdtemp(dir=work, prefix="raw-restore-"))
@@ -112,11 +138,18 @@ def raw_restore(object_path: Path, work: Path) -> float:
         cnf = scratch / "move.cnf"
         cnf.write_text(f"[mysqld]\ndatadir={datadir}\n")
         start = time.monotonic()
-        with open(object_path, "rb") as source:
+        source = open(object_path, "rb") if download is None else subprocess.PIPE
+        try:
             zstd = subprocess.Popen(["zstd", "-d", "-q", "-c"], stdin=source, stdout=subprocess.PIPE)
             extract = subprocess.Popen(MARIADB.extract_argv(str(target)), stdin=zstd.stdout)
             zstd.stdout.close()
+            if download is not None:
+                download(zstd.stdin)
+                zstd.stdin.close()
             codes = [zstd.wait(), extract.wait()]
+        finally:
+            if download is None:
+                source.close()
         for argv in (MARIADB.prepare_argv(str(target)), MARIADB.move_back_argv(str(cnf), str(target))):
             codes.append(subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode)
         seconds = time.monotonic() - start
@@ -166,33 +199,58 @@ def measure_backend(name: str, url: str, env: dict, server, work: Path, runs: in
     from triton_mysql.storage import open_storage
 
     params = {"config": env, "env": storage_env}
-    snap_raw, snap_ours, rss_snapshot = [], [], []
+    os.environ.update(storage_env)
+    config = Config.from_env(env)
+    storage = open_storage(url, config)
+    upload = download = None
+    if name == "s3":  # references through boto3 itself, for the transport's share
+        client, bucket = storage.client, storage.bucket
+        storage.ensure_bucket()
+
+        def upload(pipe) -> None:
+            client.upload_fileobj(pipe, bucket, f"reference/{uuid.uuid4().hex}")
+
+    snap_raw, snap_ours, snap_ref, rss_snapshot = [], [], [], []
     last = None
     for _ in range(runs):
         snap_raw.append(raw_snapshot(server, work))
+        if upload is not None:
+            snap_ref.append(raw_snapshot(server, work, upload))
         last = run_child("snapshot", params)
         snap_ours.append(last["seconds"])
         rss_snapshot.append(last["maxrss_kib"])
     assert last is not None
     # A local copy of the newest object for the raw restore.
-    os.environ.update(storage_env)
-    config = Config.from_env(env)
     local_object = work / f"{name}-object.zst"
     with open(local_object, "wb") as f:
-        for chunk in open_storage(url, config).get_stream(data_key(last["id"])):
+        for chunk in storage.get_stream(data_key(last["id"])):
             f.write(chunk)
-    rest_raw, rest_ours, rss_restore = [], [], []
+    if name == "s3":
+        full_key = storage.full_key(data_key(last["id"]))
+
+        def download(pipe) -> None:
+            body = storage.client.get_object(Bucket=storage.bucket, Key=full_key)["Body"]
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                pipe.write(chunk)
+
+    rest_raw, rest_ours, rest_ref, rss_restore = [], [], [], []
     for i in range(runs):
         rest_raw.append(raw_restore(local_object, work))
+        if download is not None:
+            rest_ref.append(raw_restore(None, work, download))
         target = work / f"{name}-restore-{i}" / "data"
         result = run_child("restore", {**params, "id": last["id"], "datadir": str(target)})
         rest_ours.append(result["seconds"])
         rss_restore.append(result["maxrss_kib"])
         shutil.rmtree(target.parent, ignore_errors=True)
     local_object.unlink()
-    return {"snapshot_raw": summary(snap_raw), "snapshot_ours": summary(snap_ours),
-            "restore_raw": summary(rest_raw), "restore_ours": summary(rest_ours),
-            "object_bytes": last["size"], "rss_snapshot_kib": max(rss_snapshot), "rss_restore_kib": max(rss_restore)}
+    out = {"snapshot_raw": summary(snap_raw), "snapshot_ours": summary(snap_ours),
+           "restore_raw": summary(rest_raw), "restore_ours": summary(rest_ours),
+           "object_bytes": last["size"], "rss_snapshot_kib": max(rss_snapshot), "rss_restore_kib": max(rss_restore)}
+    if snap_ref:
+        out["snapshot_reference"] = summary(snap_ref)
+        out["restore_reference"] = summary(rest_ref)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                     "MYSQL_CNF": str(server.cnf_path), "MYSQL_DATADIR": str(server.datadir), "SNAPSHOT_KEEP": "2",
                     **extra}
 
-        # Peak RSS at a quarter of the size first: it must not grow with the data.
-        fill_to(server, max(1, args.size_mb // 4))
+        # Peak RSS at half the size first: it must not grow with the data.
+        fill_to(server, max(1, args.size_mb // 2))
         rss_small = {}
         for name, (url, extra) in backends.items():
             rss_small[name] = run_child("snapshot", {"config": env_for(url, extra), "env": s3.env()})["maxrss_kib"]
@@ -266,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
             "restore_mb_s": round(r["object_bytes"] / r["restore_ours"]["median"] / 1e6, 1),
             "snapshot_goal_met": snap_ratio >= GOAL_SNAPSHOT, "restore_goal_met": rest_ratio >= GOAL_RESTORE,
         }
+        if "snapshot_reference" in r:
+            report["backends"][name]["snapshot_ratio_vs_boto3"] = round(
+                r["snapshot_reference"]["median"] / r["snapshot_ours"]["median"], 3)
+            report["backends"][name]["restore_ratio_vs_boto3"] = round(
+                r["restore_reference"]["median"] / r["restore_ours"]["median"], 3)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -286,7 +349,13 @@ def print_table(report: dict) -> None:
               f"ours {r['restore_ours']['median']:.2f} / {r['restore_ours']['max']:.2f}   "
               f"ratio {r['restore_ratio'] * 100:.0f} % (goal >= {GOAL_RESTORE * 100:.0f} %)   "
               f"{r['restore_mb_s']} MB/s of object")
-        print(f"  hook peak RSS: snapshot {r['rss_snapshot_small_kib'] / 1024:.0f} MiB at 1/4 size, "
+        if "snapshot_reference" in r:
+            print(f"  transport reference (same tools, boto3 upload_fileobj / plain GET, no hashing): "
+                  f"snapshot {r['snapshot_reference']['median']:.2f} / {r['snapshot_reference']['max']:.2f} "
+                  f"(ours {r['snapshot_ratio_vs_boto3'] * 100:.0f} % of it), "
+                  f"restore {r['restore_reference']['median']:.2f} / {r['restore_reference']['max']:.2f} "
+                  f"(ours {r['restore_ratio_vs_boto3'] * 100:.0f} % of it)")
+        print(f"  hook peak RSS: snapshot {r['rss_snapshot_small_kib'] / 1024:.0f} MiB at 1/2 size, "
               f"{r['rss_snapshot_kib'] / 1024:.0f} MiB at full size; restore {r['rss_restore_kib'] / 1024:.0f} MiB")
 
 

@@ -31,6 +31,30 @@ QUEUE_PARTS = 2
 UPLOAD_THREADS = 3
 
 
+_M_MMAP_THRESHOLD = -3
+_allocator_bounded = False
+
+
+def _bound_allocator() -> None:
+    """Keep part-sized buffers out of glibc's heaps (Linux; once per process).
+
+    glibc raises its mmap threshold after the first large free, so 8 MiB parts
+    then come from per-thread heaps that keep freed memory: the process's RSS
+    creeps up with several uploader threads.  A fixed 4 MiB threshold keeps
+    every part mmapped and returned on free (the 1 MiB reads stay on the heap).
+    """
+    global _allocator_bounded
+    if _allocator_bounded:
+        return
+    _allocator_bounded = True
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def part_size_for(part_number: int) -> int:
     """Size of part `part_number` (1-based): grows so 10 000 parts hold ~500 GB."""
     for last, size in PART_SIZES:
@@ -124,6 +148,7 @@ class _S3Writer(ObjectWriter):
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.part_number = 0
+        _bound_allocator()
         self.upload_id: str | None = None
         self.uploader: _Uploader | None = None
 
