@@ -145,7 +145,14 @@ def test_live_holder_found_through_the_primary_service():
 def test_dead_holder_waits_for_expiry():
     v = view(lock("a", "s-a"), [member("a", updated=NOW - 60)], healthy=[])
     decision = d.decide_election(v, local("b"), TIMING)
-    assert decision.action == d.WAIT_LOCK_CHANGE and decision.wait > TIMING.lock_expiry_max
+    assert decision.action == d.WAIT_LOCK_CHANGE and 0 < decision.wait <= TIMING.session_ttl
+
+
+def test_frozen_holder_with_a_fresh_member_record_is_not_followed():
+    # onChange runs because the primary service vanished; the holder's member record is
+    # still fresh (it froze a second ago): following it would end onChange for good.
+    v = view(lock("a", "s-a"), [member("a", updated=NOW - 1)], healthy=[])
+    assert d.decide_election(v, local("b"), TIMING).action == d.WAIT_LOCK_CHANGE
 
 
 def test_promoting_holder_is_not_followed_yet():

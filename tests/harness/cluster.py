@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import pymysql
 
 from .mariadb import mysql_tmp_dir, next_loopback_address
-from .procs import Proc, descendants, free_port, wait_for
+from .procs import Proc, descendants, free_port, process_state, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -118,12 +118,26 @@ class Node:
         self._reap_leftovers()
 
     def freeze(self) -> list[int]:
-        """SIGSTOP the supervisor and mysqld (a suspended container)."""
-        pids = self.pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-        return pids
+        """SIGSTOP the supervisor, mysqld and every hook (a suspended container).
+
+        Repeated until every process of the node is stopped: a hook forked while
+        the list was being read, or one that exits while the others are stopped,
+        would otherwise leave part of the node running (the kernel even sends
+        SIGCONT to a stopped process group that a member's exit orphans).
+        """
+        frozen: list[int] = []
+        for _ in range(50):
+            pids = self.pids()
+            for pid in pids:
+                if pid not in frozen:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                    frozen.append(pid)
+            time.sleep(0.02)
+            states = {pid: process_state(pid) for pid in self.pids()}
+            if all(state in ("T", "t", None) for state in states.values()) and set(states) <= set(frozen):
+                return frozen
+        raise RuntimeError(f"could not freeze {self.name}: {states}")
 
     def thaw(self, pids: Iterable[int]) -> None:
         for pid in pids:
@@ -143,10 +157,10 @@ class Node:
         return self.proc.log_text() if self.proc else (self.log_path.read_text() if self.log_path.exists() else "")
 
     # -- SQL ------------------------------------------------------------------
-    def sql(self, query: str, args: Any = None, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+    def sql(self, query: str, args: Any = None, *, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Run a query as root over the node's socket (unix_socket authentication)."""
-        conn = pymysql.connect(unix_socket=self.socket, user="root", connect_timeout=timeout,
-                               read_timeout=timeout * 6, write_timeout=timeout, autocommit=True,
+        conn = pymysql.connect(unix_socket=self.socket, user="root", connect_timeout=min(timeout, 5.0),
+                               read_timeout=timeout, write_timeout=timeout, autocommit=True,
                                cursorclass=pymysql.cursors.DictCursor)
         try:
             with conn.cursor() as cur:
@@ -155,8 +169,8 @@ class Node:
         finally:
             conn.close()
 
-    def scalar(self, query: str, args: Any = None) -> Any:
-        rows = self.sql(query, args)
+    def scalar(self, query: str, args: Any = None, *, timeout: float = 30.0) -> Any:
+        rows = self.sql(query, args, timeout=timeout)
         return next(iter(rows[0].values())) if rows else None
 
     def app_connection(self, timeout: float = 3.0) -> pymysql.connections.Connection:
@@ -166,7 +180,8 @@ class Node:
 
     def read_only(self) -> bool | None:
         try:
-            return bool(int(self.scalar("SELECT @@global.read_only")))
+            # Short timeout: a frozen (SIGSTOPped) server must not stall the caller.
+            return bool(int(self.scalar("SELECT @@global.read_only", timeout=1.0)))
         except Exception:  # noqa: BLE001 - down or starting
             return None
 

@@ -198,8 +198,10 @@ def decide_election(view: ClusterView, local: Local, timing: Timing) -> Decision
             return Decision(WAIT_LOCK_CHANGE, f"{lock.node} is being promoted", lock, wait=timing.promote_timeout)
         if view.holder_is_live(timing.session_ttl):
             return Decision(FOLLOW, f"{lock.node} holds the lock and is alive", lock, target=lock.node)
-        return Decision(WAIT_LOCK_CHANGE, f"{lock.node} holds the lock but is gone; waiting for it to expire",
-                        lock, wait=timing.lock_expiry_max + 1.0)
+        # Re-check every second: the holder may only be slow to advertise (just promoted),
+        # or its lock expires; either way the next view settles it.
+        return Decision(WAIT_LOCK_CHANGE, f"{lock.node} holds the lock but does not advertise as primary; "
+                        f"waiting for it to come back or for the lock to expire", lock, wait=1.0)
     candidate, why_not = is_candidate(local)
     if not candidate:
         return Decision(NOT_CANDIDATE, f"lock is free but this node is not a candidate: {why_not}",

@@ -109,13 +109,14 @@ class ClusterView:
         return self.members.get(node)
 
     def holder_is_live(self, ttl: float) -> bool:
-        """The lock holder advertises as primary, or at least still updates its member record."""
+        """Is the lock holder alive?  When the healthy primary instances were read (onChange),
+        only they count: a frozen or crashed holder's member record stays fresh for up to
+        SESSION_TTL, and following it then would leave onChange with nothing to wake it
+        when the lock finally expires.  Otherwise, a fresh member record counts."""
         if self.lock is None:
             return False
-        if self.healthy_primaries is not None and any(
-            i.address == self.lock.address and i.port == self.lock.port for i in self.healthy_primaries
-        ):
-            return True
+        if self.healthy_primaries is not None:
+            return any(i.address == self.lock.address and i.port == self.lock.port for i in self.healthy_primaries)
         member = self.members.get(self.lock.node)
         return member is not None and member.fresh(self.now, ttl)
 
