@@ -274,34 +274,48 @@ class Agent:
 
     # -- replica side -----------------------------------------------------------
     def follow(self, observed: Observed, lock: Lock) -> str:
-        """Replicate from the lock holder; returns errant GTIDs ('' when none) and acts on them."""
+        """Replicate from the lock holder; returns errant GTIDs ('' when none) and acts on them.
+
+        Every time replication is (re)started, not only when the source changes,
+        this node's GTIDs are compared with the holder's first: MariaDB replicates
+        from `gtid_slave_pos`, which ignores what this server wrote itself, so a
+        write made while it was alone would otherwise be silently kept.
+        """
         server = observed.server
         assert server is not None
         replica = server.replica
-        if replica is not None and replica.source_host == lock.address and replica.source_port == lock.port:
+        same_source = replica is not None and replica.source_host == lock.address and replica.source_port == lock.port
+        if same_source:
+            assert replica is not None
             if replica.last_sql_error:
                 log.error("replication from %s is stopped by an SQL error: %s", lock.node, replica.last_sql_error)
                 return ""
-            if not (replica.io_running and replica.sql_running):
-                replication.start(self.conn(), self.flavor)
-                log.info("replication from %s restarted (io=%s, sql=%s)", lock.node, replica.io_running,
-                         replica.sql_running)
-            return ""
-        primary_gtid = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
-                                                     self.config.mysql_repl_password, self.flavor,
-                                                     timeout=self.config.discovery_timeout + 1)
-        mine = server.binlog_state if self.flavor.is_mariadb else server.executed_gtid
-        errant = gtids.errant(self.flavor.name, mine, primary_gtid)
+            if replica.sql_running and (replica.io_running or replica.io_state == "Connecting"):
+                return ""  # replicating, or retrying a source that is down: nothing to do
+        errant = self.errant_against(server, lock)
         if errant:
+            if replica is not None and (replica.io_running or replica.sql_running):
+                self.conn().execute(self.flavor.stop_replica())
             self.errant = errant
             log.error("refusing to replicate from %s: this node has errant transactions %s", lock.node, errant)
             if self.config.auto_reclone:
                 self.schedule_reclone(observed, errant, lock)
             return errant
+        if same_source:
+            replication.start(self.conn(), self.flavor)
+            log.info("replication from %s restarted", lock.node)
+            return ""
         replication.follow(self.conn(), self.flavor, lock.address, lock.port, self.config.mysql_repl_user,
                            self.config.mysql_repl_password)
         log.info("following %s at %s:%s with GTID auto-positioning", lock.node, lock.address, lock.port)
         return ""
+
+    def errant_against(self, server: ServerState, lock: Lock) -> str:
+        """GTIDs this server has that the lock holder lacks (read live from the holder)."""
+        primary_gtid = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
+                                                     self.config.mysql_repl_password, self.flavor,
+                                                     timeout=self.config.discovery_timeout + 1)
+        return gtids.errant(self.flavor.name, server.binlog_state, primary_gtid)
 
     def schedule_reclone(self, observed: Observed, errant: str, lock: Lock) -> None:
         """AUTO_RECLONE: mark the datadir and stop mysqld; the next onStart clones afresh."""
