@@ -16,13 +16,10 @@ import click
 
 from . import log
 from .config import Config, ConfigError, load
+from .errors import UserError
 
 # What each command needs from the environment (see Config.require).
 HOOKS = ("discovery", "replication", "advertise")
-
-
-class UserError(Exception):
-    """A failure the user can act on: reported in one line, exit code 1."""
 
 
 def _config(*groups: str, **overrides: Any) -> Config:

@@ -80,10 +80,11 @@ def demo(cluster: Cluster) -> None:
 
     say(f"planned stop of the primary {primary.name} (SIGTERM to its supervisor: preStop hands over)")
     stopped = time.monotonic()
-    primary.stop()
+    primary.proc.send(signal.SIGTERM)
     new = cluster.wait_for_primary(60, exclude=primary)
     say(f"{new.name} is the new writable primary {time.monotonic() - stopped:.1f} s after the SIGTERM "
         f"(failover/last: {cluster.record('failover/last')})")
+    primary.stop()
     conn = new.app_connection()
     with conn.cursor() as cur:
         cur.execute("INSERT INTO demo VALUES (3, 'written after the failover')")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def run(config, url: str | None = None) -> int:
     from ..backup.progress import human_bytes
     from ..backup.snapshot import LockBusy, SnapshotError, Terminated, take_snapshot, terminate_on_sigterm
-    from ..cli import UserError
+    from ..errors import UserError
     from ..config import ConfigError, _backup_url
 
     if url:

@@ -12,7 +12,7 @@ import click
 def run(config, snapshot_id: str, datadir: str) -> int:
     from ..backup.restore import RestoreError, restore
     from ..backup.snapshot import Terminated, terminate_on_sigterm
-    from ..cli import UserError
+    from ..errors import UserError
     from ..mysql.flavor import by_name
     from ..storage import StorageError, open_storage
 

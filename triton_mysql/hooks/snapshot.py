@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def run(config) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     from ..discovery import connect
 
     keys = ClusterKeys.for_config(config)

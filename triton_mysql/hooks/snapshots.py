@@ -11,7 +11,7 @@ import click
 def run(config) -> int:
     from ..backup.manifest import list_complete
     from ..backup.progress import human_bytes
-    from ..cli import UserError
+    from ..errors import UserError
     from ..storage import StorageError, open_storage
 
     try:

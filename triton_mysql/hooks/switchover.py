@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..cli import UserError
+from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
 from ..ha.view import READY, read_view
