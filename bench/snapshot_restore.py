@@ -8,7 +8,8 @@ file:// and s3://, alternates >= 5 runs of
   discovery: id claim, mariabackup | zstd -1 -T0 | sha256 + storage,
   manifest, retention, binlog purge), against the raw pipe
   `mariabackup --backup --stream=xbstream | zstd -1 -T0 > /dev/null`
-  (same mariabackup arguments);
+  (same mariabackup arguments); for file:// also against that pipe written to
+  a file and fsynced (what storing the object costs on this disk);
 * restore, ours: `restore()` in a child process (storage → sha256/size →
   zstd -d | mbstream -x → prepare → move → chown), against the raw
   `zstd -d < file | mbstream -x` + `mariabackup --prepare` + `--move-back`
@@ -37,6 +38,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from bench.common import emit, stop_on_sigterm
 
 GOAL_SNAPSHOT = 0.80
 GOAL_RESTORE = 0.70
@@ -203,19 +206,37 @@ def measure_backend(name: str, url: str, env: dict, server, work: Path, runs: in
     config = Config.from_env(env)
     storage = open_storage(url, config)
     upload = download = None
+    uploaded: list[str] = []  # reference objects, deleted after each timed run (moto keeps objects in memory)
     if name == "s3":  # references through boto3 itself, for the transport's share
         client, bucket = storage.client, storage.bucket
         storage.ensure_bucket()
 
         def upload(pipe) -> None:
-            client.upload_fileobj(pipe, bucket, f"reference/{uuid.uuid4().hex}")
+            key = f"reference/{uuid.uuid4().hex}"
+            client.upload_fileobj(pipe, bucket, key)
+            uploaded.append(key)
 
-    snap_raw, snap_ours, snap_ref, rss_snapshot = [], [], [], []
+    to_file = None
+    if name == "file":  # the raw pipe written to a file and fsynced: what storing costs on this disk
+
+        def to_file(pipe) -> None:
+            target = work / f"raw-to-file-{uuid.uuid4().hex}.zst"
+            with open(target, "wb") as out:
+                shutil.copyfileobj(pipe, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            target.unlink()
+
+    snap_raw, snap_ours, snap_ref, rss_snapshot, snap_file = [], [], [], [], []
     last = None
     for _ in range(runs):
         snap_raw.append(raw_snapshot(server, work))
+        if to_file is not None:
+            snap_file.append(raw_snapshot(server, work, to_file))
         if upload is not None:
             snap_ref.append(raw_snapshot(server, work, upload))
+            while uploaded:
+                storage.client.delete_object(Bucket=storage.bucket, Key=uploaded.pop())
         last = run_child("snapshot", params)
         snap_ours.append(last["seconds"])
         rss_snapshot.append(last["maxrss_kib"])
@@ -247,6 +268,8 @@ def measure_backend(name: str, url: str, env: dict, server, work: Path, runs: in
     out = {"snapshot_raw": summary(snap_raw), "snapshot_ours": summary(snap_ours),
            "restore_raw": summary(rest_raw), "restore_ours": summary(rest_ours),
            "object_bytes": last["size"], "rss_snapshot_kib": max(rss_snapshot), "rss_restore_kib": max(rss_restore)}
+    if snap_file:
+        out["snapshot_to_file"] = summary(snap_file)
     if snap_ref:
         out["snapshot_reference"] = summary(snap_ref)
         out["restore_reference"] = summary(rest_ref)
@@ -265,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 5:
         parser.error("--runs must be at least 5")
+    stop_on_sigterm()
     for tool in ("mariabackup", "mbstream", "zstd"):
         if shutil.which(tool) is None:
             print(f"cannot measure: {tool} is not installed", file=sys.stderr)
@@ -304,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["rss_snapshot_small_kib"] = rss_small[name]
     except Exception as exc:  # noqa: BLE001 - report, exit non-zero
         print(f"cannot measure: {exc}", file=sys.stderr)
+        emit("snapshot", {}, ok=False, error=f"{type(exc).__name__}: {exc}",
+             settings={"size_mb": args.size_mb, "runs": args.runs})
         return 1
     finally:
         if s3 is not None:
@@ -324,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             "restore_mb_s": round(r["object_bytes"] / r["restore_ours"]["median"] / 1e6, 1),
             "snapshot_goal_met": snap_ratio >= GOAL_SNAPSHOT, "restore_goal_met": rest_ratio >= GOAL_RESTORE,
         }
+        if "snapshot_to_file" in r:
+            report["backends"][name]["snapshot_ratio_vs_file"] = round(
+                r["snapshot_to_file"]["median"] / r["snapshot_ours"]["median"], 3)
         if "snapshot_reference" in r:
             report["backends"][name]["snapshot_ratio_vs_boto3"] = round(
                 r["snapshot_reference"]["median"] / r["snapshot_ours"]["median"], 3)
@@ -333,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+    emit("snapshot", report, ok=ok, error=None if ok else "a ratio could not be computed",
+         settings={"size_mb": args.size_mb, "runs": args.runs})
     return 0 if ok else 1
 
 
@@ -349,6 +380,10 @@ def print_table(report: dict) -> None:
               f"ours {r['restore_ours']['median']:.2f} / {r['restore_ours']['max']:.2f}   "
               f"ratio {r['restore_ratio'] * 100:.0f} % (goal >= {GOAL_RESTORE * 100:.0f} %)   "
               f"{r['restore_mb_s']} MB/s of object")
+        if "snapshot_to_file" in r:
+            print(f"  storage reference (the raw pipe written to a file and fsynced): "
+                  f"{r['snapshot_to_file']['median']:.2f} / {r['snapshot_to_file']['max']:.2f} "
+                  f"(ours {r['snapshot_ratio_vs_file'] * 100:.0f} % of it)")
         if "snapshot_reference" in r:
             print(f"  transport reference (same tools, boto3 upload_fileobj / plain GET, no hashing): "
                   f"snapshot {r['snapshot_reference']['median']:.2f} / {r['snapshot_reference']['max']:.2f} "

@@ -11,6 +11,10 @@ for `--seconds`:
   children it reaped), so the hook's own cost is not counted as the
   supervisor's.
 
+Baseline for the RSS, in the same run: an idle bare Python interpreter
+(`python -c "import time; time.sleep(...)"`), the floor for any supervisor
+written in Python.
+
 Goal (issue 5): < 40 MB RSS, < 1 % CPU for the supervisor itself.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import emit, stop_on_sigterm
 from tests.harness.etcd import EtcdServer
 from tests.harness.procs import Proc, wait_for
 
@@ -63,6 +68,7 @@ def run(seconds: float, settle: float) -> dict:
             env = {**os.environ, "NODE_NAME": "bench", "ADVERTISE_ADDRESS": "127.0.0.1", "LOG_LEVEL": "INFO"}
             proc = Proc("containerbuddy", [containerbuddy, "-config", f"file://{work / 'cb.json'}", "sleep", "3600"],
                         work / "cb.log", env=env)
+            bare = Proc("bare python", [sys.executable, "-c", "import time; time.sleep(3600)"], work / "bare.log")
             try:
                 pid = proc.pid
                 client = __import__("triton_mysql.discovery", fromlist=["connect_endpoints"]).connect_endpoints(
@@ -85,9 +91,11 @@ def run(seconds: float, settle: float) -> dict:
                     "supervisor_cpu_percent": round(100.0 * (own1 - own0) / CLK_TCK / elapsed, 2),
                     "health_checks_cpu_percent": round(100.0 * (kids1 - kids0) / CLK_TCK / elapsed, 2),
                     "still_listed": bool(client.healthy("idle")),
+                    "bare_python_rss_mib": round(rss_kib(bare.pid) / 1024, 1),
                 }
                 client.close()
             finally:
+                bare.stop(timeout=5)
                 proc.send(signal.SIGTERM)
                 proc.stop(timeout=15)
         finally:
@@ -95,20 +103,31 @@ def run(seconds: float, settle: float) -> dict:
     return result
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement window (default 60)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait after registration")
     args = parser.parse_args()
-    result = run(args.seconds, args.settle)
+    stop_on_sigterm()
+    settings = {"seconds": args.seconds, "poll_s": 1, "service_ttl_s": 3, "health": "true"}
+    try:
+        result = run(args.seconds, args.settle)
+    except Exception as exc:  # noqa: BLE001 - report, exit non-zero
+        print(f"cannot measure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        emit("supervisor", {}, ok=False, error=f"{type(exc).__name__}: {exc}", settings=settings)
+        return 1
     print(f"containerbuddy idle, one service polled every 1 s against etcd, {result['seconds']} s:")
     print(f"  RSS                      {result['rss_mib_max']} MiB max, {result['rss_mib_last']} MiB at the end"
           f"   (goal < 40 MB)")
     print(f"  CPU, supervisor itself   {result['supervisor_cpu_percent']} %   (goal < 1 %; "
           f"{result['threads']} threads)")
     print(f"  CPU, health checks       {result['health_checks_cpu_percent']} %   (the `true` command, reaped children)")
-    print(json.dumps(result))
+    print(f"  RSS of a bare idle Python interpreter (baseline) {result['bare_python_rss_mib']} MiB")
+    ok = result["still_listed"] and result["rss_mib_max"] > 0
+    emit("supervisor", result, ok=ok, error=None if ok else "the service was not listed as healthy at the end",
+         settings=settings)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
