@@ -139,7 +139,9 @@ class Election:
             # the lock expires with our session; never writable half-way.
             log.exception("promotion failed half-way; the lock stays in 'promoting'")
             raise
-        agent.record_failover(self.previous_primary(view), "planned" if planned else "automatic")
+        previous = self.previous_primary(view)
+        if previous is not None:  # the first election of a new cluster is not a failover
+            agent.record_failover(previous, "planned" if planned else "automatic")
         if planned:
             agent.discovery.delete(agent.keys.switchover)
         agent.advertise(primary=True)
