@@ -6,7 +6,6 @@ in a directory or in the S3 server.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
@@ -14,7 +13,6 @@ import pymysql
 import pytest
 
 from tests.harness.cluster import APP_DATABASE, REPL_PASSWORD, REPL_USER, Cluster, Node
-from tests.harness.etcd import EtcdServer
 from tests.harness.mariadb import MariaDBServer, chown_mysql
 from tests.harness.procs import wait_for
 

@@ -5,7 +5,6 @@ MariaDB statements are also run against real servers in test_mysql_replication.
 """
 from __future__ import annotations
 
-import os
 import stat
 
 import pytest

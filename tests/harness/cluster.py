@@ -9,7 +9,6 @@ location.  Used by the end-to-end tests and by `make demo`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal

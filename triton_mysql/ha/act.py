@@ -30,8 +30,8 @@ from ..mysql.fence import set_read_only
 from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
-from .decide import Decision, Local, Timing, is_candidate
-from .view import PROMOTING, READY, ClusterView, Lock, read_view
+from .decide import Local, Timing, is_candidate
+from .view import READY, ClusterView, Lock, read_view
 
 log = logging.getLogger("triton_mysql.ha")
 

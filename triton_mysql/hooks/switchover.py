@@ -12,7 +12,6 @@ import time
 
 from ..errors import UserError
 from ..discovery import connect
-from ..ha import decide as d
 from ..ha.view import READY, read_view
 from ..keys import ClusterKeys, encode
 
