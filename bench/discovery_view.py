@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def measure(kind: str, reads: int = 200, workdir: Path | None = None) -> dict[st
     interleaved); figures in milliseconds."""
     if reads < 50:
         raise ValueError("at least 50 reads are needed for meaningful figures")
+    own_dir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix=f"bench-discovery-{kind}-"))
     server = DiscoveryServer.launch(kind, workdir)
     try:
@@ -116,6 +118,8 @@ def measure(kind: str, reads: int = 200, workdir: Path | None = None) -> dict[st
             baseline.append((time.perf_counter() - start) * 1000)
     finally:
         server.close()
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)  # etcd preallocates ~60 MB of WAL
     samples.sort()
     baseline.sort()
     return {"reads": reads, "median_ms": statistics.median(samples),

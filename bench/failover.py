@@ -80,18 +80,22 @@ def discovery_service(kind: str, workdir: Path) -> Iterator[dict[str, str]]:
 def running_cluster(kind: str) -> Iterator[Cluster]:
     """Three nodes, converged; every node stopped (then killed) on the way out."""
     workdir = mysql_tmp_dir(f"bench-failover-{kind}")
-    with discovery_service(kind, Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))) as env:
-        cluster = Cluster(workdir, env)
-        try:
-            cluster.start(3)
-            converge(cluster, timeout=120)
-            yield cluster
-        finally:
+    service_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    try:
+        with discovery_service(kind, service_dir) as env:
+            cluster = Cluster(workdir, env)
             try:
-                cluster.stop_all(timeout=30)
+                cluster.start(3)
+                converge(cluster, timeout=120)
+                yield cluster
             finally:
-                cluster.kill_all()
-                shutil.rmtree(workdir, ignore_errors=True)
+                try:
+                    cluster.stop_all(timeout=30)
+                finally:
+                    cluster.kill_all()
+                    shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        shutil.rmtree(service_dir, ignore_errors=True)
 
 
 def settings(cluster: Cluster) -> dict[str, Any]:
