@@ -139,9 +139,8 @@ class Election:
             # the lock expires with our session; never writable half-way.
             log.exception("promotion failed half-way; the lock stays in 'promoting'")
             raise
-        previous = self.previous_primary(view)
-        if previous is not None:  # the first election of a new cluster is not a failover
-            agent.record_failover(previous, "planned" if planned else "automatic")
+        if not local.bootstrap_pending:  # the first lock of a brand-new cluster is not a failover
+            agent.record_failover(self.previous_primary(view), "planned" if planned else "automatic")
         if planned:
             agent.discovery.delete(agent.keys.switchover)
         agent.advertise(primary=True)
@@ -164,6 +163,8 @@ class Election:
     def previous_primary(self, view: ClusterView) -> str | None:
         if self.last_holder and self.last_holder != self.agent.config.node_name:
             return self.last_holder
+        if view.switchover and view.switchover.get("from"):
+            return str(view.switchover["from"])
         for name, record in view.nodes.items():
             if name != self.agent.config.node_name and record.get("role") == "primary":
                 return name
