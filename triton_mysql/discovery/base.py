@@ -41,6 +41,19 @@ class DiscoveryError(Exception):
     """The discovery service could not be reached or answered wrongly."""
 
 
+_NETWORK_MARKERS = ("Connection refused", "timed out", "Name or service not known", "Connection reset",
+                    "Remote end closed", "No route to host", "Network is unreachable")
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """The useful part of a requests/urllib3 error message (they nest whole reprs)."""
+    text = str(exc)
+    for marker in _NETWORK_MARKERS:
+        if marker in text:
+            return marker.lower()
+    return text[:limit]
+
+
 @dataclass(frozen=True)
 class KV:
     """One key as read from discovery."""

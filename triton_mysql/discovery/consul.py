@@ -37,7 +37,7 @@ import consul
 import requests
 from consul.exceptions import ClientError, ConsulException, NotFound
 
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, short_error
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class ConsulDiscovery(Discovery):
             raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: "
                                  f"no answer within {self.timeout:g} s") from None
         except requests.exceptions.ConnectionError as exc:
-            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {_short(exc)}") from None
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {short_error(exc)}") from None
         except (requests.RequestException, ConsulException) as exc:
-            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {_short(exc)}") from None
+            raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {short_error(exc)}") from None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: "
                                  f"malformed answer ({exc!r})") from None
@@ -257,11 +257,3 @@ class ConsulDiscovery(Discovery):
         if session is not None:
             session.close()
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Remote end closed", "No route to host", "Network is unreachable"):
-        if marker in text:
-            return marker.lower()
-    return text[:200]

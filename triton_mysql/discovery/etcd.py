@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import requests
 from etcd3gw.client import Etcd3Client
 
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, short_error
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,16 @@ class EtcdDiscovery(Discovery):
             resp = client.session.post(client.get_url(path), data=json.dumps(payload),
                                        timeout=(connect_timeout, read_timeout))
         except requests.exceptions.ConnectTimeout as exc:
-            raise _Unreachable(_short(exc)) from None
+            raise _Unreachable(short_error(exc, 160)) from None
         except requests.exceptions.ConnectionError as exc:
             if any(m in str(exc) for m in ("Connection aborted", "RemoteDisconnected", "Connection reset")):
                 # The request may have been applied: do not send it again elsewhere.
-                raise DiscoveryError(f"lost the connection ({_short(exc)})") from None
-            raise _Unreachable(_short(exc)) from None
+                raise DiscoveryError(f"lost the connection ({short_error(exc, 160)})") from None
+            raise _Unreachable(short_error(exc, 160)) from None
         except requests.exceptions.Timeout:
             raise DiscoveryError(f"no answer within {read_timeout:.2g} s") from None
         except requests.RequestException as exc:
-            raise DiscoveryError(f"request failed ({_short(exc)})") from None
+            raise DiscoveryError(f"request failed ({short_error(exc, 160)})") from None
         if resp.status_code == 503:
             raise _Unreachable(f"HTTP 503 {resp.text[:200]}")
         try:
@@ -399,13 +399,3 @@ class EtcdDiscovery(Discovery):
     def close(self) -> None:
         for client in self._clients:
             client.session.close()
-
-
-def _short(exc: BaseException) -> str:
-    """The useful part of a requests/urllib3 error message."""
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Remote end closed", "No route to host", "Network is unreachable"):
-        if marker in text:
-            return marker.lower()
-    return text[:160]
