@@ -87,8 +87,11 @@ def test_is_empty(tmp_path):
     (tmp_path / "d" / "node-state.json").write_text("{}")
     assert not datadir.is_empty(tmp_path / "d")
     assert datadir.is_empty(tmp_path / "d", ignore={"node-state.json"})
+    (tmp_path / "d" / ".triton-mysql.abc123").write_text("{")  # a node-state save killed half-way
+    assert datadir.is_empty(tmp_path / "d", ignore={"node-state.json"})
     (tmp_path / "d" / "ibdata1").write_bytes(b"x")
     assert not datadir.is_empty(tmp_path / "d", ignore={"node-state.json"})
+    assert datadir.entries(tmp_path / "d") == ["ibdata1", "node-state.json"]
 
 
 def test_initialize_refuses_a_datadir_with_data(tmp_path):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 FILENAME = "triton-mysql.json"
+TEMP_PREFIX = ".triton-mysql."  # a save() in progress (or killed half-way)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def save(datadir: str | Path, state: NodeState) -> None:
     data = asdict(state)
     extra = data.pop("extra") or {}
     data.update(extra)
-    fd, tmp = tempfile.mkstemp(prefix=".triton-mysql.", dir=str(target.parent))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=str(target.parent))
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..mysql import gtid as gtids
+from ..mysql.datadir import entries
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
 from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 NOT_MOVED = frozenset({"backup-my.cnf", "xtrabackup_binlog_info", "xtrabackup_checkpoints", "xtrabackup_logfile",
                        "xtrabackup_binary", "xtrabackup_galera_info", "xtrabackup_slave_info",
                        "xtrabackup_debug_sync", "xtrabackup_tablespaces", "donor_galera_info"})
-IGNORED_IN_DATADIR = frozenset({"lost+found"})
 
 __all__ = ["RestoreError", "restore", "restore_newest", "newest_complete", "list_complete", "datadir_is_empty"]
 
@@ -51,16 +51,8 @@ class RestoreError(Exception):
 
 
 def datadir_entries(datadir: str) -> list[str]:
-    """What is in `datadir` besides lost+found ([] when it does not exist).
-
-    Hidden `.triton-mysql.*` files (temporary files of the node state the
-    hooks keep in the datadir) do not count either.
-    """
-    try:
-        return sorted(name for name in os.listdir(datadir)
-                      if name not in IGNORED_IN_DATADIR and not name.startswith(".triton-mysql."))
-    except FileNotFoundError:
-        return []
+    """What is in `datadir` that counts as data (see mysql.datadir.entries)."""
+    return entries(datadir)
 
 
 def datadir_is_empty(datadir: str) -> bool:

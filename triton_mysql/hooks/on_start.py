@@ -24,14 +24,11 @@ from typing import Any
 from ..discovery import Discovery, DiscoveryError, connect
 from ..keys import ClusterKeys, encode
 from ..mysql import flavor as flavors
-from ..mysql.datadir import DatadirError, chown_mysql, initialize
+from ..mysql.datadir import DatadirError, chown_mysql, initialize, is_empty
 from ..mysql.server_config import write_cnf
 from .. import node_state
 
 log = logging.getLogger("triton_mysql.onStart")
-
-_OURS = {"lost+found", node_state.FILENAME}
-
 
 class StartError(Exception):
     """onStart cannot prepare the datadir; mysqld must not start."""
@@ -58,7 +55,7 @@ def run(config) -> int:
             state = None  # data copied from another node: it gets its own server_id
         server_id = state.server_id if state is not None else _allocate_server_id(discovery, keys)
         write_cnf(config, flavor, server_id)
-        if _is_empty(datadir):
+        if is_empty(datadir, ignore={node_state.FILENAME}):
             state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id)
         elif state is None:
             state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="existing")
@@ -96,10 +93,6 @@ def _wait_for_discovery(config) -> Discovery | None:
             discovery.close()
             return None
         time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-
-
-def _is_empty(datadir: Path) -> bool:
-    return all(entry in _OURS or entry.startswith(".triton-mysql.") for entry in os.listdir(datadir))
 
 
 def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,

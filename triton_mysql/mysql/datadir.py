@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterable
 
+from .. import node_state
 from ..config import Config
 from .flavor import Flavor
 
@@ -25,13 +26,23 @@ class DatadirError(Exception):
     """The datadir could not be initialised."""
 
 
-def is_empty(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> bool:
-    """True when `datadir` does not exist or holds nothing but lost+found (and the names in `ignore`)."""
+def entries(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> list[str]:
+    """What in `datadir` counts as data ([] when it does not exist), sorted.
+
+    Not counted: lost+found, half-written node-state files of the hooks
+    (node_state.TEMP_PREFIX), and the names in `ignore`.
+    """
     allowed = IGNORED_ENTRIES | set(ignore)
     try:
-        return all(entry in allowed for entry in os.listdir(datadir))
+        return sorted(name for name in os.listdir(datadir)
+                      if name not in allowed and not name.startswith(node_state.TEMP_PREFIX))
     except FileNotFoundError:
-        return True
+        return []
+
+
+def is_empty(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> bool:
+    """True when `datadir` does not exist or holds nothing that counts as data (see `entries`)."""
+    return not entries(datadir, ignore)
 
 
 def _mysql_ids() -> tuple[int, int] | None:
