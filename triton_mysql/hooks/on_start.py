@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..discovery import Discovery, DiscoveryError, connect
-from ..keys import ClusterKeys, encode
+from ..keys import ClusterKeys, decode, encode
 from ..mysql import flavor as flavors
 from ..mysql.datadir import DatadirError, chown_mysql, initialize, is_empty
 from ..mysql.server_config import write_cnf
@@ -104,7 +104,7 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
     record = {"node": config.node_name, "at": time.time()}
     won = discovery.create(keys.bootstrap, encode(record))
     bootstrap = discovery.get(keys.bootstrap)
-    owner = _decode(bootstrap.value).get("node") if bootstrap else None
+    owner = (decode(bootstrap.value) or {}).get("node") if bootstrap else None
     if won or owner == config.node_name:
         log.info("no snapshot in discovery or storage and this node won the bootstrap race: "
                  "initialising a new cluster")
@@ -126,7 +126,7 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
                      f"is it running? (this node will try again at its next start)")
 
 
-def _restore(config, discovery: Discovery, datadir: Path) -> Any:
+def _restore(config, discovery: Discovery, datadir: Path) -> dict[str, Any] | None:
     from ..backup.restore import RestoreError, restore_newest
     try:
         return restore_newest(config, discovery, str(datadir))
@@ -134,9 +134,9 @@ def _restore(config, discovery: Discovery, datadir: Path) -> Any:
         raise StartError(f"restore failed, datadir left empty: {exc}") from None
 
 
-def _restored(config, datadir: Path, manifest: Any, server_id: int) -> node_state.NodeState:
-    snapshot_id = _field(manifest, "id")
-    gtid = _field(manifest, "gtid") or ""
+def _restored(config, datadir: Path, manifest: dict[str, Any], server_id: int) -> node_state.NodeState:
+    snapshot_id = manifest["id"]
+    gtid = manifest.get("gtid") or ""
     state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="restore",
                                  snapshot_id=snapshot_id, snapshot_gtid=gtid, seeded=False)
     node_state.save(datadir, state)
@@ -168,11 +168,3 @@ def _move_aside(datadir: Path, reclone: dict) -> None:
             shutil.move(str(datadir / entry), str(aside / entry))
     log.warning("re-cloning: moved the old data (errant transactions %s) aside to %s", reclone.get("errant"), aside)
 
-
-def _field(manifest: Any, name: str) -> Any:
-    return manifest.get(name) if isinstance(manifest, dict) else getattr(manifest, name, None)
-
-
-def _decode(value: bytes) -> dict:
-    from ..keys import decode
-    return decode(value) or {}
