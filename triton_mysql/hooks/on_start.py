@@ -24,6 +24,7 @@ from typing import Any
 from ..discovery import Discovery, DiscoveryError, connect
 from ..keys import ClusterKeys, decode, encode
 from ..mysql import flavor as flavors
+from ..mysql import gtid as gtids
 from ..mysql.datadir import DatadirError, chown_mysql, initialize, is_empty
 from ..mysql.server_config import write_cnf
 from .. import node_state
@@ -57,6 +58,12 @@ def run(config) -> int:
         write_cnf(config, flavor, server_id)
         if is_empty(datadir, ignore={node_state.FILENAME}):
             state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id)
+            writers = _gtid_server_ids(state.snapshot_gtid or "")
+            if state.server_id in writers:
+                state = state.update(server_id=_allocate_server_id(discovery, keys, avoid=writers))
+                node_state.save(datadir, state)
+                write_cnf(config, flavor, state.server_id)
+                log.info("server_id %d wrote part of the restored data; using %d instead", server_id, state.server_id)
         elif state is None:
             state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="existing")
             node_state.save(datadir, state)
@@ -144,15 +151,34 @@ def _restored(config, datadir: Path, manifest: dict[str, Any], server_id: int) -
     return state
 
 
-def _allocate_server_id(discovery: Discovery, keys: ClusterKeys) -> int:
-    """The next value of the cluster's server_id counter (compare-and-set, so no two nodes share one)."""
-    for _ in range(100):
+def _allocate_server_id(discovery: Discovery, keys: ClusterKeys, avoid: frozenset[int] = frozenset()) -> int:
+    """The next free value of the cluster's server_id counter (compare-and-set, so no two nodes share one).
+
+    Ids in `avoid` and ids of known nodes (member and node records) are skipped: after the
+    discovery service was wiped the counter starts again at 1, and a node with the id of a
+    server whose events it replicates would silently skip them.
+    """
+    taken = set(avoid)
+    for kv in discovery.list(keys.members) + discovery.list(keys.nodes):
+        record = decode(kv.value) or {}
+        if isinstance(record.get("server_id"), int):
+            taken.add(record["server_id"])
+    for _ in range(1000):
         kv = discovery.get(keys.server_id_counter)
         current = int(kv.value.decode()) if kv is not None and kv.value.strip().isdigit() else 0
         if discovery.cas(keys.server_id_counter, str(current + 1).encode(), kv.index if kv else 0):
-            return current + 1
+            if current + 1 not in taken:
+                return current + 1
+            continue  # taken: the counter has moved on, try the next value
         time.sleep(0.01)
     raise StartError("could not allocate a server_id: too much contention on the counter")
+
+
+def _gtid_server_ids(gtid: str) -> frozenset[int]:
+    """Server ids that wrote the transactions of a MariaDB GTID position (none for MySQL sets)."""
+    if ":" in gtid:
+        return frozenset()
+    return frozenset(server for _, server, _ in gtids.parse_mariadb(gtid))
 
 
 def _move_aside(datadir: Path, reclone: dict) -> None:
