@@ -170,6 +170,33 @@ def test_session_create_as_py_consul_sends_it(consul_double):
     assert r.json() == [] and "X-Consul-Index" in r.headers
 
 
+def test_an_empty_check_list_binds_no_serf_health(consul_double):
+    # Consul's agent/session_endpoint.go (fixupEmptySessionChecks): with no "Checks" key the agent's
+    # serfHealth is bound; "Checks": [] empties NodeChecks too ("Prior to 1.7.0 users could create a
+    # session with no Checks by passing an empty Checks field").
+    c = consul_double.client()
+    sid = c.session.create(name="n", ttl=10, lock_delay=0, behavior="delete", checks=[])
+    assert c.session.info(sid)[1]["NodeChecks"] == []
+
+
+def test_failing_serf_health_ends_the_sessions_bound_to_it(consul_double):
+    c = consul_double.client()
+    _register(c, ttl="30s")
+    c.agent.check.ttl_pass("service:mysql-n1")
+    bound = c.session.create(name="bound", ttl=10, lock_delay=0, behavior="delete")
+    free = c.session.create(name="free", ttl=10, lock_delay=0, behavior="delete", checks=[])
+    c.kv.put("a", b"x", acquire=bound)
+    c.kv.put("b", b"x", acquire=free)
+    consul_double.set_serf_health("critical")
+    assert c.session.info(bound)[1] is None and c.kv.get("a")[1] is None, "invalidated at once, key deleted"
+    assert c.session.info(free)[1] is not None and c.kv.get("b")[1]["Session"] == free
+    assert c.health.service("mysql", passing=True)[1] == [], "a node failing serfHealth serves nothing"
+    r = _raw_session(consul_double, Name="new")
+    assert r.status_code == 500 and "serfHealth" in r.text
+    consul_double.set_serf_health("passing")
+    assert len(c.health.service("mysql", passing=True)[1]) == 1
+
+
 def test_session_ttl_bounds(consul_double):
     assert _raw_session(consul_double, TTL="9s").status_code == 400
     assert _raw_session(consul_double, TTL="86401s").status_code == 400

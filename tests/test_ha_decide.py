@@ -8,7 +8,7 @@ from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
 from triton_mysql.discovery import Instance
 
 NOW = 1_000_000.0
-TIMING = d.Timing(session_ttl=10, lock_expiry_max=20, stop_grace=10, failover_cooldown=0, promote_timeout=60)
+TIMING = d.Timing(session_ttl=10, lock_expiry_max=20, stop_grace=10, failover_cooldown=0)
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 UUID_B = "4f22ab58-82db-22f2-af44-d91bb0530673"
 
@@ -23,14 +23,16 @@ def lock(node="a", session="s-a", state=READY, since=NOW - 100, address="10.0.0.
     return Lock(node=node, address=address, port=port, server_id=1, since=since, session=session, index=7, state=state)
 
 
-def member(node, received="0-1-100", candidate=True, updated=NOW - 1, role="replica", address=None):
+def member(node, received="0-1-100", candidate=True, updated=NOW - 1, role="replica", address=None, applied=None,
+           verdict=None):
     return Member(node=node, address=address or f"10.0.0.{ord(node[0]) - 96}", port=3306, server_id=None, role=role,
-                  gtid=received, received_gtid=received, candidate=candidate, healthy=True, lag_seconds=0.0,
-                  snapshot_id=None, updated=updated)
+                  gtid=applied or received, received_gtid=received, candidate=candidate, healthy=True,
+                  lag_seconds=0.0, snapshot_id=None, updated=updated, verdict=verdict)
 
 
-def view(lock_=None, members=(), switchover=None, failover_last=None, healthy=None, bootstrap=None):
-    return ClusterView(now=NOW, lock=lock_, members={m.node: m for m in members}, nodes={}, bootstrap=bootstrap,
+def view(lock_=None, members=(), switchover=None, failover_last=None, healthy=None, bootstrap=None, nodes=None):
+    return ClusterView(now=NOW, lock=lock_, members={m.node: m for m in members}, nodes=nodes or {},
+                       bootstrap=bootstrap,
                        bootstrap_index=0, switchover=switchover, switchover_index=3, failover_last=failover_last,
                        snapshot_last=None, snapshot_lock=None,
                        healthy_primaries=None if healthy is None else tuple(healthy))
@@ -41,6 +43,14 @@ def local(node="b", **kw):
     return d.Local(node=node, **kw)
 
 
+def settled():
+    """Election memory of an onChange that has been running long enough to have seen its peers."""
+    return d.ElectionMemory(started=NOW - 60)
+
+
+ERRANT_VS_A = d.Verdict(d.ERRANT, "0-3-5", "a")
+
+
 # -- health -------------------------------------------------------------------
 
 @pytest.mark.parametrize("case, v, me, action", [
@@ -48,7 +58,8 @@ def local(node="b", **kw):
     ("holder, ready", view(lock()), local("a", read_only=True), d.PRIMARY),
     ("holder, writable", view(lock()), local("a", read_only=False), d.PRIMARY),
     ("holder, promotion under way", view(lock(state=PROMOTING, since=NOW - 5)), local("a"), d.WAIT_PROMOTION),
-    ("holder, promotion stuck", view(lock(state=PROMOTING, since=NOW - 600)), local("a"), d.FINISH_PROMOTION),
+    ("holder, promotion abandoned (no onChange on it)", view(lock(state=PROMOTING, since=NOW - 600)), local("a"),
+     d.ABANDON_PROMOTION),
     ("holder, switchover to b", view(lock(), [member("b")], switchover={"to": "b", "requested": NOW - 1}),
      local("a", read_only=False), d.HANDOVER),
     ("holder, stale switchover ignored", view(lock(), switchover={"to": "b", "requested": NOW - 3600}),
@@ -84,7 +95,9 @@ def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
     ({}, True),
     ({"io_running": False}, True),  # the primary is gone: the IO thread is expected to be down
     ({"sql_error": "Duplicate entry"}, False),
-    ({"errant": "0-3-5"}, False),
+    ({"verdict": ERRANT_VS_A}, False),
+    ({"verdict": d.Verdict(d.AHEAD, "0-1-9", "a")}, False),
+    ({"maintenance": True}, False),
     ({"backup_running": True}, False),
     ({"nofailover": True}, False),
     ({"mysql_up": False}, False),
@@ -109,13 +122,61 @@ def test_most_advanced_tries_first_others_wait(flavor):
 def test_tie_goes_to_the_lowest_node_name(flavor):
     _, ahead, _ = FORMATS[flavor]
     v = view(None, [member("b", ahead), member("c", ahead)])
-    assert d.decide_election(v, local("b", flavor=flavor, received_gtid=ahead), TIMING).action == d.TRY_NOW
-    assert d.decide_election(v, local("c", flavor=flavor, received_gtid=ahead), TIMING).action == d.TRY_LATER
+    assert d.decide_election(v, local("b", flavor=flavor, received_gtid=ahead, gtid=ahead), TIMING).action == d.TRY_NOW
+    assert d.decide_election(v, local("c", flavor=flavor, received_gtid=ahead, gtid=ahead),
+                             TIMING).action == d.TRY_LATER
+
+
+@pytest.mark.parametrize("flavor", sorted(FORMATS))
+def test_tie_on_received_goes_to_the_most_applied(flavor):
+    behind, ahead, _ = FORMATS[flavor]
+    # b received as much as c but has applied less: its relay log is longer, c wins the tie.
+    v = view(None, [member("b", ahead, applied=behind), member("c", ahead, applied=ahead)])
+    assert d.decide_election(v, local("c", flavor=flavor, received_gtid=ahead, gtid=ahead), TIMING).action == d.TRY_NOW
+    b = d.decide_election(v, local("b", flavor=flavor, received_gtid=ahead, gtid=behind), TIMING)
+    assert b.action == d.TRY_LATER and b.target == "c"
+
+
+@pytest.mark.parametrize("contenders, order", [
+    ({"a": ("0-1-100", "0-1-100"), "b": ("0-1-120", "0-1-90"), "c": ("0-1-110", "0-1-110")}, ["b", "c", "a"]),
+    ({"a": (f"{UUID_A}:1-100", ""), "b": (f"{UUID_A}:1-90,{UUID_B}:1-5", ""),
+      "c": (f"{UUID_A}:1-100,{UUID_B}:1-5", "")}, ["c", "a", "b"]),
+    # c has the most transactions but contains nobody: a contains b, so a is ahead of b and comes first
+    ({"a": (f"{UUID_A}:1-100", ""), "b": (f"{UUID_A}:1-50", ""), "c": (f"{UUID_B}:1-200", "")}, ["a", "c", "b"]),
+])
+def test_rank_by_containment(contenders, order):
+    flavor = "mysql" if ":" in contenders["a"][0] else "mariadb"
+    assert d.rank(flavor, contenders) == order
+
+
+def test_a_best_candidate_that_does_not_win_is_passed_over_by_the_next_best_only():
+    v = view(None, [member("a", "0-1-130"), member("b", "0-1-120"), member("c", "0-1-110")])
+    memory_b, memory_c = settled(), settled()
+    b = d.decide_election(v, local("b", received_gtid="0-1-120"), TIMING, memory_b)
+    c = d.decide_election(v, local("c", received_gtid="0-1-110"), TIMING, memory_c)
+    assert (b.action, b.target, c.action, c.target) == (d.TRY_LATER, "a", d.TRY_LATER, "a")
+    memory_b.deferred["a"] = memory_c.deferred["a"] = NOW - TIMING.session_ttl  # a had its SESSION_TTL
+    b = d.decide_election(v, local("b", received_gtid="0-1-120"), TIMING, memory_b)
+    c = d.decide_election(v, local("c", received_gtid="0-1-110"), TIMING, memory_c)
+    assert b.action == d.TRY_NOW and "a did not take the lock" in b.reason
+    assert c.action == d.TRY_LATER and c.target == "b"
+
+
+def test_an_empty_view_does_not_make_a_node_rank_itself_first():
+    # Discovery was wiped: no member record of any peer.  Wait one publish interval first.
+    early = d.decide_election(view(None), local("b", received_gtid="0-1-5"), TIMING, d.ElectionMemory(started=NOW))
+    assert early.action == d.TRY_LATER and early.wait == pytest.approx(TIMING.peer_publish_wait)
+    later = d.ElectionMemory(started=NOW - TIMING.peer_publish_wait)
+    assert d.decide_election(view(None), local("b", received_gtid="0-1-5"), TIMING, later).action == d.TRY_NOW
+    # once a peer has published, its record decides
+    v = view(None, [member("c", "0-1-9")])
+    assert d.decide_election(v, local("b", received_gtid="0-1-5"), TIMING,
+                             d.ElectionMemory(started=NOW)).target == "c"
 
 
 def test_stale_or_non_candidate_members_do_not_block():
     v = view(None, [member("c", "0-1-500", updated=NOW - 60), member("d", "0-1-900", candidate=False)])
-    assert d.decide_election(v, local("b", received_gtid="0-1-10"), TIMING).action == d.TRY_NOW
+    assert d.decide_election(v, local("b", received_gtid="0-1-10"), TIMING, settled()).action == d.TRY_NOW
 
 
 def test_received_position_counts_not_executed():
@@ -127,7 +188,7 @@ def test_received_position_counts_not_executed():
 
 def test_non_candidate_waits_for_a_winner():
     assert d.decide_election(view(None), local("b", nofailover=True), TIMING).action == d.NOT_CANDIDATE
-    assert d.decide_election(view(None), local("b", errant="0-2-3"), TIMING).action == d.NOT_CANDIDATE
+    assert d.decide_election(view(None), local("b", verdict=ERRANT_VS_A), TIMING).action == d.NOT_CANDIDATE
 
 
 def test_live_holder_is_followed():
@@ -179,11 +240,12 @@ def test_cooldown_refuses_automatic_failover_but_not_planned():
     decision = d.decide_election(v, local("b"), timing)
     assert decision.action == d.REFUSE_COOLDOWN and 199 <= decision.wait <= 200
     planned_last = {**recent, "kind": "planned"}
-    assert d.decide_election(view(None, failover_last=planned_last), local("b"), timing).action == d.TRY_NOW
+    assert d.decide_election(view(None, failover_last=planned_last), local("b"), timing,
+                             settled()).action == d.TRY_NOW
     v2 = view(None, failover_last=recent, switchover={"to": "b", "requested": NOW})
     assert d.decide_election(v2, local("b"), timing).action == d.TRY_NOW
     old = {**recent, "at": NOW - 1000}
-    assert d.decide_election(view(None, failover_last=old), local("b"), timing).action == d.TRY_NOW
+    assert d.decide_election(view(None, failover_last=old), local("b"), timing, settled()).action == d.TRY_NOW
 
 
 # -- verdict --------------------------------------------------------------------
@@ -200,3 +262,94 @@ def test_cooldown_refuses_automatic_failover_but_not_planned():
 ])
 def test_verdict(decision, me, healthy):
     assert d.verdict(decision, me, max_lag=30)[0] is healthy
+
+
+# -- health: verdicts, purged binlogs, maintenance -----------------------------------
+
+@pytest.mark.parametrize("case, me, action", [
+    ("errant against the holder", local("b", verdict=ERRANT_VS_A), d.REFUSE),
+    ("errant, AUTO_RECLONE", local("b", verdict=ERRANT_VS_A, auto_reclone=True), d.RECLONE),
+    ("lost tail, AUTO_RECLONE", local("b", verdict=d.Verdict(d.TAIL, "0-2-7", "a"), auto_reclone=True), d.RECLONE),
+    ("ahead is never re-cloned", local("b", verdict=d.Verdict(d.AHEAD, "0-9-7", "a"), auto_reclone=True), d.REFUSE),
+    ("verdict against another primary: compare again", local("b", verdict=d.Verdict(d.ERRANT, "0-3-5", "x")),
+     d.FOLLOW),
+    ("binlogs purged on the holder", local("b", source=("10.0.0.1", 3306), io_errno=1236,
+                                           io_error="Could not find GTID state requested by slave in any binlog "
+                                                    "files. Probably the slave state is too old and required "
+                                                    "binlog files have been purged."), d.REFUSE),
+    ("binlogs purged, AUTO_RECLONE", local("b", source=("10.0.0.1", 3306), io_errno=1236, auto_reclone=True,
+                                           io_error="... have been purged."), d.RECLONE),
+    ("1236 from an old source is not ours to judge", local("b", source=("10.0.0.9", 3306), io_errno=1236,
+                                                           io_error="... purged"), d.FOLLOW),
+])
+def test_replica_verdicts(case, me, action):
+    assert d.decide_health(view(lock("a", "s-a")), me, TIMING).action == action, case
+
+
+@pytest.mark.parametrize("case, v, me, action, target", [
+    ("primary hands over to the best candidate", view(lock("a", "s-a"), [member("b", "0-1-9"), member("c", "0-1-99")]),
+     local("a", read_only=False, maintenance=True), d.HANDOVER, "c"),
+    ("a named target wins", view(lock("a", "s-a"), [member("b"), member("c")], switchover={"to": "b",
+                                                                                            "requested": NOW}),
+     local("a", read_only=False, maintenance=True), d.HANDOVER, "b"),
+    ("primary with nobody to hand over to", view(lock("a", "s-a")), local("a", read_only=False, maintenance=True),
+     d.RELEASE, None),
+    ("promotion interrupted by maintenance", view(lock("a", "s-a", state=PROMOTING)),
+     local("a", maintenance=True), d.RELEASE, None),
+    ("writable replica in maintenance fences", view(lock("a", "s-a")), local("b", read_only=False, maintenance=True),
+     d.FENCE, None),
+    ("writable without any lock", view(None), local("b", read_only=False, maintenance=True), d.FENCE, None),
+    ("read-only replica idles", view(lock("a", "s-a")), local("b", maintenance=True), d.MAINTENANCE, None),
+])
+def test_maintenance(case, v, me, action, target):
+    decision = d.decide_health(v, me, TIMING)
+    assert (decision.action, decision.target) == (action, target), case
+
+
+def test_maintenance_never_takes_the_bootstrap_lock_or_stands():
+    me = local("b", maintenance=True, bootstrap_pending=True)
+    assert d.decide_health(view(None, bootstrap={"node": "b"}), me, TIMING).action == d.MAINTENANCE
+    assert d.decide_election(view(None), me, TIMING, settled()).action == d.NOT_CANDIDATE
+
+
+@pytest.mark.parametrize("case, target, requested, refused", [
+    ("fresh candidate", "b", NOW - 1, None),
+    ("unknown node", "x", NOW - 1, "not a candidate"),
+    ("did not catch up in STOP_GRACE", "b", NOW - 11, "abandoned"),
+])
+def test_handover_refusal(case, target, requested, refused):
+    v = view(lock("a", "s-a"), [member("b")], switchover={"to": target, "requested": requested})
+    why = d.handover_refusal(v, target, TIMING)
+    assert (why is None) if refused is None else (refused in why), case
+
+
+# -- after winning --------------------------------------------------------------------
+
+def test_previous_primary_prefers_the_holder_seen_then_failover_last_then_node_records():
+    nodes = {"a": {"node": "a", "role": "primary", "updated": NOW - 30},
+             "c": {"node": "c", "role": "primary", "updated": NOW - 3}}
+    v = view(None, [member("a", updated=NOW - 2)], nodes=nodes,
+             failover_last={"from": "x", "to": "c", "at": NOW - 100, "kind": "automatic"})
+    assert d.previous_primary(v, "b", "a")["updated"] == NOW - 2  # the newest record of a
+    assert d.previous_primary(v, "b", None)["node"] == "c"
+    assert d.previous_primary(view(None, nodes=nodes), "b", None)["node"] == "c"
+    assert d.previous_primary(view(None), "b", None) is None
+    assert d.previous_primary(view(None), "b", "b") is None
+
+
+def test_self_fenced_at_counts_from_the_last_renewal():
+    assert d.self_fenced_at({"updated": NOW - 20}, TIMING, NOW) == NOW - 20 + TIMING.fence_bound
+    assert d.self_fenced_at({"node": "a"}, TIMING, NOW) == NOW + TIMING.fence_bound
+    # A normal expiry (SESSION_TTL after the last renewal) is always past the bound: no extra wait.
+    assert TIMING.fence_bound <= TIMING.session_ttl
+
+
+def test_loss_report():
+    nodes = {"a": {"node": "a", "gtid": "0-1-140", "received_gtid": "0-1-140"},
+             "x": {"node": "x", "gtid": "0-7-999", "verdict": {"kind": "errant"}}}
+    v = view(None, [member("c", "0-1-120")], nodes=nodes)
+    report = d.loss_report("mariadb", v, "b", "0-1-130", planned=False)
+    assert report == {"lost_possible": True, "missing_gtids": "0-1-140", "missing_count": 10}
+    assert d.loss_report("mariadb", view(None, [member("c", "0-1-120")]), "b", "0-1-130", planned=True) == {
+        "lost_possible": False, "missing_gtids": "", "missing_count": 0}
+    assert d.loss_report("mariadb", view(None), "b", "0-1-130", planned=False)["lost_possible"] is True

@@ -67,7 +67,7 @@ def test_flavor_objects_are_accepted():
     assert gtid.normalize(MARIADB_FLAVOR, "1-1-1,0-1-1") == "0-1-1,1-1-1"
 
 
-# -- errant ------------------------------------------------------------------------------
+# -- extra -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mine, primary, expected", [
     ("", "", ""),
@@ -83,8 +83,8 @@ def test_flavor_objects_are_accepted():
     ("0-1-100,1-1-7", "0-1-100,1-1-7,1-2-9", ""),
     ("0-1-100,1-1-8", "0-1-100,1-1-7", "1-1-8"),
 ])
-def test_mariadb_errant(mine, primary, expected):
-    assert gtid.errant("mariadb", mine, primary) == expected
+def test_mariadb_extra(mine, primary, expected):
+    assert gtid.extra("mariadb", mine, primary) == expected
 
 
 @pytest.mark.parametrize("mine, primary, expected", [
@@ -96,8 +96,8 @@ def test_mariadb_errant(mine, primary, expected):
     (f"{U1}:1-3:tag_x:1-2", f"{U1}:1-3", f"{U1}:tag_x:1-2"),
     (f"{U1}:1-3", f"{U1}:1-3,\n{U2}:1-9", ""),
 ])
-def test_mysql_errant(mine, primary, expected):
-    assert gtid.errant("mysql", mine, primary) == expected
+def test_mysql_extra(mine, primary, expected):
+    assert gtid.extra("mysql", mine, primary) == expected
 
 
 # -- contains ----------------------------------------------------------------------------
@@ -170,3 +170,55 @@ def test_progress_ranks_the_most_advanced_first():
 def test_is_empty():
     assert gtid.is_empty("mariadb", " \n") and not gtid.is_empty("mariadb", "0-1-1")
     assert gtid.is_empty("mysql", "") and not gtid.is_empty("mysql", f"{U1}:1")
+
+
+# -- classify: errant / own tail / ahead, by origin (SPEC §5) ----------------------------
+
+@pytest.mark.parametrize("case, mine, primary, own, terms, tolerate, expected", [
+    ("nothing extra", "0-1-100,0-2-50", "0-1-100,0-2-50", "2", [], None, ("", "", "")),
+    ("a write as a replica, never primary", "0-1-100,0-3-101", "0-1-100", "3", [], None, ("0-3-101", "", "")),
+    ("own write inside an open term: lost tail", "0-1-100,0-3-105", "0-1-100,0-2-103", "3",
+     [("0-1-100", None)], None, ("", "0-3-105", "")),
+    ("own write after the term closed: errant", "0-1-100,0-3-110", "0-1-100,0-2-120", "3",
+     [("0-1-90", "0-1-90,0-3-105")], None, ("0-3-110", "", "")),
+    ("own write inside a closed term: tail", "0-1-100,0-3-105", "0-1-100,0-2-120", "3",
+     [("0-1-100", "0-1-100,0-3-105")], None, ("", "0-3-105", "")),
+    ("a former primary's transactions: ahead", "0-1-130", "0-1-100,0-2-120", "3", [], None, ("", "", "0-1-130")),
+    ("the last primary's own newer writes: tolerated", "0-1-130", "0-1-120", "3", [], "1", ("", "", "")),
+    ("tolerated origin does not hide others", "0-1-130,0-4-140", "0-1-120", "3", [], "1", ("", "", "0-4-140")),
+    ("the bootstrap term covers the first writes", "0-3-4", "", "3", [("", None)], None, ("", "0-3-4", "")),
+])
+def test_mariadb_classify(case, mine, primary, own, terms, tolerate, expected):
+    got = gtid.classify("mariadb", mine, primary, own=own, terms=terms, tolerate=tolerate)
+    assert (got.errant, got.tail, got.ahead) == expected, case
+    assert bool(got) == any(expected)
+
+
+@pytest.mark.parametrize("case, mine, primary, terms, expected", [
+    ("own writes outside a term", f"{U1}:1-10,{U2}:1-3", f"{U1}:1-10", [], (f"{U2}:1-3", "", "")),
+    ("own writes in an open term", f"{U1}:1-10,{U2}:1-5", f"{U1}:1-10,{U2}:1-2", [(f"{U1}:1-10,{U2}:1-2", None)],
+     ("", f"{U2}:3-5", "")),
+    ("a closed term, then an errant write", f"{U1}:1-10,{U2}:1-6", f"{U1}:1-10",
+     [(f"{U1}:1-10", f"{U1}:1-10,{U2}:1-5")], (f"{U2}:6", f"{U2}:1-5", "")),
+    ("another origin", f"{U1}:1-12", f"{U1}:1-10", [], ("", "", f"{U1}:11-12")),
+])
+def test_mysql_classify(case, mine, primary, terms, expected):
+    got = gtid.classify("mysql", mine, primary, own=U2, terms=terms)
+    assert (got.errant, got.tail, got.ahead) == expected, case
+
+
+def test_divergence_kind_names_the_worst_first():
+    assert gtid.Divergence(errant="0-3-1", tail="0-3-2").kind == "errant"
+    assert gtid.Divergence(tail="0-3-2", ahead="0-1-9").kind == "tail"
+    assert gtid.Divergence(ahead="0-1-9").kind == "ahead" and gtid.Divergence().kind == ""
+
+
+@pytest.mark.parametrize("flavor, have, wanted, expected", [
+    ("mariadb", "0-1-100", ["0-1-90", "0-2-130"], ("0-2-130", 30)),
+    ("mariadb", "0-1-100", ["0-1-100"], ("", 0)),
+    ("mariadb", "0-1-100,1-1-5", ["1-2-9", "0-3-101"], ("0-3-101,1-2-9", 5)),
+    ("mysql", f"{U1}:1-10", [f"{U1}:1-12", f"{U1}:1-10,{U2}:1-2"], (f"{U1}:11-12,{U2}:1-2", 4)),
+    ("mysql", f"{U1}:1-10", [None, ""], ("", 0)),
+])
+def test_missing_report(flavor, have, wanted, expected):
+    assert gtid.missing_report(flavor, have, wanted) == expected

@@ -74,7 +74,7 @@ def test_follow_replicates_with_gtid_and_state_reports_it(mariadb_factory):
     assert gtid.contains("mariadb", r.received_gtid, target)
     assert r.replica.seconds_behind is not None and r.replica.seconds_behind >= 0
     assert r.executed_gtid == p.executed_gtid
-    assert gtid.errant("mariadb", r.binlog_state, p.binlog_state) == ""
+    assert gtid.extra("mariadb", r.binlog_state, p.binlog_state) == ""
 
 
 def test_using_gtid_slave_pos_and_short_timers(mariadb_factory):
@@ -117,7 +117,7 @@ def test_old_primary_rejoins_through_its_binlog_position(mariadb_factory):
     old.sql("SET GLOBAL read_only = ON")
     assert old.scalar("SELECT @@gtid_slave_pos") == ""  # it never replicated: the reason for the rejoin step
     primary_state = replication.remote_gtid_state(new.address, new.port, REPL_USER, REPL_PASSWORD, MARIADB)
-    assert gtid.errant("mariadb", state(old).binlog_state, primary_state) == ""
+    assert gtid.extra("mariadb", state(old).binlog_state, primary_state) == ""
     follow(old, new)
     assert applied(old, target)
     assert rows(old) == rows(new)
@@ -132,7 +132,7 @@ def test_errant_write_on_a_replica_is_named(mariadb_factory):
     assert applied(replica, insert(primary, 1, 2))
     mine = state(replica).binlog_state
     theirs = replication.remote_gtid_state(primary.address, primary.port, REPL_USER, REPL_PASSWORD, MARIADB)
-    assert gtid.errant("mariadb", mine, theirs) == ""
+    assert gtid.extra("mariadb", mine, theirs) == ""
     # Someone writes on the replica while read_only is off.
     replica.sql("SET GLOBAL read_only = OFF")
     replica.sql("INSERT INTO app.t VALUES (999, 'errant')")
@@ -140,11 +140,11 @@ def test_errant_write_on_a_replica_is_named(mariadb_factory):
     assert errant_gtid.startswith(f"0-{replica.server_id}-")
     mine = state(replica).binlog_state
     theirs = replication.remote_gtid_state(primary.address, primary.port, REPL_USER, REPL_PASSWORD, MARIADB)
-    assert gtid.errant("mariadb", mine, theirs) == errant_gtid
+    assert gtid.extra("mariadb", mine, theirs) == errant_gtid
     # The primary moving on does not hide it.
     insert(primary, 10, 3)
     theirs = replication.remote_gtid_state(primary.address, primary.port, REPL_USER, REPL_PASSWORD, MARIADB)
-    assert gtid.errant("mariadb", state(replica).binlog_state, theirs) == errant_gtid
+    assert gtid.extra("mariadb", state(replica).binlog_state, theirs) == errant_gtid
 
 
 def test_wait_applied_times_out(mariadb_factory):

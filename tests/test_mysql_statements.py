@@ -60,6 +60,7 @@ def test_mysql_follow_uses_auto_position_and_no_rejoin_step():
     replication.follow(conn, MYSQL, "10.0.0.2", 3306, "repl", "pw")
     assert conn.sent == [
         ("STOP REPLICA", ()),
+        (MYSQL.gtid_waiters().text, ()),
         ("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
          "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1",
          ("10.0.0.2", 3306, "repl", "pw")),
@@ -71,10 +72,20 @@ def test_mysql_follow_uses_auto_position_and_no_rejoin_step():
 def test_mariadb_follow_copies_the_binlog_position_only_when_there_is_one(binlog_pos, rejoin):
     conn = Recorder({"SELECT @@GLOBAL.gtid_binlog_pos": [{"p": binlog_pos}]})
     replication.follow(conn, MARIADB, "10.0.0.2", 3306, "repl", "pw")
-    expected = ["STOP SLAVE", "SELECT @@GLOBAL.gtid_binlog_pos"]
+    expected = ["STOP SLAVE", MARIADB.gtid_waiters().text, "SELECT @@GLOBAL.gtid_binlog_pos"]
     expected += ["SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos"] if rejoin else []
     expected += [MARIADB.change_source("h", 1, "u", "p").text, "START SLAVE"]
     assert conn.texts == expected
+
+
+@pytest.mark.parametrize("flavor", [MARIADB, MYSQL])
+def test_repointing_ends_client_gtid_waits_first(flavor):
+    conn = Recorder({flavor.gtid_waiters().text: [{"ID": 41}, {"ID": 42}]})
+    replication.follow(conn, flavor, "10.0.0.2", 3306, "repl", "pw")
+    kills = [i for i, (t, _) in enumerate(conn.sent) if t.startswith("KILL QUERY")]
+    assert [conn.sent[i][1] for i in kills] == [(41,), (42,)]
+    change = next(i for i, t in enumerate(conn.texts) if t.startswith(("CHANGE", "SET GLOBAL gtid_slave_pos")))
+    assert max(kills) < change
 
 
 def test_mysql_stop_and_clear_and_start():
@@ -102,14 +113,14 @@ def test_wait_applied_does_not_wait_for_what_is_already_executed():
 def test_mysql_seed_after_restore(version, reset):
     conn = Recorder()
     replication.seed_after_restore(conn, from_version(version), f"{U1}:1-5,\n{U2}:1-3")
-    assert conn.sent == [("STOP REPLICA", ()), (reset, ()),
+    assert conn.sent == [("STOP REPLICA", ()), (MYSQL.gtid_waiters().text, ()), (reset, ()),
                          ("SET GLOBAL gtid_purged = %s", (f"{U1}:1-5,{U2}:1-3",))]
 
 
 def test_mariadb_seed_reduces_a_state_to_a_position_for_slave_pos():
     conn = Recorder()
     replication.seed_after_restore(conn, MARIADB, "0-1-100,0-2-120")
-    assert conn.sent == [("STOP SLAVE", ()), ("RESET MASTER", ()),
+    assert conn.sent == [("STOP SLAVE", ()), (MARIADB.gtid_waiters().text, ()), ("RESET MASTER", ()),
                          ("SET GLOBAL gtid_binlog_state = %s", ("0-2-120",)),
                          ("SET GLOBAL gtid_slave_pos = %s", ("0-2-120",))]
 

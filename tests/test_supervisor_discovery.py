@@ -166,17 +166,39 @@ def test_sighup_after_rename_moves_the_service(discovery_server, buddies):
     assert not set_service_name(str(buddy.config_path), {"blue", "blue-primary"}, "blue-primary")
 
 
-def test_sigusr1_toggles_maintenance(discovery_server, buddies):
+def test_sigusr1_toggles_maintenance(discovery_server, buddies, tmp_path):
     d = discovery_server.client()
-    buddy = buddies(config([service("web", "true", poll=3, ttl=8)]), ["sleep", "60"],
+    seen = tmp_path / "maintenance-flags"
+    # the check records the maintenance flag it was given, and passes
+    health = ["sh", "-c", f'echo "${{CONTAINERBUDDY_MAINTENANCE:-0}}" >> {seen}']
+    buddy = buddies(config([service("web", health, poll=1, ttl=8)]), ["sleep", "60"],
                     env=env_for(discovery_server))
     wait_for(lambda: d.healthy("web"), 10, what="web listed")
     buddy.send(signal.SIGUSR1)
     wait_for(lambda: not d.healthy("web"), 2, what="web deregistered (well before its 8 s ttl)")
-    time.sleep(3.5)  # more than a poll: no health check may bring it back
+    # the health check keeps running, told that it runs in maintenance, and passing brings nothing back
+    wait_for(lambda: lines(seen).count("1") >= 2, 4, what="health checks run in maintenance mode")
     assert d.healthy("web") == []
     buddy.send(signal.SIGUSR1)
-    wait_for(lambda: d.healthy("web"), 2, what="web back at once (before the next 3 s poll)")
+    wait_for(lambda: d.healthy("web"), 2, what="web back at once (before the next poll)")
+    wait_for(lambda: lines(seen)[-1] == "0", 2, what="checks without the maintenance flag again")
+
+
+def test_maintenance_stops_a_running_onchange_and_reruns_it_afterwards(discovery_server, buddies, tmp_path):
+    d = discovery_server.client()
+    runs = tmp_path / "onchange-runs"
+    on_change = ["sh", "-c", f"echo start >> {runs}; sleep 30; echo end >> {runs}"]
+    buddy = buddies(config([service("web", "true", poll=0.3, ttl=3)],
+                           backends=[{"name": "web", "poll": 0.3, "onChange": on_change}]),
+                    ["sleep", "60"], env=env_for(discovery_server))
+    wait_for(lambda: lines(runs) == ["start"], 10, what="onChange running")
+    buddy.send(signal.SIGUSR1)
+    time.sleep(1.0)
+    assert not d.healthy("web")
+    assert "end" not in lines(runs)
+    assert "stopping onChange" in buddy.output()
+    buddy.send(signal.SIGUSR1)
+    wait_for(lambda: lines(runs).count("start") == 2, 3, what="onChange run again after maintenance")
 
 
 def test_frozen_supervisor_checks_health_at_once_before_any_heartbeat(discovery_server, buddies, tmp_path):

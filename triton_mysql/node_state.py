@@ -12,7 +12,14 @@ does not know; a restore writes a new one).  It holds:
 * `bootstrap_pending` — this node initialised the cluster and has not yet
   taken the lock for the first time;
 * `reclone` — set when errant transactions were found and AUTO_RECLONE is on:
-  the next `onStart` moves the data aside and clones again.
+  the next `onStart` moves the data aside and clones again;
+* `terms` — every term in which this datadir's server held the primary lock:
+  the executed GTIDs when it turned writable and its binlog state when it
+  stopped being the primary (None while open).  Transactions carrying this
+  server's own id outside these terms are errant (SPEC §5);
+* `verdict` — the last divergence found against a primary (`kind` errant /
+  tail / ahead / stranded, `gtids`, `against`, `at`), so that every later
+  hook process knows it before following or standing in an election.
 
 Writes are atomic (temp file + rename), so a killed hook never leaves half a file.
 """
@@ -40,10 +47,34 @@ class NodeState:
     seeded: bool = True
     bootstrap_pending: bool = False
     reclone: dict[str, Any] | None = None
+    terms: tuple[dict[str, Any], ...] = ()
+    verdict: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **changes: Any) -> "NodeState":
         return replace(self, **changes)
+
+    # -- primary terms -------------------------------------------------------
+    @property
+    def term_open(self) -> bool:
+        return bool(self.terms) and self.terms[-1].get("to") is None
+
+    def open_term(self, executed: str, now: float) -> "NodeState":
+        """A new term begins (before the server turns writable); a no-op while one is open."""
+        if self.term_open:
+            return self
+        return self.update(terms=self.terms + ({"from": executed, "to": None, "started": now, "ended": None},))
+
+    def close_term(self, binlog_state: str, now: float) -> "NodeState":
+        """The open term ends with what this server wrote up to now (it is read-only from here on)."""
+        if not self.term_open:
+            return self
+        last = dict(self.terms[-1], to=binlog_state, ended=now)
+        return self.update(terms=self.terms[:-1] + (last,))
+
+    def term_spans(self) -> list[tuple[str, str | None]]:
+        """(from, to) pairs for `gtid.classify`."""
+        return [(str(t.get("from") or ""), t.get("to")) for t in self.terms]
 
 
 def path(datadir: str | Path) -> Path:
@@ -61,6 +92,8 @@ def load(datadir: str | Path) -> NodeState | None:
     known = {f for f in NodeState.__dataclass_fields__}
     extra = {k: v for k, v in raw.items() if k not in known}
     values = {k: v for k, v in raw.items() if k in known and k != "extra"}
+    if isinstance(values.get("terms"), list):
+        values["terms"] = tuple(t for t in values["terms"] if isinstance(t, dict))
     try:
         return NodeState(**values, extra=extra)
     except TypeError:
@@ -70,6 +103,7 @@ def load(datadir: str | Path) -> NodeState | None:
 def save(datadir: str | Path, state: NodeState) -> None:
     target = path(datadir)
     data = asdict(state)
+    data["terms"] = list(data["terms"])
     extra = data.pop("extra") or {}
     data.update(extra)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=str(target.parent))

@@ -53,7 +53,9 @@ Semantics implemented (Consul 1.x)
   atomically (set, cas, lock, unlock, get, delete, delete-cas, check-index,
   check-session, check-not-exists): 200 with Results, or 409 with Errors.
 * Sessions: create (Name, LockDelay, Behavior ``release``/``delete``, TTL,
-  Checks; default check ``serfHealth``, always passing), renew (404 for an
+  Checks; with no ``Checks`` key the node's ``serfHealth`` is bound, and an
+  empty list binds none — Consul's agent/session_endpoint.go,
+  fixupEmptySessionChecks), renew (404 for an
   unknown session), destroy, info, list, node.  TTL must be 0 (none) or from
   ``min_session_ttl`` (10 s) to 24 h, else 400.  A session with a TTL is
   invalidated ``ttl * ttl_multiplier`` after its creation or last renewal
@@ -63,6 +65,10 @@ Semantics implemented (Consul 1.x)
   deletes (behavior delete) the keys it holds, and starts their lock-delay
   (default 15 s, at most 60 s; a number below 1000 counts as seconds,
   otherwise nanoseconds).
+* ``serfHealth`` passes unless a test fails it (``PUT /_double/serf?status=
+  critical``, not a Consul API: in Consul a gossip flap or an agent restart
+  does this): then every session bound to it is invalidated at once, new
+  sessions naming it are refused, and the node's services are not passing.
 * Agent: service register (Name, ID, Address, Port, Tags, Meta, Check/Checks
   with TTL; single check id ``service:<id>``, several ``service:<id>:<n>``),
   deregister (404 for an unknown id), check pass/warn/fail/update (404 for an
@@ -287,6 +293,7 @@ class ConsulState:
         self.checks: dict[str, Check] = {}
         self.service_index: dict[str, int] = {}
         self.services_index = 1
+        self.serf_status = "passing"
 
     # -- helpers -------------------------------------------------------
     @staticmethod
@@ -542,6 +549,8 @@ class ConsulState:
             checks.append(str(_field(extra, "ID", "")) if isinstance(extra, dict) else str(extra))
         for check_id in checks:
             if check_id == "serfHealth":
+                if self.serf_status == "critical":
+                    raise HTTPError(500, "Check 'serfHealth' is in critical state")
                 continue
             check = self.checks.get(check_id)
             if check is None:
@@ -708,9 +717,20 @@ class ConsulState:
                 "TaggedAddresses": {"lan": self.address, "wan": self.address}, "Meta": {},
                 "CreateIndex": 5, "ModifyIndex": 5}
 
+    def set_serf_status(self, status: str) -> None:
+        """A test fails (or heals) the node's gossip health: sessions bound to it end at once."""
+        if status not in ("passing", "critical"):
+            raise HTTPError(400, f"Invalid check status: '{status}'")
+        self.serf_status = status
+        idx = self._next()
+        for name in {s.name for s in self.services.values()}:
+            self._touch_service(name, idx)
+        if status == "critical":
+            self._invalidate_sessions_with_check("serfHealth")
+
     def _serf_check(self) -> dict[str, Any]:
         return {"Node": self.node_name, "CheckID": "serfHealth", "Name": "Serf Health Status",
-                "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
+                "Status": self.serf_status, "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
                 "ServiceName": "", "ServiceTags": [], "Type": "", "CreateIndex": 5, "ModifyIndex": 5}
 
     def _check_api(self, check: Check) -> dict[str, Any]:
@@ -726,11 +746,11 @@ class ConsulState:
         for service in sorted(self.services.values(), key=lambda s: s.id):
             if service.name != name or not all(t in service.tags for t in tags):
                 continue
-            checks = [self._check_api(self.checks[c]) for c in service.check_ids if c in self.checks]
+            checks = [self._serf_check()] + [self._check_api(self.checks[c]) for c in service.check_ids
+                                             if c in self.checks]
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
-            out.append({"Node": self._node_api(), "Service": service.to_api(),
-                        "Checks": [self._serf_check()] + checks})
+            out.append({"Node": self._node_api(), "Service": service.to_api(), "Checks": checks})
         return self.service_index.get(name, self.services_index), out
 
     # -- persistence ---------------------------------------------------
@@ -1094,6 +1114,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise HTTPError(404, f"no such endpoint: /v1/status/{rest}")
 
 
+    def route_double(self, method: str, rest: str, params: dict[str, str], _all: Any) -> None:
+        """Test controls that are not Consul's API."""
+        self._method(method, "PUT")
+        if rest == "serf":
+            self.state.mutate(lambda: self.state.set_serf_status(params.get("status", "")))
+            self._send(200, True)
+        else:
+            raise HTTPError(404, f"no such endpoint: /_double/{rest}")
+
+
 _ROUTES: list[tuple[str, Callable[..., None]]] = [
     ("/v1/kv/", _Handler.route_kv),
     ("/v1/txn", _Handler.route_txn),
@@ -1102,6 +1132,7 @@ _ROUTES: list[tuple[str, Callable[..., None]]] = [
     ("/v1/health/service/", _Handler.route_health_service),
     ("/v1/catalog/", _Handler.route_catalog),
     ("/v1/status/", _Handler.route_status),
+    ("/_double/", _Handler.route_double),
 ]
 
 
@@ -1246,6 +1277,12 @@ class ConsulDouble:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
+
+    def set_serf_health(self, status: str) -> None:
+        """Fail ("critical") or heal ("passing") the node's serfHealth check."""
+        request = urllib.request.Request(f"{self.url}/_double/serf?status={status}", method="PUT", data=b"")
+        with urllib.request.urlopen(request, timeout=2) as answer:
+            answer.read()
 
     def __enter__(self) -> "ConsulDouble":
         return self.start()

@@ -2,8 +2,12 @@
 
 How the contract (`base.Discovery`) maps onto Consul:
 
-* Sessions: `session.create(name, ttl=<int>, lock_delay=0, behavior='delete')`
-  with no checks (Consul adds the node's serfHealth).  Consul accepts TTLs from
+* Sessions: `session.create(name, ttl=<int>, lock_delay=0, behavior='delete',
+  checks=[])`.  The empty list matters: without it Consul binds the agent's
+  `serfHealth` check, and a gossip flap or an agent restart would invalidate
+  the primary's session at once — before its next health pass could fence it
+  (lock-delay is 0).  With no checks the session ends only by its TTL or by
+  us, which the fencing timing rule covers.  Consul accepts TTLs from
   10 s to 24 h and invalidates a session no sooner than its TTL and up to 2x
   its TTL after the last renewal: `expiry_bounds(ttl)` = (ttl, 2 * ttl).
   Behavior `delete`: the keys a session holds are deleted when it ends.
@@ -105,7 +109,7 @@ class ConsulDiscovery(Discovery):
         if not MIN_SESSION_TTL <= seconds <= MAX_SESSION_TTL:
             raise ValueError(f"a Consul session TTL must be {MIN_SESSION_TTL}..{MAX_SESSION_TTL} s (got {ttl:g})")
         session = self._call(f"create session {name}", lambda: self._consul.session.create(
-            name=name, ttl=seconds, lock_delay=0, behavior="delete"))
+            name=name, ttl=seconds, lock_delay=0, behavior="delete", checks=[]))
         if not isinstance(session, str) or not session:
             raise DiscoveryError(f"{self.describe()}: create session {name} failed: no session id in the answer")
         return session

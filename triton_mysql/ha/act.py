@@ -25,15 +25,19 @@ from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql import replication
 from ..mysql.connection import DBError, connect_local, connect_tcp
+from ..mysql.fence import FenceError, kill_client_connections
 from ..mysql.fence import fence as fence_server
-from ..mysql.fence import set_read_only
+from ..mysql.fence import set_read_only, stop_mysqld
 from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
-from .decide import Local, Timing, is_candidate
+from .decide import STRANDED, Local, Timing, Verdict, is_candidate
 from .view import READY, ClusterView, Lock, read_view
 
 log = logging.getLogger("triton_mysql.ha")
+
+MAINTENANCE_ENV = "CONTAINERBUDDY_MAINTENANCE"
+"""Set to 1 by the supervisor for the hooks it runs while in maintenance (SIGUSR1)."""
 
 
 @dataclass
@@ -43,6 +47,10 @@ class Observed:
     server: ServerState | None
     state: node_state.NodeState | None
 
+    @property
+    def verdict(self) -> Verdict | None:
+        return Verdict.from_record(self.state.verdict) if self.state is not None else None
+
 
 class Agent:
     def __init__(self, config: Config, discovery: Discovery | None = None) -> None:
@@ -51,7 +59,6 @@ class Agent:
         self.keys = ClusterKeys.for_config(config)
         self._conn = None
         self._flavor: flavors.Flavor | None = None
-        self.errant = ""
 
     # -- resources ------------------------------------------------------------
     @property
@@ -92,14 +99,11 @@ class Agent:
 
     @cached_property
     def timing(self) -> Timing:
-        earliest, latest = self.discovery.expiry_bounds(self.config.session_ttl)
-        return Timing(
-            session_ttl=self.config.session_ttl,
-            lock_expiry_max=latest,
-            stop_grace=self.config.stop_grace,
-            failover_cooldown=self.config.failover_cooldown,
-            promote_timeout=max(60.0, 3 * self.config.stop_grace),
-        )
+        return Timing.from_config(self.config, self.discovery.expiry_bounds(self.config.session_ttl)[1])
+
+    @property
+    def maintenance(self) -> bool:
+        return os.environ.get(MAINTENANCE_ENV) == "1"
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float) -> Iterator[bool]:
@@ -163,14 +167,14 @@ class Agent:
 
     def local(self, observed: Observed, view: ClusterView | None, session: str | None) -> Local:
         server = observed.server
+        common = dict(node=self.config.node_name, session=session, nofailover=self.config.nofailover,
+                      auto_reclone=self.config.auto_reclone, maintenance=self.maintenance,
+                      verdict=observed.verdict)
         if server is None:
-            return Local(node=self.config.node_name, session=session, mysql_up=False,
-                         nofailover=self.config.nofailover)
+            return Local(mysql_up=False, **common)
         replica = server.replica
         state = observed.state
         return Local(
-            node=self.config.node_name,
-            session=session,
             mysql_up=True,
             read_only=server.read_only,
             flavor=self.flavor.name,
@@ -181,11 +185,11 @@ class Agent:
             sql_running=bool(replica and replica.sql_running),
             sql_error=(replica.last_sql_error if replica else "") or "",
             io_error=(replica.last_io_error if replica else "") or "",
+            io_errno=replica.last_io_errno if replica else 0,
             lag_seconds=replica.seconds_behind if replica else None,
             bootstrap_pending=bool(state and state.bootstrap_pending and state.node == self.config.node_name),
             backup_running=self.backup_running(view),
-            nofailover=self.config.nofailover,
-            errant=self.errant,
+            **common,
         )
 
     # -- sessions -------------------------------------------------------------
@@ -220,6 +224,7 @@ class Agent:
         server = observed.server
         replica = server.replica if server else None
         state = observed.state
+        verdict = observed.verdict
         return {
             "node": self.config.node_name,
             "address": self.config.advertise_address,
@@ -228,13 +233,16 @@ class Agent:
             "role": role,
             "gtid": server.executed_gtid if server else None,
             "received_gtid": (replica.received_gtid if replica else server.executed_gtid) if server else None,
+            "binlog_state": server.binlog_state if server else None,
+            "origin": server.origin if server else None,
             "candidate": candidate,
             "healthy": healthy,
             "lag_seconds": replica.seconds_behind if replica else None,
             "snapshot_id": state.snapshot_id if state else None,
             "updated": time.time(),
             "read_only": server.read_only if server else None,
-            "errant": self.errant or None,
+            "verdict": state.verdict if state and verdict else None,
+            "errant": verdict.gtids if verdict and verdict.kind == "errant" else None,
             "flavor": self.flavor.name if server else None,
         }
 
@@ -245,10 +253,82 @@ class Agent:
                 log.warning("member record is held by another session; not overwritten")
         self.discovery.put(self.keys.node(self.config.node_name), encode(record))
 
+    # -- node state: terms and verdicts ----------------------------------------
+    def _state(self, observed: Observed) -> node_state.NodeState:
+        if observed.state is not None:
+            return observed.state
+        server_id = observed.server.server_id if observed.server else 0
+        return node_state.NodeState(node=self.config.node_name, server_id=server_id)
+
+    def _save(self, observed: Observed, state: node_state.NodeState) -> Observed:
+        if state != observed.state:
+            node_state.save(self.config.mysql_datadir, state)
+        return Observed(observed.server, state)
+
+    def open_term(self, observed: Observed) -> Observed:
+        """Record that this server is about to write as the primary (before it turns writable)."""
+        assert observed.server is not None
+        state = self._state(observed)
+        if state.term_open:
+            return observed
+        log.info("primary term begins at %s", observed.server.executed_gtid or "(empty)")
+        return self._save(observed, state.open_term(observed.server.executed_gtid, time.time()))
+
+    def close_term(self, observed: Observed) -> Observed:
+        """This server is read-only and not the primary: its term (if one is open) ends here."""
+        state = observed.state
+        if observed.server is None or state is None or not state.term_open or not observed.server.read_only:
+            return observed
+        log.info("primary term ends at %s", observed.server.binlog_state or "(empty)")
+        return self._save(observed, state.close_term(observed.server.binlog_state, time.time()))
+
+    def record_verdict(self, observed: Observed, verdict: Verdict | None) -> Observed:
+        """Keep the divergence verdict in the node state (None clears it); log a change once."""
+        old = observed.verdict
+        if verdict == old:
+            return observed
+        state = self._state(observed)
+        if verdict is None:
+            log.info("no longer diverged (was: %s)", old)
+            return self._save(observed, state.update(verdict=None))
+        log.error("%s", verdict)
+        return self._save(observed, state.update(verdict=verdict.to_record(time.time())))
+
+    def divergence(self, observed: Observed, primary_state: str, against: str,
+                   tolerate: str | None = None) -> Verdict | None:
+        """Compare this server's GTIDs with a primary's by origin (SPEC §5); None when compatible."""
+        server = observed.server
+        assert server is not None
+        state = self._state(observed)
+        found = gtids.classify(self.flavor.name, server.binlog_state, primary_state, own=server.origin,
+                               terms=state.term_spans(), tolerate=tolerate)
+        if not found:
+            return None
+        return Verdict(found.kind, found.gtids, against)
+
+    def check_before_standing(self, observed: Observed, previous: dict[str, Any] | None) -> Observed:
+        """Before standing in an election: compare with the last primary's published record.
+
+        Its own transactions beyond that record are expected (a replica may have outrun the record
+        before the primary died); anything else this node has and it lacks forbids standing."""
+        if observed.server is None or not previous or previous.get("node") == self.config.node_name:
+            return observed
+        record_state = previous.get("binlog_state") or previous.get("gtid")
+        if record_state is None:
+            return observed
+        verdict = self.divergence(observed, str(record_state), str(previous["node"]),
+                                  tolerate=str(previous.get("origin") or previous.get("server_id") or "") or None)
+        current = observed.verdict
+        if verdict is None and current is not None and current.against != previous.get("node"):
+            return observed  # a verdict against another primary stands until that primary is compared again
+        return self.record_verdict(observed, verdict)
+
     # -- primary side -----------------------------------------------------------
-    def become_writable(self, reason: str) -> None:
+    def become_writable(self, observed: Observed, reason: str) -> Observed:
+        observed = self.open_term(observed)
         set_read_only(self.conn(), self.flavor, False)
         log.info("writable: %s", reason)
+        return observed
 
     def stop_replication_if_any(self, server: ServerState, reason: str) -> None:
         if server.replica is not None:
@@ -265,6 +345,25 @@ class Agent:
         self.advertise(primary=False)
         return outcome
 
+    def fence_peer(self, record: dict[str, Any], timeout: float = 1.0) -> bool:
+        """Make another node read-only over SQL (the replication account may: READ ONLY ADMIN,
+        CONNECTION ADMIN).  True when its read_only is verified ON; False when it cannot be reached
+        or refused (the caller then waits until it must have fenced itself)."""
+        address, port = record.get("address"), record.get("port")
+        if not address or not port:
+            return False
+        try:
+            with connect_tcp(str(address), int(port), self.config.mysql_repl_user, self.config.mysql_repl_password,
+                             timeout=timeout) as conn:
+                set_read_only(conn, self.flavor, True, lock_wait_timeout=1, timeout=timeout + 1)
+                killed = kill_client_connections(conn)
+        except (DBError, FenceError, OSError) as exc:
+            log.info("could not fence %s over SQL: %s", record.get("node"), exc)
+            return False
+        log.warning("fenced the previous primary %s over SQL (read_only ON, %d client connection(s) killed)",
+                    record.get("node"), killed)
+        return True
+
     def acquire_lock(self, session: str, server: ServerState | None, state: str) -> bool:
         return self.discovery.acquire(self.keys.primary, encode(self.lock_record(server, state)), session)
 
@@ -273,59 +372,61 @@ class Agent:
             raise DiscoveryError("could not mark the primary lock ready: another session holds it")
 
     # -- replica side -----------------------------------------------------------
-    def follow(self, observed: Observed, lock: Lock) -> str:
-        """Replicate from the lock holder; returns errant GTIDs ('' when none) and acts on them.
+    def follow(self, observed: Observed, lock: Lock) -> Observed:
+        """Replicate from the lock holder after comparing GTIDs with it; records the verdict.
 
-        Every time replication is (re)started, not only when the source changes,
-        this node's GTIDs are compared with the holder's first: MariaDB replicates
-        from `gtid_slave_pos`, which ignores what this server wrote itself, so a
-        write made while it was alone would otherwise be silently kept.
+        The comparison runs every time replication is (re)started, and whenever a verdict
+        against another primary is on record: MariaDB replicates from `gtid_slave_pos`, which
+        ignores what this server wrote itself, so a write made while it was alone would
+        otherwise be silently kept.
         """
         server = observed.server
         assert server is not None
         replica = server.replica
         same_source = replica is not None and replica.source_host == lock.address and replica.source_port == lock.port
-        if same_source:
+        if same_source and observed.verdict is None:
             assert replica is not None
             if replica.last_sql_error:
                 log.error("replication from %s is stopped by an SQL error: %s", lock.node, replica.last_sql_error)
-                return ""
+                return observed
             if replica.sql_running and (replica.io_running or replica.io_state == "Connecting"):
-                return ""  # replicating, or retrying a source that is down: nothing to do
-        errant = self.errant_against(server, lock)
-        if errant:
+                return observed  # replicating, or retrying a source that is down: nothing to do
+        primary_state = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
+                                                      self.config.mysql_repl_password, self.flavor,
+                                                      timeout=self.config.discovery_timeout + 1)
+        verdict = self.divergence(observed, primary_state, lock.node)
+        observed = self.record_verdict(observed, verdict)
+        if verdict is not None:
             if replica is not None and (replica.io_running or replica.sql_running):
                 self.conn().execute(self.flavor.stop_replica())
-            self.errant = errant
-            log.error("refusing to replicate from %s: this node has errant transactions %s", lock.node, errant)
-            if self.config.auto_reclone:
-                self.schedule_reclone(observed, errant, lock)
-            return errant
+            log.error("refusing to replicate from %s: %s", lock.node, verdict)
+            return observed
         if same_source:
             replication.start(self.conn(), self.flavor)
             log.info("replication from %s restarted", lock.node)
-            return ""
+            return observed
         replication.follow(self.conn(), self.flavor, lock.address, lock.port, self.config.mysql_repl_user,
                            self.config.mysql_repl_password)
         log.info("following %s at %s:%s with GTID auto-positioning", lock.node, lock.address, lock.port)
-        return ""
+        return observed
 
-    def errant_against(self, server: ServerState, lock: Lock) -> str:
-        """GTIDs this server has that the lock holder lacks (read live from the holder)."""
-        primary_gtid = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
-                                                     self.config.mysql_repl_password, self.flavor,
-                                                     timeout=self.config.discovery_timeout + 1)
-        return gtids.errant(self.flavor.name, server.binlog_state, primary_gtid)
+    def refuse(self, observed: Observed, reason: str) -> None:
+        """Diverged from the holder: make sure replication is stopped (it must not apply anything)."""
+        server = observed.server
+        if server is not None and server.replica is not None and (server.replica.io_running
+                                                                   or server.replica.sql_running):
+            self.conn().execute(self.flavor.stop_replica())
+            log.error("replication stopped: %s", reason)
 
-    def schedule_reclone(self, observed: Observed, errant: str, lock: Lock) -> None:
+    def schedule_reclone(self, observed: Observed, reason: str, primary: str) -> None:
         """AUTO_RECLONE: mark the datadir and stop mysqld; the next onStart clones afresh."""
-        state = observed.state or node_state.NodeState(node=self.config.node_name,
-                                                       server_id=observed.server.server_id if observed.server else 0)
-        node_state.save(self.config.mysql_datadir, state.update(
-            reclone={"errant": errant, "at": time.time(), "primary": lock.node}))
-        log.warning("AUTO_RECLONE: errant transactions %s; stopping mysqld so that the next start re-clones "
-                    "(old data will be kept aside)", errant)
-        from ..mysql.fence import stop_mysqld
+        state = self._state(observed)
+        verdict = observed.verdict
+        node_state.save(self.config.mysql_datadir, state.update(reclone={
+            "reason": reason, "errant": verdict.gtids if verdict else "", "kind": verdict.kind if verdict else STRANDED,
+            "at": time.time(), "primary": primary}))
+        log.warning("AUTO_RECLONE: %s; stopping mysqld so that the next start re-clones (old data kept aside)",
+                    reason)
         stop_mysqld(pid_file_for(self.config), timeout=60)
 
     # -- advertising ------------------------------------------------------------
@@ -356,8 +457,8 @@ class Agent:
     def candidate(self, local: Local) -> bool:
         return is_candidate(local)[0]
 
-    def record_failover(self, previous: str | None, kind: str) -> None:
-        record = {"from": previous, "to": self.config.node_name, "at": time.time(), "kind": kind}
+    def record_failover(self, previous: str | None, kind: str, extra: dict[str, Any] | None = None) -> None:
+        record = {"from": previous, "to": self.config.node_name, "at": time.time(), "kind": kind, **(extra or {})}
         self.discovery.put(self.keys.failover_last, encode(record))
 
     def peer_applied(self, address: str, port: int, position: str, timeout: float) -> bool:

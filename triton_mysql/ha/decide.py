@@ -6,17 +6,23 @@ is what lets every transition be table-tested (tests/test_ha_decide.py).
 Two decisions exist, matching the two hooks that make them:
 
 * `decide_health` — the short reconcile pass that runs every few seconds.
-  It keeps a node in its role and never promotes (except that the node that
-  initialised a brand-new cluster takes the free lock the first time).
+  It keeps a node in its role and never promotes (the node that initialised
+  a brand-new cluster takes the free lock the first time, and that is all).
 * `decide_election` — what `onChange` does when the primary service changed:
   follow a live primary, wait for a dead holder's lock to expire, or take
   part in the election (SPEC §5).
+
+And the rules both share: who is a candidate (`is_candidate`), how
+candidates rank (`rank`: GTID-set containment first), when a hand-over
+expires, what a failover may have lost (`loss_report`), and how long a
+dead primary may stay writable (`Timing.fence_bound`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
 
+from ..config import FENCE_BUDGET, FENCE_MARGIN
 from ..mysql import gtid as gtids
 from .view import PROMOTING, ClusterView, Lock
 
@@ -25,12 +31,16 @@ STARTING = "starting"            # mysqld not reachable yet: nothing to do
 PRIMARY = "primary"              # hold the lock: be writable, advertise as primary
 TAKE_BOOTSTRAP_LOCK = "take_bootstrap_lock"  # first primary of a new cluster
 WAIT_PROMOTION = "wait_promotion"  # a promotion is under way (ours or someone's): stay put
-FINISH_PROMOTION = "finish_promotion"  # we hold a lock left in "promoting" too long: finish it
-HANDOVER = "handover"            # switchover requested: fence, wait for target, release
+ABANDON_PROMOTION = "abandon_promotion"  # we hold a 'promoting' lock nobody is working on: release it
+HANDOVER = "handover"            # switchover requested (or maintenance): fence, wait for target, release
+RELEASE = "release"              # maintenance with nobody to hand over to: fence and release the lock
 FENCE = "fence"                  # writable without the lock (or cannot prove we hold it)
 FOLLOW = "follow"                # replicate from the lock holder
+REFUSE = "refuse"                # diverged from the lock holder (errant, lost tail, ahead): do not replicate
+RECLONE = "reclone"              # AUTO_RECLONE: mark the datadir and stop mysqld; onStart clones afresh
 NO_PRIMARY = "no_primary"        # lock free: stay read-only; the election is onChange's job
 NO_DISCOVERY = "no_discovery"    # discovery unreachable and already read-only: wait
+MAINTENANCE = "maintenance"      # SIGUSR1: no lock, no advertising, no session renewal
 
 # -- election actions -------------------------------------------------------
 IS_PRIMARY = "is_primary"        # we already hold the lock
@@ -39,6 +49,46 @@ TRY_NOW = "try_now"              # we are the best candidate (or the named targe
 TRY_LATER = "try_later"          # someone is better: give them one SESSION_TTL first
 NOT_CANDIDATE = "not_candidate"  # we cannot be primary: wait for a winner
 REFUSE_COOLDOWN = "refuse_cooldown"  # anti-flapping: an automatic failover happened too recently
+
+# Verdict kinds (node state `verdict.kind`).
+ERRANT, TAIL, AHEAD, STRANDED = "errant", "tail", "ahead", "stranded"
+# MariaDB/MySQL error 1236 (ER_MASTER_FATAL_ERROR_READING_BINLOG): the source cannot serve the replica.
+ER_SOURCE_FATAL_READING_BINLOG = 1236
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why this node may not replicate from (or stand against) a primary, kept in the node state."""
+
+    kind: str
+    gtids: str
+    against: str
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> "Verdict | None":
+        if not record or not record.get("kind"):
+            return None
+        return cls(str(record["kind"]), str(record.get("gtids") or ""), str(record.get("against") or ""))
+
+    def to_record(self, at: float) -> dict[str, Any]:
+        return {"kind": self.kind, "gtids": self.gtids, "against": self.against, "at": at}
+
+    @property
+    def reclone_cures(self) -> bool:
+        """Errant writes, a lost tail and purged binlogs go away with a fresh clone; being ahead does not
+        call for one (those are a former primary's writes: the operator decides)."""
+        return self.kind in (ERRANT, TAIL, STRANDED)
+
+    def __str__(self) -> str:
+        if self.kind == ERRANT:
+            return f"errant transactions {self.gtids} (written here while not the primary)"
+        if self.kind == TAIL:
+            return (f"{self.gtids} written here as the primary never reached {self.against} (lost writes; "
+                    f"they must be removed before this node rejoins)")
+        if self.kind == AHEAD:
+            return (f"holds {self.gtids} of a former primary that {self.against} lacks (ahead of the new "
+                    f"primary, not errant: an operator decides)")
+        return f"{self.against} has purged binary logs this replica still needs ({self.gtids})"
 
 
 @dataclass(frozen=True)
@@ -52,18 +102,22 @@ class Local:
     read_only: bool = True
     flavor: str = "mariadb"
     gtid: str = ""
+    """Executed (applied) GTIDs."""
     received_gtid: str = ""
+    """Executed plus received into the relay log."""
     source: tuple[str, int] | None = None
     io_running: bool = False
     sql_running: bool = False
     sql_error: str = ""
     io_error: str = ""
+    io_errno: int = 0
     lag_seconds: float | None = None
     bootstrap_pending: bool = False
     backup_running: bool = False
     nofailover: bool = False
-    errant: str = ""
-    """Transactions this node has that the lock holder lacks ('' = none known)."""
+    auto_reclone: bool = False
+    maintenance: bool = False
+    verdict: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -80,14 +134,46 @@ class Decision:
 
 @dataclass(frozen=True)
 class Timing:
-    """The timing knobs decisions depend on (from Config and the backend)."""
+    """Every timing the decisions depend on, derived in one place from the config and the backend."""
 
     session_ttl: float
     lock_expiry_max: float
     """Latest moment after its holder's last renewal that a lock can still exist."""
     stop_grace: float
     failover_cooldown: float = 0.0
-    promote_timeout: float = 60.0
+    health_poll: float = 2.0
+    discovery_timeout: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: Any, lock_expiry_max: float) -> "Timing":
+        return cls(session_ttl=config.session_ttl, lock_expiry_max=lock_expiry_max, stop_grace=config.stop_grace,
+                   failover_cooldown=config.failover_cooldown, health_poll=config.health_poll,
+                   discovery_timeout=config.discovery_timeout)
+
+    @property
+    def fence_bound(self) -> float:
+        """How long after its last renewal a primary that lost its lock can still be writable: its
+        next health pass (HEALTH_POLL), a failed renewal and read (2 × DISCOVERY_TIMEOUT), fencing
+        (FENCE_BUDGET) and a margin.  Start-up refuses a SESSION_TTL below it (config timing rule)."""
+        return self.health_poll + 2 * self.discovery_timeout + FENCE_BUDGET + FENCE_MARGIN
+
+    @property
+    def apply_stall(self) -> float:
+        """A winner applying its relay log gives up only after its SQL thread made no progress for this
+        long (it keeps waiting as long as the thread advances)."""
+        return max(self.stop_grace, 5.0)
+
+    @property
+    def promote_abandon(self) -> float:
+        """A 'promoting' lock of ours that no onChange works on (health got the hook lock) is given up
+        after this long: onChange was killed half-way."""
+        return self.apply_stall + self.fence_bound + self.session_ttl
+
+    @property
+    def peer_publish_wait(self) -> float:
+        """How long an election waits for peers' member records on an empty view (a wiped or
+        restarted discovery service): two health passes and a request."""
+        return 2 * self.health_poll + self.discovery_timeout
 
     @property
     def switchover_validity(self) -> float:
@@ -95,18 +181,35 @@ class Timing:
         return self.stop_grace + self.lock_expiry_max + 10.0
 
 
+@dataclass
+class ElectionMemory:
+    """What one onChange run remembers between its steps (the view is re-read each step)."""
+
+    started: float
+    deferred: dict[str, float] = field(default_factory=dict)
+    """Best candidates this node deferred to, with the view time it started deferring."""
+
+    def expired(self, now: float, ttl: float) -> set[str]:
+        return {node for node, since in self.deferred.items() if now - since >= ttl}
+
+
+# ---------------------------------------------------------------------------
+# Shared rules
+
 def is_candidate(local: Local) -> tuple[bool, str]:
     """SPEC §5: may this node become primary?  (and why not, when it may not)"""
     if not local.mysql_up:
         return False, "mysqld is not running"
+    if local.maintenance:
+        return False, "in maintenance (SIGUSR1)"
     if local.nofailover:
         return False, "NOFAILOVER=true"
     if local.backup_running:
         return False, "a backup is running here"
     if local.sql_error:
         return False, f"replication SQL thread in error: {local.sql_error}"
-    if local.errant:
-        return False, f"errant transactions {local.errant}"
+    if local.verdict is not None:
+        return False, str(local.verdict)
     return True, ""
 
 
@@ -115,16 +218,81 @@ def switchover_target(view: ClusterView, timing: Timing) -> str | None:
     request = view.switchover
     if not request or not request.get("to"):
         return None
-    requested = float(request.get("requested") or 0.0)
-    if view.now - requested > timing.switchover_validity:
+    if view.now - float(request.get("requested") or 0.0) > timing.switchover_validity:
         return None
     return str(request["to"])
+
+
+def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | None:
+    """Why the primary must drop a hand-over to `target` now (None: carry on).
+
+    Refused when the target is not a fresh candidate; abandoned when it has not caught up within
+    STOP_GRACE of the request (the primary then stays primary)."""
+    member = view.member(target)
+    if member is None or not member.candidate or not member.fresh(view.now, timing.session_ttl):
+        return f"switchover to {target} refused: it is not a candidate (no fresh candidate member record)"
+    requested = float((view.switchover or {}).get("requested") or 0.0)
+    if view.now - requested > timing.stop_grace:
+        return (f"switchover to {target} abandoned: it did not catch up within STOP_GRACE="
+                f"{timing.stop_grace:g} s; staying primary")
+    return None
 
 
 def holds_lock(view: ClusterView, local: Local) -> bool:
     lock = view.lock
     return bool(lock and local.session and lock.node == local.node and lock.session == local.session)
 
+
+def rank(flavor: str, contenders: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Candidates best first.  `contenders`: node -> (received GTIDs, applied GTIDs).
+
+    A node is ahead of another only if its received set *contains* the other's (SPEC §5); the one
+    containing every other comes first.  Ties (equal sets) go to the most applied, then the lowest
+    name.  When no set contains all the others (MySQL sets with gaps, several MariaDB domains), the
+    order falls back to how many others a node contains and then to progress — and the winner's
+    failover record then says that writes may be lost.
+    """
+    def contains(a: str, b: str) -> bool:
+        return gtids.contains(flavor, contenders[a][0], contenders[b][0])
+
+    def key(node: str) -> tuple:
+        others = [o for o in contenders if o != node]
+        covered = sum(1 for o in others if contains(node, o))
+        return (covered < len(others), -covered, -gtids.progress(flavor, contenders[node][0]),
+                -gtids.progress(flavor, contenders[node][1]), node)
+
+    return sorted(contenders, key=key)
+
+
+def contenders(view: ClusterView, local: Local, timing: Timing, exclude: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+    """Who competes: peers with a fresh candidate member record, plus this node if it is a candidate."""
+    skip = set(exclude)
+    out: dict[str, tuple[str, str]] = {}
+    for member in view.members.values():
+        if (member.node != local.node and member.node not in skip and member.candidate
+                and member.fresh(view.now, timing.session_ttl)):
+            out[member.node] = (member.received_gtid, member.gtid)
+    if local.node not in skip and is_candidate(local)[0]:
+        out[local.node] = (local.received_gtid or local.gtid, local.gtid)
+    return out
+
+
+def best_peer(view: ClusterView, local: Local, timing: Timing) -> str | None:
+    """The best candidate other than this node (hand-over target of preStop and maintenance)."""
+    order = rank(local.flavor, contenders(view, local, timing, exclude={local.node}))
+    return order[0] if order else None
+
+
+def cooldown_left(view: ClusterView, timing: Timing) -> float:
+    """Seconds of anti-flapping cooldown left after the last automatic failover."""
+    last = view.failover_last
+    if timing.failover_cooldown <= 0 or not last or last.get("kind") != "automatic":
+        return 0.0
+    return max(0.0, float(last.get("at") or 0.0) + timing.failover_cooldown - view.now)
+
+
+# ---------------------------------------------------------------------------
+# health
 
 def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Decision:
     """One reconcile step for `health`.  `view` None means discovery could not be read."""
@@ -135,11 +303,14 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
             return Decision(FENCE, "discovery unreachable: cannot prove this node still holds the lock")
         return Decision(NO_DISCOVERY, "discovery unreachable; staying read-only")
     lock = view.lock
+    if local.maintenance:
+        return _maintenance(view, local, timing)
     if holds_lock(view, local):
         assert lock is not None
         if lock.state == PROMOTING:
-            if view.now - lock.since > timing.promote_timeout:
-                return Decision(FINISH_PROMOTION, f"lock has been 'promoting' for {view.now - lock.since:.0f} s", lock)
+            if view.now - lock.since > timing.promote_abandon:
+                return Decision(ABANDON_PROMOTION, f"lock has been 'promoting' for {view.now - lock.since:.0f} s "
+                                f"and no onChange is working on it", lock)
             return Decision(WAIT_PROMOTION, "promotion under way (onChange is applying the relay log)", lock)
         target = switchover_target(view, timing)
         if target and target != local.node:
@@ -162,40 +333,64 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
         return Decision(NO_PRIMARY, "lock names this node under a session that is gone; waiting for it to expire", lock)
     if lock.state == PROMOTING:
         return Decision(WAIT_PROMOTION, f"{lock.node} is being promoted", lock)
+    return _replica(local, lock)
+
+
+def _maintenance(view: ClusterView, local: Local, timing: Timing) -> Decision:
+    """SIGUSR1 (SPEC §4): the primary hands over first; nobody renews the lock or advertises, but a
+    node still fences itself when it is writable without the lock."""
+    lock = view.lock
+    if holds_lock(view, local):
+        assert lock is not None
+        if lock.state == PROMOTING:
+            return Decision(RELEASE, "maintenance: giving up a promotion in progress", lock)
+        target = switchover_target(view, timing)
+        if target is None or target == local.node:
+            target = best_peer(view, local, timing)
+        if target is None:
+            return Decision(RELEASE, "maintenance on the primary and no candidate to hand over to", lock)
+        return Decision(HANDOVER, f"maintenance: handing over to {target}", lock, target=target)
+    if not local.read_only:
+        return Decision(FENCE, "in maintenance and writable without the lock", lock)
+    return Decision(MAINTENANCE, "in maintenance (SIGUSR1): not renewing, not advertising", lock)
+
+
+def _replica(local: Local, lock: Lock) -> Decision:
+    """A read-only node and a ready holder: follow it, unless something this node knows forbids it."""
+    verdict = local.verdict
+    if verdict is not None and verdict.against == lock.node:
+        if local.auto_reclone and verdict.reclone_cures:
+            return Decision(RECLONE, f"AUTO_RECLONE: {verdict}", lock, target=lock.node)
+        return Decision(REFUSE, f"not replicating from {lock.node}: {verdict}", lock, target=lock.node)
+    if (local.io_errno == ER_SOURCE_FATAL_READING_BINLOG and local.source == (lock.address, lock.port)
+            and "purged" in local.io_error.lower()):
+        if local.auto_reclone:
+            return Decision(RECLONE, f"AUTO_RECLONE: {lock.node} purged binary logs this replica needs", lock,
+                            target=lock.node)
+        return Decision(REFUSE, f"{lock.node} has purged binary logs this replica still needs (error 1236): it "
+                        f"cannot catch up; re-clone it (AUTO_RECLONE=true does so by itself, or empty its "
+                        f"datadir and restart it)", lock, target=lock.node)
     return Decision(FOLLOW, f"{lock.node} holds the lock", lock, target=lock.node)
 
 
-def ranking(view: ClusterView, local: Local, timing: Timing) -> list[str]:
-    """Candidates, most advanced `received_gtid` first (ties: lowest node name).
+# ---------------------------------------------------------------------------
+# election (onChange)
 
-    Other nodes count only with a candidate member record updated within
-    SESSION_TTL; this node counts with its live position.
+def decide_election(view: ClusterView, local: Local, timing: Timing,
+                    memory: ElectionMemory | None = None) -> Decision:
+    """One step of `onChange` (it loops, re-reading the view, until a primary is settled).
+
+    The caller records in `memory` when it starts deferring to a better candidate
+    (`Decision.target` of TRY_LATER), so that a best candidate that does not win within one
+    SESSION_TTL is passed over — by the next best only, never by everyone at once.
     """
-    positions: dict[str, str] = {}
-    for member in view.members.values():
-        if member.node != local.node and member.candidate and member.fresh(view.now, timing.session_ttl):
-            positions[member.node] = member.received_gtid
-    if is_candidate(local)[0]:
-        positions[local.node] = local.received_gtid or local.gtid
-    return sorted(positions, key=lambda n: (-gtids.progress(local.flavor, positions[n]), n))
-
-
-def cooldown_left(view: ClusterView, timing: Timing) -> float:
-    """Seconds of anti-flapping cooldown left after the last automatic failover."""
-    last = view.failover_last
-    if timing.failover_cooldown <= 0 or not last or last.get("kind") != "automatic":
-        return 0.0
-    return max(0.0, float(last.get("at") or 0.0) + timing.failover_cooldown - view.now)
-
-
-def decide_election(view: ClusterView, local: Local, timing: Timing) -> Decision:
-    """One step of `onChange` (it loops, re-reading the view, until a primary is settled)."""
+    memory = memory or ElectionMemory(started=view.now)
     lock = view.lock
     if lock is not None:
         if holds_lock(view, local):
             return Decision(IS_PRIMARY, "this node holds the lock", lock)
         if lock.state == PROMOTING:
-            return Decision(WAIT_LOCK_CHANGE, f"{lock.node} is being promoted", lock, wait=timing.promote_timeout)
+            return Decision(WAIT_LOCK_CHANGE, f"{lock.node} is being promoted", lock, wait=timing.lock_expiry_max)
         if view.holder_is_live(timing.session_ttl):
             return Decision(FOLLOW, f"{lock.node} holds the lock and is alive", lock, target=lock.node)
         # Re-check every second: the holder may only be slow to advertise (just promoted),
@@ -216,14 +411,96 @@ def decide_election(view: ClusterView, local: Local, timing: Timing) -> Decision
     if left > 0:
         return Decision(REFUSE_COOLDOWN, f"automatic failover refused: the last one was less than "
                         f"FAILOVER_COOLDOWN={timing.failover_cooldown:g} s ago ({left:.0f} s left)", wait=left)
-    order = ranking(view, local, timing)
-    if order and order[0] == local.node:
-        return Decision(TRY_NOW, f"most advanced candidate ({local.received_gtid or local.gtid or 'empty'})",
-                        target=local.node)
-    best = order[0] if order else "?"
+    peers = [m for m in view.members.values() if m.node != local.node and m.fresh(view.now, timing.session_ttl)]
+    waited = view.now - memory.started
+    if not peers and waited < timing.peer_publish_wait:
+        return Decision(TRY_LATER, "no fresh member record of any peer yet (discovery wiped or restarted?); "
+                        "giving them one health pass to publish", wait=timing.peer_publish_wait - waited)
+    passed_over = memory.expired(view.now, timing.session_ttl)
+    order = rank(local.flavor, contenders(view, local, timing, exclude=passed_over - {local.node}))
+    best = order[0] if order else local.node
+    if best == local.node:
+        why = f"most advanced candidate ({local.received_gtid or local.gtid or 'empty'})"
+        if passed_over:
+            why += f"; {', '.join(sorted(passed_over))} did not take the lock within {timing.session_ttl:g} s"
+        return Decision(TRY_NOW, why, target=local.node)
+    since = memory.deferred.get(best, view.now)
     return Decision(TRY_LATER, f"{best} is more advanced; trying only if it has not won within "
-                    f"{timing.session_ttl:g} s", target=best, wait=timing.session_ttl)
+                    f"{timing.session_ttl:g} s", target=best, wait=max(0.1, timing.session_ttl - (view.now - since)))
 
+
+# ---------------------------------------------------------------------------
+# after winning
+
+def previous_primary(view: ClusterView, me: str, last_holder: str | None) -> dict[str, Any] | None:
+    """The newest record of the node that held the lock before this election (None: unknown).
+
+    From the holder this onChange saw last, else `failover/last`, else the node records' role."""
+    names: list[str] = []
+    if last_holder and last_holder != me:
+        names.append(last_holder)
+    last_to = (view.failover_last or {}).get("to")
+    if last_to and last_to != me:
+        names.append(str(last_to))
+    names += sorted((n for n, r in view.nodes.items() if n != me and r.get("role") == "primary"),
+                    key=lambda n: -float(view.nodes[n].get("updated") or 0.0))
+    if not names:
+        return None
+    records = [r for r in (view.nodes.get(names[0]), _member_record(view, names[0])) if r]
+    return max(records, key=lambda r: float(r.get("updated") or 0.0)) if records else {"node": names[0]}
+
+
+def writable_peers(view: ClusterView, me: str) -> list[dict[str, Any]]:
+    """Other nodes whose newest record says they are (or may be) writable: role primary, or
+    read_only false."""
+    out = []
+    for name in sorted(set(view.nodes) | set(view.members)):
+        if name == me:
+            continue
+        records = [r for r in (view.nodes.get(name), _member_record(view, name)) if r]
+        newest = max(records, key=lambda r: float(r.get("updated") or 0.0))
+        if newest.get("role") == "primary" or newest.get("read_only") is False:
+            out.append(newest)
+    return out
+
+
+def _member_record(view: ClusterView, name: str) -> dict[str, Any] | None:
+    member = view.member(name)
+    if member is None:
+        return None
+    return {"node": member.node, "address": member.address, "port": member.port, "updated": member.updated,
+            "role": member.role, "read_only": member.read_only}
+
+
+def self_fenced_at(previous: Mapping[str, Any] | None, timing: Timing, fallback: float) -> float:
+    """The moment by which the previous primary has fenced itself (or stopped), if it runs at all:
+    its last renewal (the `updated` time of its records) plus the fencing bound.  Unknown records
+    count from `fallback` (when this election began)."""
+    updated = float((previous or {}).get("updated") or 0.0) or fallback
+    return updated + timing.fence_bound
+
+
+def loss_report(flavor: str, view: ClusterView, winner: str, have: str, planned: bool) -> dict[str, Any]:
+    """`lost_possible` and `missing_gtids` for `failover/last` (SPEC §7).
+
+    Missing: what the published records of other nodes (live members and the durable node records,
+    the dead primary's last one included) hold that the winner, after applying its relay log, lacks;
+    nodes that refused to replicate as errant do not count.  Lost is possible whenever something is
+    missing, and after any automatic failover with asynchronous replication: the old primary may
+    have acknowledged writes it never sent.
+    """
+    wanted: list[str] = []
+    for name, record in list(view.nodes.items()) + [(m.node, {"gtid": m.gtid, "received_gtid": m.received_gtid,
+                                                               "verdict": m.verdict}) for m in view.members.values()]:
+        if name == winner or ((record.get("verdict") or {}).get("kind") == ERRANT):
+            continue
+        wanted += [str(record.get("received_gtid") or ""), str(record.get("gtid") or "")]
+    missing, count = gtids.missing_report(flavor, have, wanted)
+    return {"lost_possible": bool(count) or not planned, "missing_gtids": missing, "missing_count": count}
+
+
+# ---------------------------------------------------------------------------
+# verdict
 
 def verdict(decision: Decision, local: Local, max_lag: float) -> tuple[bool, str]:
     """SPEC §2 exit status: serving its role?"""

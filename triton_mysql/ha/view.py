@@ -64,6 +64,12 @@ class Member:
     updated: float
     session: str | None = None
     backup_running: bool = False
+    binlog_state: str = ""
+    """What the errant check compares (MariaDB @@gtid_binlog_state, MySQL @@gtid_executed)."""
+    verdict: dict[str, Any] | None = None
+    """The node's own divergence verdict, when it has one (errant, tail, ahead, stranded)."""
+    flavor: str = ""
+    read_only: bool | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], session: str | None = None) -> "Member":
@@ -82,6 +88,10 @@ class Member:
             updated=float(record.get("updated") or 0.0),
             session=session,
             backup_running=bool(record.get("backup_running")),
+            binlog_state=str(record.get("binlog_state") or record.get("gtid") or ""),
+            verdict=record.get("verdict") if isinstance(record.get("verdict"), dict) else None,
+            flavor=str(record.get("flavor") or ""),
+            read_only=record.get("read_only") if isinstance(record.get("read_only"), bool) else None,
         )
 
     def fresh(self, now: float, ttl: float) -> bool:

@@ -5,6 +5,10 @@ act (ha/act.py) → publish the member record → exit 0 when the node serves
 its role.  It never promotes and never waits long: elections are onChange's
 work.  Order matters for fencing: if discovery cannot be read or the session
 cannot be renewed, a writable node fences itself in this very pass.
+
+In maintenance (the supervisor sets CONTAINERBUDDY_MAINTENANCE=1) the pass
+still runs: the primary hands over, and any node that finds itself writable
+without the lock fences itself; nobody renews a session or advertises.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import time
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
-from ..ha.view import ClusterView
+from ..ha.view import READY, ClusterView
+from ..keys import encode
 from ..mysql.accounts import ensure_accounts
 from ..mysql.connection import DBError
 from .. import node_state
@@ -45,10 +50,10 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     session: str | None = None
     try:
         view = agent.view()
-        if not check_only and observed.server is not None:
-            session = agent.ensure_session(view)
-        elif view is not None:
+        if view is not None:
             session = agent.my_session(view)
+            if not check_only and observed.server is not None and not agent.maintenance:
+                session = agent.ensure_session(view)
     except DiscoveryError as exc:
         log.warning("discovery unreachable: %s", exc)
         view = None
@@ -64,7 +69,7 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
         log.info("another hook is changing mysqld; %s deferred to the next pass", decision.action)
         return 1
     try:
-        changed = _act(agent, decision, observed, view, session)
+        observed, changed = _act(agent, decision, observed, view, session)
     except (DBError, DiscoveryError) as exc:
         log.error("%s failed: %s", decision.action, exc)
         changed = True
@@ -73,10 +78,16 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     if changed:
         observed = agent.observe()
         local = agent.local(observed, view, session)
+    if view is not None and not _holds(view, local):
+        observed = agent.close_term(observed)
     healthy, why = d.verdict(decision, local, config.max_lag)
     _publish(agent, decision, observed, local, session, healthy)
     (log.info if changed else log.debug)("%s; verdict: %s (%s)", decision, "healthy" if healthy else "unhealthy", why)
     return 0 if healthy else 1
+
+
+def _holds(view: ClusterView, local: d.Local) -> bool:
+    return d.holds_lock(view, local) and view.lock is not None and view.lock.state == READY
 
 
 def _first_boot(agent: Agent, observed: Observed) -> Observed:
@@ -84,6 +95,7 @@ def _first_boot(agent: Agent, observed: Observed) -> Observed:
     observed = agent.seed_if_restored(observed)
     state = observed.state
     if state is not None and state.bootstrap_pending:
+        observed = agent.open_term(observed)  # the accounts below are this node's writes as the first primary
         done = ensure_accounts(agent.conn(), agent.flavor, agent.config, allow_read_only=True)
         if done:
             log.info("first boot of a new cluster: %s", "; ".join(done))
@@ -91,96 +103,109 @@ def _first_boot(agent: Agent, observed: Observed) -> Observed:
 
 
 def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterView | None,
-         session: str | None) -> bool:
-    """Carry the decision out.  Returns True when something changed."""
+         session: str | None) -> tuple[Observed, bool]:
+    """Carry the decision out.  Returns the observation (node state updated) and whether something changed."""
     server = observed.server
     action = decision.action
-    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION):
-        return False
+    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION, d.MAINTENANCE):
+        return observed, False
     assert server is not None
     if action == d.FENCE:
         agent.fence(decision.reason)
-        return True
+        return observed, True
     if action == d.TAKE_BOOTSTRAP_LOCK:
         assert session is not None
-        if not agent.acquire_lock(session, server, "ready"):
+        if not agent.acquire_lock(session, server, READY):
             log.info("bootstrap: the lock was taken by another node first")
-            return False
+            return observed, False
         log.info("took the primary lock: this node bootstrapped the cluster")
-        _primary(agent, server, "took the bootstrap lock")
+        observed = _primary(agent, observed, "took the bootstrap lock")
         _clear_bootstrap(agent, observed)
-        return True
-    if action == d.FINISH_PROMOTION:
+        return observed, True
+    if action == d.ABANDON_PROMOTION or action == d.RELEASE:
         assert session is not None
-        agent.stop_replication_if_any(server, "finishing an interrupted promotion")
-        agent.mark_lock_ready(session, server)
-        _primary(agent, server, decision.reason)
-        return True
+        if not server.read_only:
+            agent.fence(decision.reason)
+        if agent.discovery.release(agent.keys.primary, session):
+            log.warning("released the primary lock: %s", decision.reason)
+        agent.advertise(primary=False)
+        return observed, True
     if action == d.PRIMARY:
-        changed = _primary(agent, server, "holds the lock")
+        changed = server.read_only or server.replica is not None
+        observed = _primary(agent, observed, "holds the lock")
         if observed.state is not None and observed.state.bootstrap_pending:
             _clear_bootstrap(agent, observed)
-        return changed
+        return observed, changed
     if action == d.HANDOVER:
-        return _handover_step(agent, decision, observed, view, session)
+        return observed, _handover_step(agent, decision, observed, view, session)
     if action == d.FOLLOW:
         assert decision.lock is not None
-        before = agent.errant
-        agent.follow(observed, decision.lock)
+        before = observed.verdict
+        observed = agent.follow(observed, decision.lock)
         agent.advertise(primary=False)
-        return server.replica is None or agent.errant != before or not (
+        return observed, server.replica is None or observed.verdict != before or not (
             server.replica.io_running and server.replica.sql_running)
+    if action == d.REFUSE:
+        agent.refuse(observed, decision.reason)
+        agent.advertise(primary=False)
+        return observed, False
+    if action == d.RECLONE:
+        agent.schedule_reclone(observed, decision.reason, decision.target or "")
+        return observed, True
     if action == d.NO_PRIMARY:
         agent.advertise(primary=False)
-        return False
+        return observed, False
     raise AssertionError(f"unhandled action {action}")
 
 
-def _primary(agent: Agent, server, reason: str) -> bool:
-    changed = False
+def _primary(agent: Agent, observed: Observed, reason: str) -> Observed:
+    server = observed.server
+    assert server is not None
     if server.replica is not None:
         agent.stop_replication_if_any(server, "this node is the primary")
-        changed = True
     if server.read_only:
-        agent.become_writable(reason)
-        changed = True
+        observed = agent.become_writable(observed, reason)
     agent.advertise(primary=True)
-    return changed
+    return observed
 
 
 def _clear_bootstrap(agent: Agent, observed: Observed) -> None:
-    if observed.state is not None and observed.state.bootstrap_pending:
-        node_state.save(agent.config.mysql_datadir, observed.state.update(bootstrap_pending=False))
+    state = node_state.load(agent.config.mysql_datadir)
+    if state is not None and state.bootstrap_pending:
+        node_state.save(agent.config.mysql_datadir, state.update(bootstrap_pending=False))
 
 
 def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterView | None,
                    session: str | None) -> bool:
-    """Switchover, one short step per pass: fence, check the target caught up, release."""
+    """Switchover (or maintenance), one short step per pass: fence, check the target caught up, release."""
     assert view is not None and decision.lock is not None and session is not None
     server = observed.server
-    request = view.switchover or {}
     target = decision.target or ""
-    member = view.member(target)
-    requested = float(request.get("requested") or 0.0)
-    if member is None or not member.candidate or not member.fresh(view.now, agent.config.session_ttl):
-        log.error("switchover to %s refused: it is not a candidate (no fresh candidate member record)", target)
+    if agent.maintenance and (view.switchover or {}).get("to") != target:
+        agent.discovery.put(agent.keys.switchover, encode({"to": target, "requested": time.time(),
+                                                          "from": agent.config.node_name, "kind": "maintenance"}))
+        log.info("maintenance: named %s for the hand-over", target)
+        view = agent.view()
+    refusal = d.handover_refusal(view, target, agent.timing)
+    if refusal is not None:
+        log.error("%s", refusal)
         agent.discovery.delete(agent.keys.switchover, index=view.switchover_index)
-        return False
-    if time.time() - requested > agent.config.stop_grace:
-        log.error("switchover to %s abandoned: it did not catch up within STOP_GRACE=%g s; staying primary",
-                  target, agent.config.stop_grace)
-        agent.discovery.delete(agent.keys.switchover, index=view.switchover_index)
+        if agent.maintenance:
+            agent.fence("maintenance: " + refusal)
+            agent.discovery.release(agent.keys.primary, session)
+            return True
         return False
     changed = False
-    if not server.read_only:
-        agent.fence(f"switchover to {target}")
-        observed = agent.observe()
-        server = observed.server
+    if server is not None and not server.read_only:
+        agent.fence(f"hand-over to {target}")
+        server = agent.observe().server
         changed = True
     position = server.executed_gtid if server else ""
+    member = view.member(target)
+    assert member is not None
     if agent.peer_applied(member.address, member.port, position, timeout=1.0):
         if agent.discovery.release(agent.keys.primary, session):
-            log.info("switchover: %s has applied everything up to %s; lock released to it", target, position)
+            log.info("hand-over: %s has applied everything up to %s; lock released to it", target, position)
             agent.advertise(primary=False)
             return True
     return changed
@@ -190,9 +215,11 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
              healthy: bool) -> None:
     if observed.server is None:
         role = "starting"
-    elif decision.action in (d.PRIMARY, d.TAKE_BOOTSTRAP_LOCK, d.FINISH_PROMOTION) and not local.read_only:
+    elif local.maintenance:
+        role = "maintenance"
+    elif decision.action in (d.PRIMARY, d.TAKE_BOOTSTRAP_LOCK) and not local.read_only:
         role = "primary"
-    elif decision.action == d.FENCE or (decision.action == d.HANDOVER):
+    elif decision.action in (d.FENCE, d.HANDOVER, d.RELEASE, d.ABANDON_PROMOTION):
         role = "fenced"
     elif local.source is not None:
         role = "replica"

@@ -52,14 +52,13 @@ def hand_over(agent: Agent) -> int:
     local = agent.local(observed, view, lock.session)
     target = d.switchover_target(view, agent.timing)
     if target is None or target == config.node_name:
-        others = [n for n in d.ranking(view, local, agent.timing) if n != config.node_name]
-        target = others[0] if others else None
+        target = d.best_peer(view, local, agent.timing)
     if target is None:
         log.warning("no candidate to hand over to; releasing the lock (no primary until one appears)")
         agent.discovery.release(agent.keys.primary, lock.session)
         return 0
-    agent.discovery.put(agent.keys.switchover, encode(
-        {"to": target, "requested": time.time(), "from": config.node_name, "kind": "planned"}))
+    request = {"to": target, "requested": time.time(), "from": config.node_name, "kind": "planned"}
+    agent.discovery.put(agent.keys.switchover, encode(request))
     member = view.member(target)
     deadline = time.monotonic() + config.stop_grace
     caught_up = False
@@ -73,5 +72,7 @@ def hand_over(agent: Agent) -> int:
     else:
         log.warning("handing over to %s although it did not confirm %s within STOP_GRACE=%g s",
                     target, position, config.stop_grace)
+        # The winner reports possible loss in failover/last.
+        agent.discovery.put(agent.keys.switchover, encode({**request, "caught_up": False}))
     agent.discovery.release(agent.keys.primary, lock.session)
     return 0

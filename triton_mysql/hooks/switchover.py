@@ -12,6 +12,7 @@ import time
 
 from ..errors import UserError
 from ..discovery import connect
+from ..ha import decide as d
 from ..ha.view import READY, read_view
 from ..keys import ClusterKeys, encode
 
@@ -26,17 +27,16 @@ def run(config, target: str | None = None) -> int:
         if view.lock is None:
             raise UserError("there is no primary to switch over from (the lock is free)")
         current = view.lock.node
-        candidates = sorted(
-            (m for m in view.members.values()
-             if m.node != current and m.candidate and m.fresh(view.now, config.session_ttl)),
-            key=lambda m: (-_progress(m), m.node))
+        flavor = _flavor(view)
+        ranked = d.rank(flavor, {m.node: (m.received_gtid, m.gtid) for m in view.members.values()
+                                 if m.node != current and m.candidate and m.fresh(view.now, config.session_ttl)})
         if target is None:
-            if not candidates:
+            if not ranked:
                 raise UserError("no candidate replica to switch over to")
-            target = candidates[0].node
+            target = ranked[0]
         if target == current:
             raise UserError(f"{target} is already the primary")
-        if target not in {m.node for m in candidates}:
+        if target not in ranked:
             member = view.member(target)
             why = "unknown node" if member is None else ("its member record is stale" if not member.fresh(
                 view.now, config.session_ttl) else "not a candidate (lagging in error, errant, backing up or NOFAILOVER)")
@@ -62,7 +62,9 @@ def run(config, target: str | None = None) -> int:
         discovery.close()
 
 
-def _progress(member) -> int:
-    from ..mysql import gtid
-    flavor = "mysql" if ":" in (member.received_gtid or "") else "mariadb"
-    return gtid.progress(flavor, member.received_gtid)
+def _flavor(view) -> str:
+    """The cluster's server family, as its members publish it (MariaDB when none says)."""
+    for member in view.members.values():
+        if member.flavor:
+            return member.flavor
+    return "mariadb"

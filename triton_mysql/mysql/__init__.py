@@ -3,7 +3,7 @@
 One module per job (import them explicitly):
 
 - `flavor`        server families (MARIADB, MYSQL) and their dialect: SQL text and tool argv
-- `gtid`          pure GTID arithmetic for both families (errant, contains, merge, progress)
+- `gtid`          pure GTID arithmetic for both families (extra, classify by origin, contains, merge, progress)
 - `connection`    PyMySQL with bounded timeouts and one scrubbed error type (DBError)
 - `server_config` the generated MYSQL_CNF
 - `datadir`       empty-or-not, initialise, chown

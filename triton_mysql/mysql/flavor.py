@@ -121,7 +121,7 @@ class Flavor:
         raise NotImplementedError
 
     def binlog_state(self) -> Sql:
-        """One row, column `gtid`: what the errant-transaction check compares (gtid.errant)."""
+        """One row, column `gtid`: what the errant-transaction check compares (gtid.classify)."""
         raise NotImplementedError
 
     def wait_for_gtid(self, gtid: str, timeout: float) -> Sql:
@@ -137,12 +137,21 @@ class Flavor:
         """Statements that make a server restored from a snapshot start at `gtid`."""
         raise NotImplementedError
 
+    def gtid_waiters(self) -> Sql:
+        """Rows with column `ID`: client sessions blocked in a wait for a GTID (read-your-writes).
+
+        On MariaDB a pending MASTER_GTID_WAIT() blocks `SET GLOBAL gtid_slave_pos` (and what comes
+        after it) until it ends, whatever the server-side timeouts say: re-pointing replication
+        kills those waits first (the client sees an error and retries)."""
+        raise NotImplementedError
+
     def show_binlog_status(self) -> Sql:
         """Current binlog file and position (columns File, Position)."""
         return Sql("SHOW MASTER STATUS")
 
     def state_query(self) -> Sql:
-        """One row: version, server_id, read_only, super_read_only (NULL on MariaDB), gtid, binlog_state."""
+        """One row: version, server_id, server_uuid (NULL on MariaDB), read_only, super_read_only (NULL on
+        MariaDB), gtid, binlog_state."""
         raise NotImplementedError
 
     # -- read-only -------------------------------------------------------
@@ -242,6 +251,9 @@ class MariaDBFlavor(Flavor):
             Sql("SET GLOBAL gtid_slave_pos = %s", (gtid,)),
         ]
 
+    def gtid_waiters(self) -> Sql:
+        return Sql("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting in MASTER_GTID_WAIT%%'")
+
     def set_read_only(self, on: bool) -> list[Sql]:
         return [Sql(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")]
 
@@ -259,8 +271,8 @@ class MariaDBFlavor(Flavor):
         )
 
     def state_query(self) -> Sql:
-        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, @@GLOBAL.read_only AS read_only, "
-                   "NULL AS super_read_only, @@GLOBAL.gtid_current_pos AS gtid, "
+        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, NULL AS server_uuid, "
+                   "@@GLOBAL.read_only AS read_only, NULL AS super_read_only, @@GLOBAL.gtid_current_pos AS gtid, "
                    "@@GLOBAL.gtid_binlog_state AS binlog_state")
 
     def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
@@ -314,6 +326,9 @@ class MySQLFlavor(Flavor):
     def wait_for_gtid(self, gtid: str, timeout: float) -> Sql:
         return Sql("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s) AS result", (gtid, float(timeout)))
 
+    def gtid_waiters(self) -> Sql:
+        return Sql("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE = 'Waiting for GTID to be committed'")
+
     def seed_after_restore(self, gtid: str) -> list[Sql]:
         reset = "RESET BINARY LOGS AND GTIDS" if self._is_84 else "RESET MASTER"
         return [Sql(reset), Sql("SET GLOBAL gtid_purged = %s", (gtid,))]
@@ -336,9 +351,9 @@ class MySQLFlavor(Flavor):
         return "REPLICATION SLAVE, REPLICATION CLIENT"
 
     def state_query(self) -> Sql:
-        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, @@GLOBAL.read_only AS read_only, "
-                   "@@GLOBAL.super_read_only AS super_read_only, @@GLOBAL.gtid_executed AS gtid, "
-                   "@@GLOBAL.gtid_executed AS binlog_state")
+        return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, @@GLOBAL.server_uuid AS server_uuid, "
+                   "@@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only, "
+                   "@@GLOBAL.gtid_executed AS gtid, @@GLOBAL.gtid_executed AS binlog_state")
 
     def initialize_argv(self, cnf: str, mysqld: str | None = None) -> list[str]:
         return [mysqld or "mysqld", f"--defaults-file={cnf}", "--initialize-insecure"]

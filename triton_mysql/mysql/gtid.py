@@ -18,6 +18,7 @@ only the per-server record shows a transaction the primary never had.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 MARIADB = "mariadb"
@@ -85,7 +86,7 @@ def _per_domain(gtids: Iterable[MariaGtid]) -> dict[int, MariaGtid]:
     return out
 
 
-def _mariadb_errant(mine: str, primary: str) -> str:
+def _mariadb_extra(mine: str, primary: str) -> str:
     """GTIDs of `mine` (a binlog state) that the primary's binlog state does not cover.
 
     (d, s, n) is covered when the primary has server s in domain d up to n or
@@ -203,6 +204,16 @@ def _subtract(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[
     return out
 
 
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for start, end in a:
+        for bs, be in b:
+            lo, hi = max(start, bs), min(end, be)
+            if lo <= hi:
+                out.append((lo, hi))
+    return _normalise(out)
+
+
 def _mysql_subtract(a: str, b: str) -> str:
     mine, theirs = parse_mysql(a), parse_mysql(b)
     return format_mysql({k: _subtract(v, theirs.get(k, [])) for k, v in mine.items()})
@@ -230,13 +241,14 @@ def normalize(flavor: Any, text: str | None) -> str:
     return format_mysql(parse_mysql(text))
 
 
-def errant(flavor: Any, mine: str | None, primary: str | None) -> str:
-    """What `mine` has that the primary lacks ('' if nothing): the transactions that forbid replicating.
+def extra(flavor: Any, mine: str | None, primary: str | None) -> str:
+    """What `mine` has that the primary lacks ('' if nothing).
 
     MariaDB: pass both servers' ``@@gtid_binlog_state``; MySQL: both ``@@gtid_executed``.
+    Whether that is harmless, errant or lost is `classify`'s question.
     """
     if _family(flavor) == MARIADB:
-        return _mariadb_errant(mine or "", primary or "")
+        return _mariadb_extra(mine or "", primary or "")
     return _mysql_subtract(mine or "", primary or "")
 
 
@@ -254,11 +266,6 @@ def merge(flavor: Any, a: str | None, b: str | None) -> str:
     return _mysql_merge(a or "", b or "")
 
 
-def subtract(flavor: Any, a: str | None, b: str | None) -> str:
-    """MySQL: set difference a - b.  MariaDB: same as `errant` (per-server coverage)."""
-    return errant(flavor, a, b)
-
-
 def progress(flavor: Any, gtid: str | None) -> int:
     """A comparable magnitude to rank servers by how far they got (bigger = more advanced).
 
@@ -271,3 +278,118 @@ def progress(flavor: Any, gtid: str | None) -> int:
 
 def is_empty(flavor: Any, gtid: str | None) -> bool:
     return normalize(flavor, gtid) == ""
+
+
+# ----------------------------------------------------------------------
+# Origins and terms (SPEC §5): who wrote a transaction, and was that node the
+# primary then?
+
+Term = tuple[str, "str | None"]
+"""One primary term of a node: (executed GTIDs when it began, its binlog state when it ended or None
+while it is open).  A node's own transactions between the two were written as the primary."""
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What a node has that a primary lacks, sorted by origin.
+
+    * `errant`: written by this node itself outside every term in which it held the lock — never
+      replicated, never a candidate; re-cloned with AUTO_RECLONE.
+    * `tail`: written by this node as the primary, never received by the primary compared with
+      (unreplicated when it lost the lock): lost writes, removed before the node rejoins.
+    * `ahead`: written by another node (a former primary) that the primary compared with lacks: the
+      node is *ahead* of that primary's line, not errant; never re-cloned for it.
+    """
+
+    errant: str = ""
+    tail: str = ""
+    ahead: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.errant or self.tail or self.ahead)
+
+    @property
+    def kind(self) -> str:
+        return "errant" if self.errant else "tail" if self.tail else "ahead" if self.ahead else ""
+
+    @property
+    def gtids(self) -> str:
+        return self.errant or self.tail or self.ahead
+
+
+def classify(flavor: Any, mine: str | None, primary: str | None, *, own: str, terms: Iterable[Term] = (),
+             tolerate: str | None = None) -> Divergence:
+    """Sort what `mine` has and `primary` lacks by origin (see `Divergence`).
+
+    `own`: this node's origin (MariaDB: its server_id as text; MySQL: its server_uuid).  `terms`:
+    its primary terms.  `tolerate`: an origin whose extra transactions are expected — the last
+    primary, when `primary` is that primary's last *published* record, which a replica may have
+    outrun before the primary died.
+    """
+    missing = extra(flavor, mine, primary)
+    if not missing:
+        return Divergence()
+    terms = list(terms)
+    if _family(flavor) == MARIADB:
+        return _mariadb_classify(parse_mariadb(missing), own, terms, tolerate)
+    return _mysql_classify(parse_mysql(missing), own.lower(), terms, (tolerate or "").lower())
+
+
+def _mariadb_classify(missing: list[MariaGtid], own: str, terms: list[Term], tolerate: str | None) -> Divergence:
+    def in_term(d: int, n: int, term: Term) -> bool:
+        start = _per_domain(parse_mariadb(term[0])).get(d, (d, 0, 0))[2]
+        if term[1] is None:
+            return n > start
+        end = _per_server(parse_mariadb(term[1])).get((d, int(own)), -1)
+        return start < n <= end
+
+    errant, tail, ahead = [], [], []
+    for d, s, n in missing:
+        if str(s) == own:
+            (tail if any(in_term(d, n, t) for t in terms) else errant).append((d, s, n))
+        elif tolerate is None or str(s) != tolerate:
+            ahead.append((d, s, n))
+    return Divergence(format_mariadb(errant), format_mariadb(tail), format_mariadb(ahead))
+
+
+def _mysql_classify(missing: GtidSet, own: str, terms: list[Term], tolerate: str) -> Divergence:
+    errant: GtidSet = {}
+    tail: GtidSet = {}
+    ahead: GtidSet = {}
+    for key, intervals in missing.items():
+        origin = key.split(":")[0]
+        if origin == own:
+            inside: list[tuple[int, int]] = []
+            for start, end in terms:
+                began = parse_mysql(start).get(key, [])
+                span = [(1, 2 ** 63)] if end is None else parse_mysql(end).get(key, [])
+                inside += _subtract(_intersect(intervals, span), began)
+            inside = _normalise(inside)
+            tail[key] = inside
+            errant[key] = _subtract(intervals, inside)
+        elif origin != tolerate:
+            ahead[key] = intervals
+    return Divergence(format_mysql(errant), format_mysql(tail), format_mysql(ahead))
+
+
+def missing_report(flavor: Any, have: str | None, wanted: Iterable[str | None]) -> tuple[str, int]:
+    """What `have` lacks of the `wanted` positions/sets: (GTID text, number of transactions).
+
+    MariaDB positions name only the newest GTID per domain: the text lists the newest missing GTID
+    of each domain `have` is behind in, the count is the gap in sequence numbers.  MySQL: the exact
+    missing set and its size.
+    """
+    if _family(flavor) == MARIADB:
+        mine = _per_domain(parse_mariadb(have))
+        newest: dict[int, MariaGtid] = {}
+        for text in wanted:
+            for d, g in _per_domain(parse_mariadb(text)).items():
+                if g[2] > mine.get(d, (d, 0, 0))[2] and (d not in newest or g[2] > newest[d][2]):
+                    newest[d] = g
+        count = sum(g[2] - mine.get(d, (d, 0, 0))[2] for d, g in newest.items())
+        return format_mariadb(newest.values()), count
+    union = ""
+    for text in wanted:
+        union = _mysql_merge(union, text or "")
+    missing = _mysql_subtract(union, have or "")
+    return missing, _mysql_progress(missing)

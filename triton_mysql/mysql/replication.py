@@ -1,7 +1,7 @@
 """Replication operations: follow a primary, stop and clear, wait for a GTID, seed a restore.
 
 The caller (health/onChange) decides *whether* to follow and has already
-checked for errant transactions (`remote_gtid_state` + `gtid.errant`); these
+checked for errant transactions (`remote_gtid_state` + `gtid.classify`); these
 functions only carry it out, each logging one line.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from . import gtid
-from .connection import Connection, connect_tcp
+from .connection import ER_NO_SUCH_THREAD, Connection, DBError, connect_tcp
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,32 @@ def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, pa
     restored from a snapshot) counts as already replicated.
     """
     conn.execute(flavor.stop_replica())
+    kill_gtid_waiters(conn, flavor)
     if flavor.is_mariadb and conn.scalar("SELECT @@GLOBAL.gtid_binlog_pos"):
         conn.execute_all(flavor.prepare_rejoin())
     conn.execute(flavor.change_source(host, port, user, password))
     conn.execute(flavor.start_replica())
     logger.info("replicating from %s:%s with GTID auto-positioning", host, port)
+
+
+def kill_gtid_waiters(conn: Connection, flavor: Flavor) -> int:
+    """End client waits for a GTID (MASTER_GTID_WAIT) before replication is re-pointed.
+
+    Such a wait blocks `SET GLOBAL gtid_slave_pos` until it ends (measured: the statement and
+    every one after it hang, server-side timeouts notwithstanding); the application's wait
+    fails with an error and it retries against the new position.
+    """
+    killed = 0
+    for row in conn.query(flavor.gtid_waiters()):
+        try:
+            conn.execute("KILL QUERY %s", (int(row["ID"]),))
+            killed += 1
+        except DBError as exc:
+            if exc.errno != ER_NO_SUCH_THREAD:
+                raise
+    if killed:
+        logger.info("ended %d client wait(s) for a GTID before re-pointing replication", killed)
+    return killed
 
 
 def start(conn: Connection, flavor: Flavor) -> None:
@@ -65,13 +86,14 @@ def seed_after_restore(conn: Connection, flavor: Flavor, restored_gtid: str) -> 
     """Make a server restored from a snapshot start at `restored_gtid` (and serve as a source itself)."""
     position = gtid.merge(flavor, restored_gtid, "") if flavor.is_mariadb else gtid.normalize(flavor, restored_gtid)
     conn.execute(flavor.stop_replica())
+    kill_gtid_waiters(conn, flavor)
     conn.execute_all(flavor.seed_after_restore(position))
     logger.info("seeded the restored GTID position %s", position or "(empty)")
 
 
 def remote_gtid_state(host: str, port: int, user: str, password: str, flavor: Flavor,
                       timeout: float = 2.0) -> str:
-    """The primary's GTID record that `gtid.errant(flavor, mine, primary)` compares against.
+    """The primary's GTID record that `gtid.classify(flavor, mine, primary, …)` compares against.
 
     MariaDB: its @@gtid_binlog_state; MySQL: its @@gtid_executed.  Works with the
     replication account (global variables need no privilege).  Raises DBError.

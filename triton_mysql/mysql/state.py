@@ -41,13 +41,19 @@ class ServerState:
     flavor: Flavor
     version: str
     server_id: int
+    server_uuid: str | None   # MySQL only
     read_only: bool           # MySQL: read_only (super_read_only is reported apart)
     super_read_only: bool | None
     executed_gtid: str        # MariaDB @@gtid_current_pos, MySQL @@gtid_executed (canonical text)
-    binlog_state: str         # what gtid.errant compares: MariaDB @@gtid_binlog_state, MySQL gtid_executed
+    binlog_state: str         # what gtid.extra/classify compare: MariaDB @@gtid_binlog_state, MySQL gtid_executed
     binlog_file: str | None
     binlog_pos: int | None
     replica: ReplicaStatus | None
+
+    @property
+    def origin(self) -> str:
+        """What this server's own GTIDs carry: MariaDB its server_id, MySQL its server_uuid."""
+        return self.server_uuid if self.flavor.name == "mysql" and self.server_uuid else str(self.server_id)
 
     @property
     def writable(self) -> bool:
@@ -105,6 +111,7 @@ def read_state(conn: Connection, flavor: Flavor | None = None) -> ServerState:
         flavor=flavor,
         version=str(row.get("version") or ""),
         server_id=_int(row.get("server_id")),
+        server_uuid=str(row["server_uuid"]) if row.get("server_uuid") else None,
         read_only=bool(_int(row.get("read_only"))),
         super_read_only=None if sro is None else bool(_int(sro)),
         executed_gtid=executed,

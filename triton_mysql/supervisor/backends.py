@@ -9,6 +9,7 @@ current run ends, so the hook always gets to see the latest state.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import TYPE_CHECKING
 
 from triton_mysql.discovery import Discovery
@@ -94,6 +95,14 @@ class BackendRunner:
         log.log(level, "%s: onChange finished (%s) after %.1f s", self.key, describe_exit(code), now() - child.started)
         if self.pending and self.active():
             self.run_on_change()
+
+    def pause(self) -> None:
+        """Entering maintenance: an onChange in progress is stopped (it must not take the lock
+        now); it runs again when maintenance ends."""
+        if self.hook is not None and self.hook.running:
+            log.info("%s: stopping onChange (pid %d) for maintenance", self.key, self.hook.pid)
+            self.hook.signal(signal.SIGTERM)
+            self.pending = True
 
     def resume(self) -> None:
         """After maintenance: poll at once, and run a change remembered while paused."""

@@ -279,11 +279,15 @@ class Supervisor:
     def toggle_maintenance(self) -> None:
         self.maintenance = not self.maintenance
         if self.maintenance:
-            log.info("SIGUSR1: entering maintenance: services deregistered, health checks and backends paused")
+            log.info("SIGUSR1: entering maintenance: services deregistered, backends paused; health checks run "
+                     "in maintenance mode (hand-over and fencing only)")
             for service in self.services:
                 if service.check is not None and service.check.running:
                     service.check.ignore_result = True
                 service.deregister("maintenance")
+                service.next_due = now()  # the primary hands over at once
+            for backend in self.backends:
+                backend.pause()
         else:
             log.info("SIGUSR1: leaving maintenance: health checks and backends resume now")
             for service in self.services:

@@ -5,6 +5,12 @@ heartbeat (registering first when needed), a failure sends nothing, so the
 instance leaves the healthy list `ttl` seconds after its last pass.  The
 health check is killed (its whole process group) after `timeout`.
 
+Maintenance (SIGUSR1): the instance is deregistered and no heartbeat is sent,
+but the health check keeps running with CONTAINERBUDDY_MAINTENANCE=1 in its
+environment: the hook then hands over and fences instead of serving (a
+primary that simply stopped checking would stay writable after its lock
+lapsed).
+
 Frozen containers: when the loop wakes more than one `poll` late, whatever
 the service knew before the pause is stale.  The supervisor then discards the
 result of a check that was in flight, runs a fresh check at once, and sends
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
     from .main import Supervisor
 
 log = logging.getLogger("containerbuddy")
+
+MAINTENANCE_ENV = "CONTAINERBUDDY_MAINTENANCE"
 
 LOOP_SLACK = 1.0
 """Seconds the loop may be later than a poll before a queued heartbeat counts as stale."""
@@ -51,7 +59,12 @@ class ServiceRunner:
 
     # -- schedule -----------------------------------------------------------
     def active(self) -> bool:
-        return not (self.removed or self.sup.stopping or self.sup.maintenance)
+        """Checks run (also in maintenance, see the module docstring)."""
+        return not (self.removed or self.sup.stopping)
+
+    def serving(self) -> bool:
+        """Results count and heartbeats are sent: active and not in maintenance."""
+        return self.active() and not self.sup.maintenance
 
     def late(self, t: float) -> float:
         """How far past one whole poll the loop woke for this service (> 0: frozen)."""
@@ -88,6 +101,7 @@ class ServiceRunner:
         self.check = self.sup.table.spawn(
             f"health {self.config.name}", self.config.health.argv,
             on_exit=self._check_done, timeout=self.config.timeout,
+            env={MAINTENANCE_ENV: "1"} if self.sup.maintenance else None,
         )
         if self.check is None:
             self._failed(127)
@@ -116,8 +130,10 @@ class ServiceRunner:
     def _check_done(self, child: Child, code: int) -> None:
         if child is self.check:
             self.check = None
-        if child.ignore_result or not self.active():
-            log.debug("%s: ignoring the result of a stale health check (%s)", self.key, describe_exit(code))
+        if child.ignore_result or not self.serving():
+            log.debug("%s: ignoring the result of a %s health check (%s)", self.key,
+                      "maintenance" if self.sup.maintenance and not child.ignore_result else "stale",
+                      describe_exit(code))
             return
         if code == 0:
             if not self.healthy:
