@@ -222,3 +222,47 @@ def test_restored_server_seeded_serves_as_a_source(mariadb_factory, tmp_path):
     assert rows(other) == rows(primary) and len(rows(primary)) == 30
     st = state(other).replica
     assert st.source_host == clone.address and st.last_io_errno == 0 and st.last_sql_errno == 0
+
+
+def test_repointing_is_not_blocked_by_a_client_waiting_for_a_gtid(mariadb_factory):
+    """Issue 13, item 14: an application's MASTER_GTID_WAIT (read-your-writes) on a replica used to
+    block SET GLOBAL gtid_slave_pos (and every statement after it) until the wait ended."""
+    import threading
+
+    import pymysql
+
+    primary, replica = mariadb_factory(2)
+    setup_primary(primary)
+    replica.sql("SET GLOBAL read_only = ON")
+    follow(replica, primary)
+    target = insert(primary, 1, 2)
+    assert applied(replica, target)
+    far = f"0-{primary.server_id}-1000000"
+    outcome: dict = {}
+
+    def application_waits() -> None:
+        conn = pymysql.connect(unix_socket=replica.socket, user="root")
+        started = time.monotonic()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT MASTER_GTID_WAIT(%s, 30)", (far,))
+                outcome["result"] = cur.fetchone()[0]
+        except pymysql.err.MySQLError as exc:
+            outcome["error"] = exc.args[0]
+        finally:
+            outcome["waited"] = time.monotonic() - started
+            conn.close()
+
+    waiter = threading.Thread(target=application_waits)
+    waiter.start()
+    wait_for(lambda: replica.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE STATE LIKE "
+                                 "'Waiting in MASTER_GTID_WAIT%'"), 10, what="the application waiting")
+    started = time.monotonic()
+    with connect_local(replica.socket, timeout=5) as conn:  # a hook's bounded connection
+        replication.follow(conn, MARIADB, primary.address, primary.port, REPL_USER, REPL_PASSWORD)
+    took = time.monotonic() - started
+    waiter.join(35)
+    assert took < 5, f"re-pointing took {took:.1f} s"
+    assert outcome.get("error") == 1317 and outcome["waited"] < 10, outcome  # interrupted: it retries
+    target = insert(primary, 3, 1)
+    assert applied(replica, target)
