@@ -154,3 +154,85 @@ def test_an_unreachable_previous_primary_is_waited_out(world):
     world.elect(["b", "c"])
     timing = world.agent("b").timing
     assert world.clock() - start >= timing.fence_bound - 1
+
+
+def test_a_replica_with_its_own_write_does_not_stand_even_with_no_primary_to_ask(world):
+    """The errant check also runs before standing: against the last primary's published record."""
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    a.write(5)
+    world.passes(2)
+    b.write(1, force=True)                          # root on b bypassed read_only
+    world.crash("a")
+    world.elect(["b", "c"])
+    assert world.lock()["node"] == "c"
+    assert world.state("b").verdict["kind"] == "errant"
+    assert world.writable() == ["c"]
+
+
+def test_a_restarted_former_primary_with_a_lost_tail_re_clones_with_auto_reclone(tmp_path, monkeypatch):
+    world = World(tmp_path, monkeypatch, AUTO_RECLONE="true")
+    form(world)
+    a = world.server("a")
+    a.write(2)
+    world.passes(1)
+    a.io_blocked = True
+    for name in ("b", "c"):
+        world.server(name).io_blocked = True
+    a.write(4)                                      # never leaves a
+    world.crash("a")
+    for name in ("b", "c"):
+        world.server(name).io_blocked = False
+    world.elect(["b", "c"])
+    world.restart("a")
+    world.passes(2)
+    state = world.state("a")
+    assert state.reclone and state.reclone["kind"] == "tail" and not a.up, "mysqld stopped for the re-clone"
+
+
+def test_a_node_ahead_of_the_new_primary_is_never_re_cloned(tmp_path, monkeypatch):
+    """c holds the old primary's last writes that the winner lacks (c was down during the election):
+    it is ahead, not errant — AUTO_RECLONE must not throw them away."""
+    world = World(tmp_path, monkeypatch, AUTO_RECLONE="true")
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    b.io_blocked = True
+    a.write(6)                                      # only c receives these
+    world.passes(1)
+    world.crash("c")
+    world.crash("a")
+    world.elect(["b"])
+    assert world.lock()["node"] == "b"
+    world.restart("c")
+    world.passes(2)
+    assert world.state("c").verdict["kind"] == "ahead" and c.up and not world.state("c").reclone
+    assert world.member("c")["candidate"] is False
+
+
+def test_a_promotion_nobody_works_on_is_given_up_by_health(world):
+    form(world)
+    a = world.server("a")
+    world.crash("a")
+    world.clock.advance(11)                         # a's session and lock expire
+    agent = world.agent("b")
+    session = agent.ensure_session(agent.view())
+    assert agent.acquire_lock(session, None, "promoting")  # then onChange was killed
+    world.passes(40)
+    assert world.lock() is None or world.lock()["node"] != "b" or world.lock()["state"] == "ready"
+    assert ("release", "/triton-mysql/mysql/primary") in world.discovery.writes
+    assert world.writable() == []
+
+
+def test_a_planned_hand_over_closes_the_term_and_the_old_primary_rejoins_cleanly(world):
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    assert world.pre_stop("a") == 0
+    world.elect(["b", "c"])
+    new = world.lock()["node"]
+    assert world.record("failover/last")["kind"] == "planned"
+    assert world.record("failover/last")["lost_possible"] is False
+    world.passes(3)
+    assert not world.state("a").term_open and world.state("a").verdict is None
+    assert a.source == (world.server(new).address, 3306)

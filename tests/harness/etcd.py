@@ -49,6 +49,20 @@ class EtcdServer:
         with urllib.request.urlopen(self.url + "/health", timeout=0.5) as r:
             return b'"true"' in r.read()
 
+    def wipe(self) -> None:
+        """Delete every key (leases and their keys go too): a discovery service that lost its data."""
+        import subprocess
+        etcdctl = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+        env = {**__import__("os").environ, "ETCDCTL_API": "3"}
+        subprocess.run([etcdctl, f"--endpoints={self.url}", "del", "", "--from-key"], env=env, check=True,
+                       capture_output=True, timeout=10)
+        leases = subprocess.run([etcdctl, f"--endpoints={self.url}", "lease", "list"], env=env, check=True,
+                                capture_output=True, text=True, timeout=10).stdout.split()
+        for lease in leases[1:]:
+            if lease not in ("found", "leases"):
+                subprocess.run([etcdctl, f"--endpoints={self.url}", "lease", "revoke", lease], env=env,
+                               capture_output=True, timeout=10)
+
     def stop(self) -> None:
         """Stop the server (its data directory is kept, so `start()` resumes it)."""
         if self.proc is not None:

@@ -229,6 +229,13 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
         role = "fenced"
     candidate = role in ("replica", "fenced") and agent.candidate(local)
     try:
-        agent.publish(session, agent.member_record(observed, role, healthy, candidate))
+        record = agent.member_record(observed, role, healthy, candidate)
+        if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):
+            # Out of the cluster until SIGUSR1 again: no member record (not a candidate, not a peer
+            # anyone waits for), only the durable node record that `status` shows.
+            agent.discovery.delete(agent.keys.member(agent.config.node_name))
+            agent.publish(None, record)
+        else:
+            agent.publish(session, record)
     except DiscoveryError as exc:
         log.warning("could not publish the member record: %s", exc)
