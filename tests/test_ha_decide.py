@@ -325,16 +325,22 @@ def test_handover_refusal(case, target, requested, refused):
 
 # -- after winning --------------------------------------------------------------------
 
-def test_previous_primary_prefers_the_holder_seen_then_failover_last_then_node_records():
+def test_previous_primary_prefers_the_holder_seen_then_the_most_recent_primary_record():
     nodes = {"a": {"node": "a", "role": "primary", "updated": NOW - 30},
              "c": {"node": "c", "role": "primary", "updated": NOW - 3}}
     v = view(None, [member("a", updated=NOW - 2)], nodes=nodes,
-             failover_last={"from": "x", "to": "c", "at": NOW - 100, "kind": "automatic"})
+             failover_last={"from": "x", "to": "a", "at": NOW - 100, "kind": "automatic"})
     assert d.previous_primary(v, "b", "a")["updated"] == NOW - 2  # the newest record of a
-    assert d.previous_primary(v, "b", None)["node"] == "c"
+    assert d.previous_primary(v, "b", None)["node"] == "c"      # c published as primary last
     assert d.previous_primary(view(None, nodes=nodes), "b", None)["node"] == "c"
     assert d.previous_primary(view(None), "b", None) is None
     assert d.previous_primary(view(None), "b", "b") is None
+    # this node was the last primary: an older primary's stale record does not count
+    old = {"b": {"node": "b", "role": "primary", "updated": NOW - 5}, "x": {"node": "x", "role": "primary",
+                                                                           "updated": NOW - 900}}
+    assert d.previous_primary(view(None, nodes=old), "b", None) is None
+    recent_failover = view(None, nodes={"x": old["x"]}, failover_last={"to": "b", "at": NOW - 60})
+    assert d.previous_primary(recent_failover, "b", None) is None
 
 
 def test_self_fenced_at_counts_from_the_last_renewal():

@@ -345,24 +345,25 @@ class Agent:
         self.advertise(primary=False)
         return outcome
 
-    def fence_peer(self, record: dict[str, Any], timeout: float = 1.0) -> bool:
+    def fence_peer(self, record: dict[str, Any], timeout: float = 1.0) -> str | None:
         """Make another node read-only over SQL (the replication account may: READ ONLY ADMIN,
-        CONNECTION ADMIN).  True when its read_only is verified ON; False when it cannot be reached
-        or refused (the caller then waits until it must have fenced itself)."""
+        CONNECTION ADMIN).  Its executed GTIDs once read_only is verified ON; None when it cannot be
+        reached or refused (the caller then waits until it must have fenced itself)."""
         address, port = record.get("address"), record.get("port")
         if not address or not port:
-            return False
+            return None
         try:
             with connect_tcp(str(address), int(port), self.config.mysql_repl_user, self.config.mysql_repl_password,
                              timeout=timeout) as conn:
                 set_read_only(conn, self.flavor, True, lock_wait_timeout=1, timeout=timeout + 1)
                 killed = kill_client_connections(conn)
+                executed = gtids.normalize(self.flavor, conn.scalar(self.flavor.executed_gtid()))
         except (DBError, FenceError, OSError) as exc:
             log.info("could not fence %s over SQL: %s", record.get("node"), exc)
-            return False
-        log.warning("fenced the previous primary %s over SQL (read_only ON, %d client connection(s) killed)",
-                    record.get("node"), killed)
-        return True
+            return None
+        log.warning("fenced %s over SQL (read_only ON, %d client connection(s) killed) at %s", record.get("node"),
+                    killed, executed or "(empty)")
+        return executed
 
     def acquire_lock(self, session: str, server: ServerState | None, state: str) -> bool:
         return self.discovery.acquire(self.keys.primary, encode(self.lock_record(server, state)), session)

@@ -433,21 +433,25 @@ def decide_election(view: ClusterView, local: Local, timing: Timing,
 # after winning
 
 def previous_primary(view: ClusterView, me: str, last_holder: str | None) -> dict[str, Any] | None:
-    """The newest record of the node that held the lock before this election (None: unknown).
+    """The newest record of the node that held the lock before this election (None: unknown, or
+    this node itself).
 
-    From the holder this onChange saw last, else `failover/last`, else the node records' role."""
-    names: list[str] = []
-    if last_holder and last_holder != me:
-        names.append(last_holder)
-    last_to = (view.failover_last or {}).get("to")
-    if last_to and last_to != me:
-        names.append(str(last_to))
-    names += sorted((n for n, r in view.nodes.items() if n != me and r.get("role") == "primary"),
-                    key=lambda n: -float(view.nodes[n].get("updated") or 0.0))
-    if not names:
+    The holder this onChange saw last, else the most recent of `failover/last` (when its term
+    began) and the node records that say `primary` (their last publish): a node that crashed as
+    primary long ago keeps an old `primary` node record, which must not outrank the newer primary.
+    """
+    name: str | None = last_holder
+    if not name:
+        seen: list[tuple[float, str]] = []
+        last = view.failover_last or {}
+        if last.get("to"):
+            seen.append((float(last.get("at") or 0.0), str(last["to"])))
+        seen += [(float(r.get("updated") or 0.0), n) for n, r in view.nodes.items() if r.get("role") == "primary"]
+        name = max(seen)[1] if seen else None
+    if not name or name == me:
         return None
-    records = [r for r in (view.nodes.get(names[0]), _member_record(view, names[0])) if r]
-    return max(records, key=lambda r: float(r.get("updated") or 0.0)) if records else {"node": names[0]}
+    records = [r for r in (view.nodes.get(name), _member_record(view, name)) if r]
+    return max(records, key=lambda r: float(r.get("updated") or 0.0)) if records else {"node": name}
 
 
 def writable_peers(view: ClusterView, me: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.view import PROMOTING, ClusterView
+from ..mysql import gtid as gtids
 from ..mysql import replication
 from ..mysql.connection import DBError
 from ..mysql.state import read_state
@@ -141,15 +142,13 @@ class Election:
         return True
 
     def complete(self, session: str, view: ClusterView, observed: Observed, local: d.Local, planned: bool) -> None:
-        """Apply the relay log, make sure the previous primary is read-only, stop replication, mark the
-        lock ready, become writable, record the failover, advertise."""
+        """Make sure the previous primary is read-only, apply the relay log (up to the previous
+        primary's last transaction when it could be fenced over SQL and this node replicates from
+        it), stop replication, mark the lock ready, become writable, record the failover, advertise.
+
+        Fencing comes first: a previous primary that still takes writes (its lock vanished early)
+        stops, and what it wrote until then still reaches this node instead of being lost."""
         agent = self.agent
-        try:
-            self.apply_relay_log(observed, local)
-        except PromotionAborted:
-            if agent.discovery.release(agent.keys.primary, session):
-                log.error("gave the lock up: this node cannot apply its relay log")
-            raise
         previous = d.previous_primary(view, agent.config.node_name, self.last_holder)
         replica = observed.server.replica if observed.server else None
         if replica is not None and (previous is None or not previous.get("address")):
@@ -157,7 +156,17 @@ class Election:
             previous = {**(previous or {}), "node": (previous or {}).get("node") or
                         f"{replica.source_host}:{replica.source_port}",
                         "address": replica.source_host, "port": replica.source_port}
-        self.ensure_previous_fenced(view, previous, planned)
+        final = self.ensure_previous_fenced(view, previous, planned)
+        target = local.received_gtid
+        if final and previous and replica is not None and \
+                (replica.source_host, replica.source_port) == (previous.get("address"), previous.get("port")):
+            target = gtids.merge(agent.flavor.name, target, final)
+        try:
+            self.apply_relay_log(observed, target)
+        except PromotionAborted:
+            if agent.discovery.release(agent.keys.primary, session):
+                log.error("gave the lock up: this node cannot apply its relay log")
+            raise
         server = agent.observe().server
         assert server is not None
         agent.stop_replication_if_any(server, "promoted")
@@ -177,7 +186,7 @@ class Election:
             agent.discovery.delete(agent.keys.switchover)
         agent.advertise(primary=True)
 
-    def apply_relay_log(self, observed: Observed, local: d.Local) -> None:
+    def apply_relay_log(self, observed: Observed, target: str) -> None:
         """Apply everything received before turning writable (SPEC §5).
 
         Keeps waiting as long as the SQL thread advances; raises PromotionAborted when it errs or
@@ -189,7 +198,6 @@ class Election:
         conn = agent.conn()
         if not server.replica.sql_running:
             replication.start(conn, agent.flavor)
-        target = local.received_gtid
         bound = agent.timing.apply_stall
         if not target or replication.wait_applied(conn, agent.flavor, target, 0):
             return
@@ -208,7 +216,8 @@ class Election:
                                        f"(target {target})")
         log.info("relay log applied up to %s", target)
 
-    def ensure_previous_fenced(self, view: ClusterView, previous: dict[str, Any] | None, planned: bool) -> None:
+    def ensure_previous_fenced(self, view: ClusterView, previous: dict[str, Any] | None,
+                               planned: bool) -> str | None:
         """The previous primary must be read-only before this node turns writable (SPEC §5).
 
         Each node that may still be writable — the previous primary, and any peer whose last record
@@ -217,6 +226,7 @@ class Election:
         a running node has fenced itself: already over after a normal expiry.  With no record of a
         previous primary at all (a wiped discovery service) the wait counts from the start of this
         election.  A planned hand-over fenced itself before it released the lock: no wait for it.
+        Returns the previous primary's executed GTIDs when it was fenced over SQL (else None).
         """
         assert self.memory is not None
         me, timing, started = self.agent.config.node_name, self.agent.timing, self.memory.started
@@ -227,8 +237,12 @@ class Election:
         # running node publishes every pass) or is down: nothing to reach, nothing to wait for.
         suspects = [r for r in records if d.self_fenced_at(r, timing, started) > view.now]
         deadline = 0.0 if records or planned else d.self_fenced_at(None, timing, started)
+        final: str | None = None
         for record in suspects:
-            if self.agent.fence_peer(record) or (planned and record is previous):
+            executed = self.agent.fence_peer(record)
+            if executed is not None and record is previous:
+                final = executed
+            if executed is not None or (planned and record is previous):
                 continue
             deadline = max(deadline, d.self_fenced_at(record, timing, started))
         wait = deadline - time.time()
@@ -237,3 +251,4 @@ class Election:
             log.warning("%s cannot be fenced over SQL; waiting %.1f s until it must have fenced itself (last "
                         "renewal + %g s)", who, wait, timing.fence_bound)
             time.sleep(wait)
+        return final
