@@ -39,7 +39,13 @@ def hand_over(agent: Agent) -> int:
             agent.fence("stopping without discovery")
         return 0
     lock = view.lock
-    if lock is None or lock.node != config.node_name or not lock.session:
+    if lock is None or lock.node != config.node_name or not lock.session \
+            or not agent.discovery.renew_session(lock.session):
+        # The health passes stopped when the supervisor began stopping: a lock of ours may have
+        # lapsed meanwhile.  Nothing to hand over then, but never stop writable without the lock.
+        observed = agent.observe()
+        if observed.server is not None and not observed.server.read_only:
+            agent.fence("stopping, writable without the lock")
         log.info("not the primary: nothing to hand over")
         return 0
     if agent.try_conn() is None:
@@ -66,6 +72,9 @@ def hand_over(agent: Agent) -> int:
         left = deadline - time.monotonic()
         if left <= 0:
             break
+        # No health pass renews the session while the supervisor stops: keep the lock for the
+        # hand-over (STOP_GRACE may exceed SESSION_TTL).
+        agent.discovery.renew_session(lock.session)
         caught_up = agent.peer_applied(member.address, member.port, position, timeout=min(left, 2.0))
     if caught_up:
         log.info("handing over to %s: it has applied everything up to %s", target, position or "(empty)")
