@@ -48,7 +48,7 @@ from .facts import Facts
 
 LOOP_SLACK = 1.0
 """Seconds the loop may run late before the node counts as woken from a freeze."""
-VIEW_MAX_AGE = 3.0
+VIEW_MAX_AGE = 5.0
 """Seconds a read of the cluster records is trusted for /primary and /replica."""
 
 

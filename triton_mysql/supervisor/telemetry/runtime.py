@@ -36,8 +36,10 @@ from .facts import FactsBox, HealthPass, ViewRead
 
 log = logging.getLogger("containerbuddy")
 
-REFRESH = 1.0
-"""Seconds between reads of the cluster records (one `list` of the cluster prefix)."""
+REFRESH = 2.0
+"""Seconds between reads of the cluster records (one `list` of the cluster prefix) when nothing asked
+for one sooner: every health pass and every SIGHUP (a promotion or demotion renames the service)
+asks for one at once, so with the default HEALTH_POLL=2 this adds about one request per pass."""
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE_KEY")
 JSON = "application/json"
 

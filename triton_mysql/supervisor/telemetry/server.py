@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +26,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a check that got its answer and reset) is no error worth a traceback."""
+        import sys
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            log.debug("telemetry: client %s went away: %s", client_address, exc)
+            return
+        log.error("telemetry: error while answering %s: %r", client_address, exc)
 
     def __init__(self, address: tuple[str, int], routes: dict[str, Callable[[dict[str, list[str]]], Response]],
                  secrets: tuple[bytes, ...]) -> None:
@@ -64,13 +74,14 @@ class _Handler(BaseHTTPRequestHandler):
             if secret in data:
                 log.error("telemetry: an answer to %s contained a secret value; masked", url.path)
                 data = data.replace(secret, b"***")
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        # One write for the whole answer: a load balancer's check may close (RST) the
+        # connection as soon as it has read the status line.
+        self.log_request(code)
+        head = (f"{self.protocol_version} {code} {HTTPStatus(code).phrase}\r\n"
+                f"Server: {self.server_version}\r\nDate: {self.date_time_string()}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(data)}\r\nCache-Control: no-store\r\n"
+                "Connection: close\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + data if body else head)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("telemetry: %s %s", self.address_string(), format % args)
