@@ -194,7 +194,7 @@ class Supervisor:
         from .telemetry.runtime import Telemetry
         telemetry = Telemetry(tconf, node=self.config.node, env=os.environ, kv_root=self.kv_root(),
                               submit=self.submit_discovery, state_path=self.state_path(),
-                              health_max_age=self.health_max_age())
+                              health_max_age=self.health_max_age(), connect=self.discovery_client_factory())
         try:
             telemetry.start()
         except OSError as exc:
@@ -215,6 +215,19 @@ class Supervisor:
         d = self.config.discovery
         return Config(consul=d.consul, etcd=d.etcd, etcd_prefix=d.etcd_prefix,
                       service_name=os.environ.get("SERVICE_NAME") or "mysql").kv_prefix
+
+    def discovery_client_factory(self):
+        """How the HTTP threads build a discovery client of their own (None without discovery)."""
+        d = self.config.discovery
+        if d is None:
+            return None
+        timeout = discovery_timeout(os.environ)
+
+        def connect():
+            from triton_mysql.discovery import connect_endpoints
+            return connect_endpoints(consul=d.consul, etcd=list(d.etcd) if d.etcd else None,
+                                     etcd_prefix=d.etcd_prefix, timeout=timeout)
+        return connect
 
     def state_path(self) -> str | None:
         """A small file beside this node's own config copy (app start count); None for literal JSON."""
@@ -359,6 +372,7 @@ class Supervisor:
             self.errors.on_failure = None
             return
         self.telemetry.kv_root = self.kv_root()
+        self.telemetry.connect = self.discovery_client_factory()
         self.telemetry.box.update(health_max_age=self.health_max_age())
         self.telemetry.reconfigure(new.telemetry)
         self.telemetry.refresh_now()

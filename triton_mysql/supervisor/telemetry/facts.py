@@ -65,6 +65,13 @@ class FactsBox:
     def get(self) -> Facts:
         return self._facts
 
+    def offer_view(self, read: ViewRead) -> None:
+        """Keep `read` unless a read that started later is already there (two threads read views)."""
+        with self._lock:
+            current = self._facts.view
+            if current is None or read.started > current.started:
+                self._facts = replace(self._facts, view=read)
+
     def update(self, **changes: Any) -> Facts:
         with self._lock:
             self._facts = replace(self._facts, **changes)

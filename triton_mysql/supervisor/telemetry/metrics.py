@@ -241,7 +241,7 @@ class _Collector:
                   None if completed is None else max(0.0, completed - created))
         gauge("snapshot_size_bytes", "Size of the newest complete snapshot's stored object (cluster)",
               snap.get("size") if isinstance(snap.get("size"), (int, float)) else None)
-        gauge("snapshot_running", "1 while a node holds snapshots/lock (cluster)", flag(view.snapshot_lock))
+        gauge("snapshot_running", "1 while a node holds snapshots/lock (cluster)", flag(bool(view.snapshot_lock)))
         task = s.get("snapshot_task_code")
         gauge("snapshot_last_run_success", "1 when this node's last `snapshot` task run exited 0 (taken or not "
               "due) (supervisor)", None if task is None else flag(task == 0))

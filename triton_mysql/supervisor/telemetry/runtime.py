@@ -21,10 +21,12 @@ MAX_LAG) and the key layout (`keys.ClusterKeys`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,6 +38,8 @@ from .facts import FactsBox, HealthPass, ViewRead
 
 log = logging.getLogger("containerbuddy")
 
+DIRECT_READ_GAP = 0.25
+"""Seconds between two reads of the cluster records by the HTTP threads themselves (see _read_view_now)."""
 REFRESH = 2.0
 """Seconds between reads of the cluster records (one `list` of the cluster prefix) when nothing asked
 for one sooner: every health pass and every SIGHUP (a promotion or demotion renames the service)
@@ -47,7 +51,7 @@ JSON = "application/json"
 class Telemetry:
     def __init__(self, config: TelemetryConfig, *, node: str, env: Mapping[str, str], kv_root: str | None,
                  submit: Callable[..., Any] | None, state_path: str | None = None,
-                 health_max_age: float = 30.0) -> None:
+                 health_max_age: float = 30.0, connect: Callable[[], Any] | None = None) -> None:
         from prometheus_client import disable_created_metrics
 
         from .metrics import Metrics
@@ -73,6 +77,11 @@ class Telemetry:
         self.snapshot_task_code: int | None = None
         self._view_error = ""
         self._server: Any = None
+        self.connect = connect
+        """Builds a discovery client of the HTTP threads' own (None: no discovery)."""
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._last_direct_read = -1e9
 
     # -- the HTTP server -------------------------------------------------------------
     def start(self) -> None:
@@ -95,6 +104,11 @@ class Telemetry:
             self._server.stop()
             self._server = None
         self.local.close()
+        with self._client_lock:
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.close()
+                self._client = None
 
     def reconfigure(self, config: TelemetryConfig) -> None:
         """SIGHUP with another port or address: listen there instead (keep the old one if that fails)."""
@@ -189,11 +203,49 @@ class Telemetry:
 
     # -- the endpoints (HTTP threads) --------------------------------------------------------
     def answer_primary(self) -> rules.Answer:
-        early = rules.primary_before_query(self.box.get(), now(), self.node)
-        if early is not None:
+        f, t = self.box.get(), now()
+        early = rules.primary_before_query(f, t, self.node)
+        if early is not None and (rules.gate(f, t) is not None or not self._writable_now()
+                                  or not self._read_view_now()):
             return early
+        # The view names this node the ready holder (or a read just now does): ask mysqld, then
+        # decide on fresh facts and a fresh clock (a freeze in between is caught by the gate).
         local = self.local.local(with_replica=False)
-        return rules.primary(self.box.get(), now(), self.node, local)  # fresh facts, fresh clock
+        return rules.primary(self.box.get(), now(), self.node, local)
+
+    def _writable_now(self) -> bool:
+        local = self.local.local(with_replica=False)
+        return local is not None and not local.read_only
+
+    def _read_view_now(self) -> bool:
+        """Read the cluster records from this thread, at most every DIRECT_READ_GAP s; True if read.
+
+        Only asked when the supervisor's view says "not the primary" but mysqld is writable:
+        what a node looks like right after its promotion, before the loop's next read.  This
+        saves the new primary up to one REFRESH before a load balancer sees it.
+        """
+        if self.connect is None or not self.kv_root:
+            return False
+        from triton_mysql.ha.view import read_view
+        from triton_mysql.keys import ClusterKeys
+        if not self._client_lock.acquire(timeout=0.5):
+            return False
+        try:
+            if now() - self._last_direct_read < DIRECT_READ_GAP:
+                return False
+            self._last_direct_read = now()
+            started = now()
+            try:
+                if self._client is None:
+                    self._client = self.connect()
+                view = read_view(self._client, ClusterKeys(self.kv_root))
+            except Exception as exc:  # noqa: BLE001 - discovery down: keep the supervisor's view
+                log.debug("telemetry: direct read of the cluster records failed: %s", exc)
+                return False
+            self.box.offer_view(ViewRead(started=started, view=view))
+            return True
+        finally:
+            self._client_lock.release()
 
     def answer_replica(self, max_lag: float | None = None) -> rules.Answer:
         lag = self.max_lag if max_lag is None else max_lag
