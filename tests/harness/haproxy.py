@@ -13,7 +13,9 @@ runs.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -117,3 +119,80 @@ class HAProxy:
         wait_for(lambda: self.backend_of(self.write_port) == node.port, timeout, interval=0.05,
                  what=f"the write port routing to {node.name}")
         return time.time()
+
+
+@dataclass
+class Ack:
+    row: int
+    node: str
+    at: float
+
+
+@dataclass
+class RoutedWriter:
+    """Inserts numbered rows through HAProxy's write port, reconnecting on any error.
+
+    Each connection first asks `SELECT @@port`: HAProxy (TCP mode) keeps a connection on one
+    backend, so that names the node that acknowledges every insert on it."""
+
+    proxy: HAProxy
+    by_port: dict[int, str]
+    table: str = "routed"
+    acked: list[Ack] = field(default_factory=list)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _next: int = 1
+
+    def start(self, primary: Node) -> "RoutedWriter":
+        conn = primary.app_connection()
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (id INT PRIMARY KEY, port INT, at DOUBLE)")
+        conn.close()
+        self._thread = threading.Thread(target=self._run, name="routed-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        conn, node = None, ""
+        while not self._stop.is_set():
+            if conn is None:
+                try:
+                    conn = self.proxy.connect(self.proxy.write_port, timeout=1)
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT @@port")
+                        node = self.by_port.get(int(cur.fetchone()[0]), "?")
+                except pymysql.err.MySQLError:
+                    self.errors += 1
+                    conn = None
+                    time.sleep(0.02)
+                    continue
+            row = self._next
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {self.table} VALUES (%s, @@port, %s)", (row, time.time()))
+                self.acked.append(Ack(row, node, time.time()))
+                self._next += 1
+            except pymysql.err.IntegrityError:
+                self._next += 1  # committed, but the answer was lost: skip the number
+            except pymysql.err.MySQLError:
+                self.errors += 1
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                conn = None
+                time.sleep(0.02)
+            time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+    def missing_on(self, node: Node) -> list[int]:
+        rows = {int(r["id"]) for r in node.sql(f"SELECT id FROM {APP_DATABASE}.{self.table}")}
+        return sorted(a.row for a in self.acked if a.row not in rows)
+
+    def first_on(self, name: str, after: float) -> Ack | None:
+        return next((a for a in self.acked if a.node == name and a.at > after), None)
