@@ -653,7 +653,8 @@ class Report:
         for run in r["runs"]:
             lines.append(f"- {run['kind']}: {run['from']} → {run['to']}, promoted {run['signal_to_promoted_s']:.2f} s "
                          f"after the signal, writes routed {run['promoted_to_routed_s']:.2f} s after the promotion; "
-                         f"{run['acked_missing']} acknowledged write(s) missing; old primary {run['old_primary']}")
+                         f"{run['acked_missing']} acknowledged write(s) missing; recorded as "
+                         f"`{run.get('recorded_as')}`; old primary {run['old_primary']}")
         self.section("HTTP endpoints and HAProxy routing", lines)
 
 

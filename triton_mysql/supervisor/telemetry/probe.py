@@ -1,10 +1,11 @@
-"""The local mysqld, read at request time: one persistent connection over its socket.
+"""The local mysqld, read at request time: a persistent connection over its socket.
 
 `/primary` and `/replica` must judge the server as it is *now* (a fenced
 node turned read-only a moment ago), so each request asks mysqld: one
 query for `/primary` (`read_only`), two for `/replica` (plus the replica
-status), the three of `mysql.state.read_state` for a `/metrics` scrape.  The
-connection is kept open (a new one costs an authentication round trip per
+status), the three of `mysql.state.read_state` for a `/metrics` scrape.  Each
+`LocalServer` is one connection (runtime.py keeps one for /primary, one for
+/replica, one for scrapes, so that they never wait for each other).  It is kept open (a new one costs an authentication round trip per
 load-balancer check), used by one request at a time, and re-opened when it
 breaks (fencing kills every client connection, this one included).  Every
 call is bounded by `timeout`: a frozen or hung server makes the endpoint

@@ -66,8 +66,13 @@ class Telemetry:
         self.state_path = state_path
         self.box = FactsBox(now())
         self.box.update(health_max_age=health_max_age)
-        self.local = LocalServer(env.get("MYSQL_SOCKET") or "/run/mysqld/mysqld.sock",
-                                 env.get("MYSQL_ROOT_PASSWORD") or None)
+        socket_path = env.get("MYSQL_SOCKET") or "/run/mysqld/mysqld.sock"
+        password = env.get("MYSQL_ROOT_PASSWORD") or None
+        # One connection per kind of caller: a slow /metrics scrape must never make a load
+        # balancer's /primary check wait (HAProxy marks a node down after one failed check).
+        self.local_primary = LocalServer(socket_path, password)
+        self.local_replica = LocalServer(socket_path, password)
+        self.local = LocalServer(socket_path, password)
         self.metrics = Metrics(self.service, node, self._scrape)
         self.secrets = _secrets(env)
         self.next_due: float = now()
@@ -103,7 +108,8 @@ class Telemetry:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self.local.close()
+        for local in (self.local_primary, self.local_replica, self.local):
+            local.close()
         with self._client_lock:
             if self._client is not None:
                 with contextlib.suppress(Exception):
@@ -210,11 +216,11 @@ class Telemetry:
             return early
         # The view names this node the ready holder (or a read just now does): ask mysqld, then
         # decide on fresh facts and a fresh clock (a freeze in between is caught by the gate).
-        local = self.local.local(with_replica=False)
+        local = self.local_primary.local(with_replica=False)
         return rules.primary(self.box.get(), now(), self.node, local)
 
     def _writable_now(self) -> bool:
-        local = self.local.local(with_replica=False)
+        local = self.local_primary.local(with_replica=False)
         return local is not None and not local.read_only
 
     def _read_view_now(self) -> bool:
@@ -252,7 +258,7 @@ class Telemetry:
         early = rules.gate(self.box.get(), now())
         if early is not None:
             return rules.Answer(503, early)
-        local = self.local.local(with_replica=True)
+        local = self.local_replica.local(with_replica=True)
         return rules.replica(self.box.get(), now(), self.node, local, lag)
 
     def _answer(self, answer: rules.Answer, what: str) -> tuple[int, str, bytes]:
