@@ -11,9 +11,8 @@ The narrow interface (all called on the supervisor's main thread):
   `discovery_error(operation)`;
 * `due()` / `tick(t)` like every runner of the loop: the periodic read of
   the cluster records, through the supervisor's discovery worker
-  (`submit`), also asked for at once by `refresh_now()` (after a health
-  pass and a SIGHUP: a pass publishes the member record, a SIGHUP is a
-  hook renaming the service on promotion or demotion).
+  (`submit`), also asked for at once by `refresh_now()` (after a SIGHUP:
+  a hook renaming the service on promotion or demotion).
 
 Everything is triton-mysql aware only through the environment the hooks
 read too (SERVICE_NAME, NODE_NAME, MYSQL_SOCKET, MYSQL_ROOT_PASSWORD,
@@ -41,9 +40,10 @@ log = logging.getLogger("containerbuddy")
 DIRECT_READ_GAP = 0.25
 """Seconds between two reads of the cluster records by the HTTP threads themselves (see _read_view_now)."""
 REFRESH = 2.0
-"""Seconds between reads of the cluster records (one `list` of the cluster prefix) when nothing asked
-for one sooner: every health pass and every SIGHUP (a promotion or demotion renames the service)
-asks for one at once, so with the default HEALTH_POLL=2 this adds about one request per pass."""
+"""Seconds between reads of the cluster records (one `list` of the cluster prefix): one discovery
+request every 2 s per node.  A SIGHUP (a hook renaming the service on promotion or demotion) and a
+late wake-up ask for one at once, and a /primary request on a writable node that the view does not
+name reads them itself (`_read_view_now`), so a new primary is not kept waiting for the timer."""
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE_KEY")
 JSON = "application/json"
 
@@ -164,7 +164,6 @@ class Telemetry:
             self.snapshot_task_code = code
         if is_health and not ignored and started >= self.box.get().woke_at:
             self.box.update(last_health=HealthPass(started=started, ended=ended, code=code))
-            self.refresh_now()
 
     # -- the cluster records (a runner of the supervisor's loop) ---------------------------
     def refresh_now(self) -> None:
