@@ -18,10 +18,13 @@ answer:
    vouch for it.  The pass need not have *passed*: a replica whose IO
    thread broke because the primary died fails its pass, then wins the
    election; requiring a passing pass would delay routing to it by a poll;
-4. the cluster records, read by the supervisor after `woke_at` and at most
-   `VIEW_MAX_AGE` s ago, name this node as the lock holder in state `ready`
-   (a promoting winner is not writable yet; a stale view, e.g. discovery
-   unreachable, is not trusted: such a primary fences itself anyway);
+4. the cluster records, read after `woke_at` and at most `VIEW_MAX_AGE` s
+   ago, name this node as the lock holder in state `ready` (a promoting
+   winner is not writable yet; a stale view, e.g. discovery unreachable, is
+   not trusted: such a primary fences itself anyway).  The supervisor reads
+   them every 2 s and on SIGHUP; a request that finds mysqld writable while
+   the view names another holder (a node promoted since the last read)
+   reads them itself once (runtime.py), so routing does not wait a period;
 5. `read_only` (and `super_read_only`) is OFF, read from mysqld over its
    socket at request time with a short timeout.  Fencing turns it on before
    the lock can expire or be released (SPEC §5), so a fenced node, and a
@@ -34,6 +37,18 @@ left: an answer computed just before a freeze and sent just after.  It
 reaches no one: a load balancer's check gives up after its own timeout
 (HAProxy `timeout check`, 1 s in etc/haproxy.cfg), far shorter than any
 freeze that can cost a lock (≥ SESSION_TTL - HEALTH_POLL).
+
+What the tests showed: tests/test_routing.py samples /primary on every node
+every 50 ms while the primary's whole node is frozen for 2 x SESSION_TTL:
+never two 200s in one sample, and the old primary never answers 200 again.
+That test also passed once with conditions 2, 3 and the `woke_at` checks
+removed: with its SESSION_TTL=8 s and HEALTH_POLL=1 s, a freeze must last
+about 7 s to cost the lock, and condition 4's age bound (5 s) alone then
+rejects the view from before the freeze.  With a shorter TTL (the default
+is 10 s, but 2 s is allowed on etcd) the age bound no longer covers it, and
+conditions 2 and 3 are what keep /primary at 503: a request queued while the
+supervisor was stopped is answered 503 when it resumes
+(tests/test_telemetry_process.py), whatever the TTL.
 
 `/replica`, `/health` share conditions 1-3.  `/replica` then wants a
 read-only server replicating from the `ready` lock holder's address with
