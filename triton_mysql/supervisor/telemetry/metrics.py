@@ -157,7 +157,7 @@ class _Collector:
         out.append(restarts)
         exits = GaugeMetricFamily(f"{NS}_hook_last_exit_code", "Exit code of each hook's last run (supervisor)",
                                   labels=["service", "node", "hook"])
-        for hook, code in sorted(self.m.last_exit.items()):
+        for hook, code in sorted(dict(self.m.last_exit).items()):  # a copy: the main thread may add one
             exits.add_metric(labels + [hook], float(code))
         out.append(exits)
         for name, ok in (("primary", s.get("primary_ok")), ("replica", s.get("replica_ok"))):
@@ -222,8 +222,9 @@ class _Collector:
                   since if isinstance(since, (int, float)) else None, {"mode": mode})
         failovers = CounterMetricFamily(f"{NS}_failovers", "Changes of failover/last this supervisor saw, by "
                                         "kind (cluster)", labels=["service", "node", "kind"])
-        for kind in sorted({"automatic", "planned", *self.m.failovers}):
-            failovers.add_metric(labels + [kind], float(self.m.failovers.get(kind, 0)))
+        counts = dict(self.m.failovers)
+        for kind in sorted({"automatic", "planned", *counts}):
+            failovers.add_metric(labels + [kind], float(counts.get(kind, 0)))
         out.append(failovers)
         record = view.failover_last or {}
         if record.get("at") is not None:
