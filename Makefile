@@ -5,9 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mariadb-server mariadb-backup etcd-server etcd-client zstd
+APT_PACKAGES := mariadb-server mariadb-backup etcd-server etcd-client zstd haproxy
 # One binary per apt package: when all are present the apt step is skipped.
-NEEDED_BINARIES := mariadbd mariabackup mbstream etcd etcdctl zstd
+NEEDED_BINARIES := mariadbd mariabackup mbstream etcd etcdctl zstd haproxy
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt venv test demo bench clean

@@ -46,6 +46,7 @@ BENCHMARKS = {
     "fencing": "Fencing window of a frozen primary (etcd)",
     "failover-consul": "Failover on the Consul double (planned stop, crash)",
     "snapshot": "Snapshot and replica clone (restore)",
+    "routing": "HTTP endpoints and HAProxy routing",
 }
 ALIASES = {"failover": ["failover-etcd", "failover-consul"], "clone": ["snapshot"], "restore": ["snapshot"],
            "view": ["discovery"], "idle": ["supervisor"], "all": list(BENCHMARKS)}
@@ -87,6 +88,10 @@ def plan(selected: list[str], quick: bool) -> list[Group]:
         groups.append(Group("failover-consul", ["failover-consul"],
                             py + ["bench.failover", "--backends", "consul", "--scenarios", "planned,crash"] + runs,
                             3600))
+    if "routing" in selected:
+        groups.append(Group("routing", ["routing"],
+                            py + ["bench.routing", "--requests", "50" if quick else "200",
+                                  "--planned", "1" if quick else "3", "--crash", "1" if quick else "3"], 1800))
     if "snapshot" in selected:
         groups.append(Group("snapshot", ["snapshot"],
                             py + ["bench.snapshot_restore", "--size-mb", "64" if quick else "1024"], 3 * 3600))
@@ -503,15 +508,31 @@ class Report:
         self.row("Supervisor idle RSS", f"{r['rss_mib_last']} MiB (end)", f"{r['rss_mib_max']} MiB",
                  f"bare idle Python {r['bare_python_rss_mib']} MiB", f"{r['rss_mib_max'] / r['bare_python_rss_mib']:.1f} ×",
                  "< 40 MB", _met(rss_ok))
-        self.row("Supervisor idle CPU (itself)", f"{r['supervisor_cpu_percent']} %", "–", "–", "–", "< 1 %", _met(cpu_ok))
+        if "telemetry_off_cpu_percent" in r:
+            off = r["telemetry_off_cpu_percent"]
+            self.row("Supervisor idle CPU (itself), HTTP endpoints off", f"{off} %", "–", "–", "–", "< 1 %",
+                     _met(off < 1))
+            self.row("Supervisor CPU with its HTTP endpoints checked (HAProxy rate, 4 req/s)",
+                     f"{r['supervisor_cpu_percent']} %", "–", f"endpoints off {off} %",
+                     f"{r['supervisor_cpu_percent'] / off:.1f} ×" if off else "–", "–", "–")
+        else:
+            self.row("Supervisor idle CPU (itself)", f"{r['supervisor_cpu_percent']} %", "–", "–", "–", "< 1 %",
+                     _met(cpu_ok))
         lines = [f"Measured {record['measured_at']}. One `containerbuddy` with one service polled every second "
-                 f"(health = `true`, heartbeat to a real etcd), {r['seconds']} s after a settle time.", "",
+                 f"(health = `true`, heartbeat to a real etcd), {r['seconds']} s after a settle time"
+                 + (", with its HTTP endpoints on and checked as one HAProxy and Prometheus would"
+                    if "telemetry_off_rss_mib_max" in r else "") + ".", "",
                  "| figure | value | baseline | goal | result |", "|---|---|---|---|---|",
                  f"| RSS (VmRSS), max / at the end | {r['rss_mib_max']} / {r['rss_mib_last']} MiB ({_mib_to_mb(r['rss_mib_max']):.1f} MB) | "
                  f"bare idle Python interpreter {r['bare_python_rss_mib']} MiB | < 40 MB | {_met(rss_ok)} |",
                  f"| CPU of the supervisor itself (its threads, children excluded) | {r['supervisor_cpu_percent']} % of one core | – | < 1 % | {_met(cpu_ok)} |",
                  f"| CPU of the health checks it ran (reaped children) | {r['health_checks_cpu_percent']} % | – | – | – |",
                  f"| threads | {r['threads']} | – | – | – |",
+                 *([f"| with `telemetry` off (the same supervisor, same run): RSS max / CPU | "
+                    f"{r['telemetry_off_rss_mib_max']} MiB / {r['telemetry_off_cpu_percent']} % | – | – | – |",
+                    f"| HTTP checks answered during the window (GET /primary and /replica every 500 ms each, "
+                    f"/metrics every 15 s) | {r['http_requests']} ({r['http_failures']} failed) | – | – | – |"]
+                   if "telemetry_off_rss_mib_max" in r else []),
                  "", "The cost of the real `health` hook per pass is in the `health` section (at HEALTH_POLL=1, one "
                  "pass per second on each node)."]
         self.section("Supervisor at idle", lines)
@@ -592,6 +613,61 @@ class Report:
         self.health()
         self.supervisor()
         self.discovery()
+        self.routing()
+
+    def routing(self) -> None:
+        if self.failed("routing", "HTTP endpoints and HAProxy routing"):
+            return
+        record = self.results["routing"]
+        r, cfg = record["figures"], record.get("settings", {})
+        lat = r["latency"]
+        base = lat["baseline"]
+        for name in ("/primary on the primary", "/replica on a replica", "/health"):
+            e = lat[name]
+            self.row(f"HTTP `{name}`", f"{e['median']:.2f} ms", f"{e['max']:.2f} ms",
+                     f"bare http.server {base['median']:.2f} ms", f"{e['ratio']:.2f} ×", "< 10 ms",
+                     _met(e["median"] < 10))
+        for kind in ("planned", "crash"):
+            if kind in r:
+                p = r[kind]["promoted_to_routed"]
+                self.row(f"Writes through HAProxy after a {kind} failover", f"{p['median']:.2f} s", f"{p['max']:.2f} s",
+                         "from the promotion", "–", "< 1 s", _met(p["median"] < 1))
+        lines = [f"Measured {record['measured_at']}. 3 nodes on etcd (SESSION_TTL={cfg.get('SESSION_TTL', 5):g} s, "
+                 f"HEALTH_POLL={cfg.get('HEALTH_POLL', 1):g} s). Each request opens a new connection, as a load "
+                 "balancer's check does; the baseline is a bare `http.server` (ThreadingHTTPServer answering a fixed "
+                 "200, its own Python process) measured interleaved in the same run. `/primary` on the primary and "
+                 "`/replica` on a replica query mysqld at request time; `/primary` on a replica answers from the "
+                 "supervisor's view.", "",
+                 "| endpoint | median | p90 | max | × bare | unexpected status |", "|---|---|---|---|---|---|",
+                 f"| bare http.server (baseline) | {base['median']:.2f} ms | {base['p90']:.2f} ms | {base['max']:.2f} ms "
+                 "| 1 | – |"]
+        for name, e in lat.items():
+            if name != "baseline":
+                lines.append(f"| `{name}` | {e['median']:.2f} ms | {e['p90']:.2f} ms | {e['max']:.2f} ms | "
+                             f"{e['ratio']:.2f} | {e['unexpected_status']} |")
+        lines += ["", "Routing: Debian's haproxy with the shipped etc/haproxy.cfg checks (every 500 ms, rise 1, "
+                  "fall 1) in front of the nodes; a writer inserts a row every 10 ms through the write port and "
+                  "reconnects on any error. *After the promotion* = first write acknowledged by the new primary "
+                  "through HAProxy minus its `failover/last.at`.", "",
+                  "| scenario | runs | after the promotion (median / max) | after the signal (median / max) | goal | "
+                  "result | ack'd writes missing |", "|---|---|---|---|---|---|---|"]
+        for kind, what in (("planned", "planned stop (SIGTERM)"), ("crash", "crash (kill -9 of the node)")):
+            if kind in r:
+                k = r[kind]
+                p, sg = k["promoted_to_routed"], k["signal_to_routed"]
+                missing = "not counted" if k.get("acked_missing") is None else k["acked_missing"]
+                lines.append(f"| {what} | {p['runs']} | {p['median']:.2f} / {p['max']:.2f} s | {sg['median']:.2f} / "
+                             f"{sg['max']:.2f} s | < 1 s after the promotion | {_met(p['median'] < 1)} | "
+                             f"{missing} |")
+        lines += ["", *[f"Note: {note}" for note in record.get("notes") or []], "", "Runs:", ""]
+        for run in r["runs"]:
+            missing = "" if run.get("acked_missing") is None else \
+                f"; {run['acked_missing']} acknowledged write(s) missing"
+            kind = f"; recorded as `{run['recorded_as']}`" if run.get("recorded_as") else ""
+            lines.append(f"- {run['kind']}: {run['from']} → {run['to']}, promoted {run['signal_to_promoted_s']:.2f} s "
+                         f"after the signal, writes routed {run['promoted_to_routed_s']:.2f} s after the promotion"
+                         f"{missing}{kind}; old primary {run['old_primary']}")
+        self.section("HTTP endpoints and HAProxy routing", lines)
 
 
 HOW_TO_READ = """## How to read these numbers
@@ -621,7 +697,7 @@ HOW_TO_READ = """## How to read these numbers
   double of its HTTP API is used; session invalidation follows Consul's up-to-2 × TTL rule), a real S3 (moto,
   in memory, on the same cores), MySQL 8 / Percona (only MariaDB is installed here).
 - Re-run one figure: `python -m bench --only NAME` (names: discovery, supervisor, health, failover-etcd,
-  fencing, failover-consul, snapshot; alias failover). `python -m bench --quick` is a smoke run and
+  fencing, failover-consul, snapshot, routing; alias failover). `python -m bench --quick` is a smoke run and
   writes .bench/BENCHMARKS-quick.md instead of this file.
 """
 

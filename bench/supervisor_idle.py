@@ -15,6 +15,12 @@ Baseline for the RSS, in the same run: an idle bare Python interpreter
 (`python -c "import time; time.sleep(...)"`), the floor for any supervisor
 written in Python.
 
+The measured supervisor runs as shipped: with its HTTP endpoints on
+(`telemetry`), checked the way one HAProxy checks a node (GET /primary and
+/replica every 500 ms each, a new connection per check) and scraped by
+Prometheus (GET /metrics every 15 s).  Beside it, in the same run, the same
+supervisor with `telemetry` off: the difference is what the endpoints cost.
+
 Goal (issue 5): < 40 MB RSS, < 1 % CPU for the supervisor itself.
 """
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 
 from bench.common import emit, stop_on_sigterm
 from tests.harness.etcd import EtcdServer
-from tests.harness.procs import Proc, wait_for
+from tests.harness.procs import Proc, free_port, wait_for
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -54,6 +60,46 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+class Checker:
+    """GET /primary and /replica every 0.5 s each and /metrics every 15 s, as HAProxy and Prometheus would."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+        self.port = port
+        self.requests = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Checker":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _get(self, path: str) -> None:
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", path)
+            conn.getresponse().read()
+            self.requests += 1
+        except (OSError, http.client.HTTPException):
+            self.failures += 1
+        finally:
+            conn.close()
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(0.25):
+            self._get("/primary" if tick % 2 == 0 else "/replica")
+            if tick % 60 == 0:
+                self._get("/metrics")
+            tick += 1
+
+
 def run(seconds: float, settle: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-supervisor-") as tmp:
         work = Path(tmp)
@@ -63,25 +109,39 @@ def run(seconds: float, settle: float) -> dict:
                 "etcd": {"endpoints": [etcd.endpoint], "prefix": "/bench"},
                 "services": [{"name": "idle", "port": 3306, "health": "true", "poll": 1, "ttl": 3}],
             }
-            (work / "cb.json").write_text(json.dumps(config))
+            http_port = free_port("127.0.0.1")
+            (work / "cb.json").write_text(json.dumps({**config, "telemetry": {"port": http_port,
+                                                                                 "interfaces": "127.0.0.1"}}))
+            plain = {**config, "services": [{**config["services"][0], "name": "idle-plain"}]}
+            (work / "plain.json").write_text(json.dumps(plain))
             containerbuddy = str(Path(sys.executable).parent / "containerbuddy")
-            env = {**os.environ, "NODE_NAME": "bench", "ADVERTISE_ADDRESS": "127.0.0.1", "LOG_LEVEL": "INFO"}
+            env = {**os.environ, "NODE_NAME": "bench", "ADVERTISE_ADDRESS": "127.0.0.1", "LOG_LEVEL": "INFO",
+                   "MYSQL_SOCKET": str(work / "no-mysqld.sock")}
             proc = Proc("containerbuddy", [containerbuddy, "-config", f"file://{work / 'cb.json'}", "sleep", "3600"],
                         work / "cb.log", env=env)
+            plain_proc = Proc("containerbuddy (telemetry off)", [containerbuddy, "-config",
+                              f"file://{work / 'plain.json'}", "sleep", "3600"], work / "plain.log",
+                              env={**env, "NODE_NAME": "bench-plain"})
             bare = Proc("bare python", [sys.executable, "-c", "import time; time.sleep(3600)"], work / "bare.log")
+            checker = Checker(http_port)
             try:
                 pid = proc.pid
                 client = __import__("triton_mysql.discovery", fromlist=["connect_endpoints"]).connect_endpoints(
                     etcd=[(etcd.host, etcd.port)], etcd_prefix="/bench")
-                wait_for(lambda: client.healthy("idle"), 15, what="service registered")
+                wait_for(lambda: client.healthy("idle") and client.healthy("idle-plain"), 15,
+                         what="service registered")
+                checker.start()
                 time.sleep(settle)
                 own0, kids0 = cpu_ticks(pid)
+                plain0, _ = cpu_ticks(plain_proc.pid)
                 t0 = time.monotonic()
-                rss_max = 0
+                rss_max = plain_max = 0
                 while time.monotonic() - t0 < seconds:
                     rss_max = max(rss_max, rss_kib(pid))
+                    plain_max = max(plain_max, rss_kib(plain_proc.pid))
                     time.sleep(1.0)
                 own1, kids1 = cpu_ticks(pid)
+                plain1, _ = cpu_ticks(plain_proc.pid)
                 elapsed = time.monotonic() - t0
                 result = {
                     "seconds": round(elapsed, 1),
@@ -92,9 +152,16 @@ def run(seconds: float, settle: float) -> dict:
                     "health_checks_cpu_percent": round(100.0 * (kids1 - kids0) / CLK_TCK / elapsed, 2),
                     "still_listed": bool(client.healthy("idle")),
                     "bare_python_rss_mib": round(rss_kib(bare.pid) / 1024, 1),
+                    "telemetry_off_rss_mib_max": round(plain_max / 1024, 1),
+                    "telemetry_off_cpu_percent": round(100.0 * (plain1 - plain0) / CLK_TCK / elapsed, 2),
+                    "http_requests": checker.requests,
+                    "http_failures": checker.failures,
                 }
                 client.close()
             finally:
+                checker.stop()
+                plain_proc.send(signal.SIGTERM)
+                plain_proc.stop(timeout=15)
                 bare.stop(timeout=5)
                 proc.send(signal.SIGTERM)
                 proc.stop(timeout=15)
@@ -123,7 +190,10 @@ def main() -> int:
           f"{result['threads']} threads)")
     print(f"  CPU, health checks       {result['health_checks_cpu_percent']} %   (the `true` command, reaped children)")
     print(f"  RSS of a bare idle Python interpreter (baseline) {result['bare_python_rss_mib']} MiB")
-    ok = result["still_listed"] and result["rss_mib_max"] > 0
+    print(f"  with the HTTP endpoints checked: {result['http_requests']} requests ({result['http_failures']} failed); "
+          f"the same supervisor with telemetry off: {result['telemetry_off_rss_mib_max']} MiB, "
+          f"{result['telemetry_off_cpu_percent']} % CPU")
+    ok = result["still_listed"] and result["rss_mib_max"] > 0 and result["http_requests"] > 0
     emit("supervisor", result, ok=ok, error=None if ok else "the service was not listed as healthy at the end",
          settings=settings)
     return 0 if ok else 1

@@ -53,6 +53,8 @@ MALFORMED = {
     "HEALTH_POLL": "fast",
     "SNAPSHOT_POLL": "0",
     "BOOTSTRAP_WAIT": "-1",
+    "HTTP_PORT": "70000",
+    "HTTP_BIND_ADDRESS": "999.1.1.1.1",
     "NOFAILOVER": "yes please",
     "AUTO_RECLONE": "2",
     "FAILOVER_COOLDOWN": "soon",

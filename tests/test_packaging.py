@@ -214,7 +214,7 @@ def node_environment() -> dict[str, str]:
 
 def test_compose_has_consul_mysql_and_an_optional_s3_server():
     services = compose()["services"]
-    assert set(services) == {"consul", "mysql", "s3"}
+    assert set(services) == {"consul", "mysql", "s3", "haproxy"}  # haproxy: tests/test_haproxy_config.py
     assert services["consul"]["image"].startswith("hashicorp/consul:")
     assert "-server" in services["consul"]["command"] or "-dev" in services["consul"]["command"]
     assert "profiles" not in services["consul"] and "profiles" not in services["mysql"]

@@ -200,11 +200,12 @@ def test_mistakes_name_the_key(data, key):
 
 
 def test_containerpilot_keys_are_accepted_with_a_warning():
-    c = load({"consul": "c:1", "telemetry": {"port": 9090},
+    c = load({"consul": "c:1", "telemetry": {"port": 9090, "metrics": [{"name": "x"}]},
               "services": [{**SERVICE, "consul": {"enableTagOverride": True}}]})
     assert len(c.warnings) == 2
     assert c.warnings[0].startswith("services[0].consul:") or c.warnings[1].startswith("services[0].consul:")
-    assert any(w.startswith("telemetry:") for w in c.warnings)
+    assert any(w.startswith("telemetry.metrics:") for w in c.warnings)
+    assert c.telemetry is not None and c.telemetry.port == 9090
 
 
 def test_no_discovery_needed_without_services_or_backends():

@@ -265,6 +265,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("DISCOVERY_TIMEOUT", _seconds(0.1, 60), 2.0, "seconds before one discovery request counts as failed"),
     Var("HEALTH_POLL", _seconds(0.1, 3600), 2.0, "seconds between health passes (the supervisor config uses it)"),
     Var("SNAPSHOT_POLL", _seconds(1, 86400), 10.0, "seconds between checks whether a snapshot is due (supervisor task)"),
+    Var("HTTP_PORT", _int(0, 65535), 9090, "port of the supervisor's HTTP endpoints (`/primary`, `/replica`, `/health`, `/status`, `/metrics`); `0` turns them off"),
+    Var("HTTP_BIND_ADDRESS", _address, "0.0.0.0", "address the HTTP endpoints listen on"),
     Var("BOOTSTRAP_WAIT", _seconds(0, 86400), 600.0, "seconds a new node waits for the bootstrap node's first snapshot"),
     Var("NOFAILOVER", _bool, False, "`true`: this node is never a failover candidate"),
     Var("AUTO_RECLONE", _bool, False, "`true`: a node with errant transactions re-clones itself (old data kept aside)"),
@@ -320,6 +322,8 @@ class Config:
     discovery_timeout: float = 2.0
     health_poll: float = 2.0
     snapshot_poll: float = 10.0
+    http_port: int = 9090
+    http_bind_address: str = "0.0.0.0"
     bootstrap_wait: float = 600.0
     nofailover: bool = False
     auto_reclone: bool = False

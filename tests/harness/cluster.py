@@ -71,6 +71,7 @@ class Node:
             "MYSQL_CNF": str(self.dir / "my.cnf"),
             "MYSQL_CONF_DIR": str(self.dir / "conf.d"),
             "MYSQL_SOCKET": self.socket,
+            "HTTP_BIND_ADDRESS": self.address,
             "CONTAINERBUDDY": f"file://{self.config_path}",
         })
         env.update(self.extra_env)
@@ -177,6 +178,24 @@ class Node:
                                database=APP_DATABASE, connect_timeout=timeout, read_timeout=timeout,
                                write_timeout=timeout, autocommit=True)
 
+    # -- HTTP endpoints (the supervisor's telemetry) ----------------------------------------
+    @property
+    def http_port(self) -> int:
+        return int(self.env()["HTTP_PORT"])
+
+    def http(self, path: str, timeout: float = 2.0) -> tuple[int | None, str]:
+        """GET one of the node's endpoints: (status, body); (None, why) when it does not answer."""
+        import http.client
+        conn = http.client.HTTPConnection(self.address, self.http_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        except (OSError, http.client.HTTPException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+
     def read_only(self) -> bool | None:
         try:
             # Short timeout: a frozen (SIGSTOPped) server must not stall the caller.
@@ -200,6 +219,8 @@ class Cluster:
         self.env = dict(env or {})
         self.service_name = service_name
         self.nodes: list[Node] = []
+        self.http_port = free_port("0.0.0.0")
+        """Every node serves its HTTP endpoints on this port of its own address (as in compose)."""
 
     def base_env(self) -> dict[str, str]:
         session_ttl = "10" if "CONSUL" in self.discovery_env else "5"
@@ -216,6 +237,7 @@ class Cluster:
             "STOP_GRACE": "5",
             "DISCOVERY_WAIT": "30",
             "BOOTSTRAP_WAIT": "120",
+            "HTTP_PORT": str(self.http_port),
         }
         env.update(self.discovery_env)
         env.update(self.env)

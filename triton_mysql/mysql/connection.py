@@ -168,10 +168,13 @@ def _connect(where: str, password: str | None, **kw: Any) -> Connection:
 
 
 def connect_local(socket_path: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                  user: str = "root") -> Connection:
-    """root over the unix socket: unix_socket authentication as OS root, else `password`."""
+                  user: str = "root", **options: Any) -> Connection:
+    """root over the unix socket: unix_socket authentication as OS root, else `password`.
+
+    `options` go to pymysql.connect (e.g. `ssl_disabled=True`: PyMySQL otherwise builds a TLS
+    context with the system CA store for every connection, ~90 ms of CPU and ~10 MiB)."""
     return _connect(f"{user}@{socket_path}", password, unix_socket=socket_path, user=user,
-                    connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
+                    connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, **options)
 
 
 def connect_tcp(host: str, port: int, user: str, password: str | None, timeout: float = DEFAULT_TIMEOUT,

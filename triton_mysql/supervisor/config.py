@@ -5,8 +5,9 @@ rendered as a template from the environment (`template.py`), parsed as JSON
 and validated key by key.  Every mistake is a `ConfigError` naming the key by
 its path (`services[0].helth`), reported by `main` as one line and exit code
 2.  ContainerPilot 2 keys that this supervisor does not implement
-(`telemetry`, a service's `consul` extras) are accepted; each one becomes a
-warning line, so a config written for ContainerPilot still starts.
+(a service's `consul` extras, `telemetry.metrics`) are accepted; each one
+becomes a warning line, so a config written for ContainerPilot still starts.
+`telemetry` itself (the HTTP endpoints) is parsed in `telemetry/config.py`.
 
 Durations are seconds (a number or a numeric string) or Go duration strings
 ("500ms", "10s", "1h30m").  Commands are a string split like a shell would
@@ -25,6 +26,8 @@ from typing import Any, Mapping
 from triton_mysql.discovery.base import ServiceSpec
 
 from . import netif
+from .telemetry import config as telemetry_config
+from .telemetry.config import TelemetryConfig
 from .template import TemplateError, render
 
 DEFAULT_STOP_TIMEOUT = 5.0
@@ -142,6 +145,8 @@ class SupervisorConfig:
     coprocesses: tuple[CoprocessConfig, ...] = ()
     logging: LoggingConfig | None = None
     """None when the config has no `logging` key (LOG_LEVEL/LOG_FORMAT then apply)."""
+    telemetry: TelemetryConfig | None = None
+    """The HTTP endpoints (None: off)."""
     warnings: tuple[str, ...] = ()
     """Keys accepted but not implemented: logged once logging is set up."""
 
@@ -201,8 +206,8 @@ def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
 # Validation
 
 TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
-            "backends", "tasks", "coprocesses", "logging"}
-TOP_IGNORED = {"telemetry"}
+            "backends", "tasks", "coprocesses", "logging", "telemetry"}
+TOP_IGNORED: set[str] = set()
 SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
 SERVICE_IGNORED = {"consul"}
 BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
@@ -250,7 +255,9 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         post_stop=command(data.get("postStop"), "postStop"),
         stop_timeout=duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data else DEFAULT_STOP_TIMEOUT,
         services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
-        logging=_logging(data.get("logging"), warnings), warnings=tuple(warnings),
+        logging=_logging(data.get("logging"), warnings),
+        telemetry=telemetry_config.parse(data.get("telemetry"), _check_keys, ConfigError, warnings),
+        warnings=tuple(warnings),
     )
 
 

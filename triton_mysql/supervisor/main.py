@@ -15,7 +15,10 @@ Life of the process (SPEC §4):
 SIGHUP re-reads the config and applies the difference (`reload.py`: a renamed
 service is deregistered under its old name and checked at once under its new one);
 SIGUSR1 toggles maintenance.  The loop is single-threaded apart from the
-discovery worker (`worker.py`), and sleeps in `select()` when idle.
+discovery worker (`worker.py`) and, with a `telemetry` section, the HTTP
+server's threads (`telemetry/`: told of hook exits, late wake-ups,
+maintenance and stop through `Telemetry`'s few methods), and sleeps in
+`select()` when idle.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from .config import ConfigError, SupervisorConfig
 from .reload import apply as apply_reload
 from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
                       descendants_of, describe_exit, now, stray_processes)
-from .services import ServiceRunner
+from .services import LOOP_SLACK, ServiceRunner
 from .tasks import CoprocessRunner, TaskRunner
 from .worker import DiscoveryWorker, ErrorLog, Job, discovery_timeout
 
@@ -115,6 +118,8 @@ class Supervisor:
         self.inbox: SignalInbox | None = None
         self.loop_time = now()
         """When the loop last woke up (read by the discovery thread)."""
+        self.telemetry = None
+        """The HTTP endpoints and metrics (`telemetry.runtime.Telemetry`), when configured."""
 
     # -- start --------------------------------------------------------------
     def run(self) -> int:
@@ -126,6 +131,8 @@ class Supervisor:
         log.info("containerbuddy starting (pid %d, config %s, discovery %s)", os.getpid(),
                  self.config.path or ("literal JSON" if self.config.source else "none"),
                  self.config.discovery.describe() if self.config.discovery else "none")
+        if not self.start_telemetry():
+            return 2
         if self.config.on_start is not None:
             code = self.run_on_start()
             if code != 0:
@@ -135,6 +142,8 @@ class Supervisor:
             return self.table.spawn_error
         self.app = app
         log.info("app started: pid %d: %s", app.pid, " ".join(self.command))
+        if self.telemetry is not None:
+            self.telemetry.app_started()
         self.start_polling()
         reason = self.loop()
         return self.shutdown(reason)
@@ -173,6 +182,65 @@ class Supervisor:
         for coprocess in self.coprocesses:
             coprocess.start()
 
+    def start_telemetry(self) -> bool:
+        """Serve the HTTP endpoints when the config asks; False (exit 2) when the port cannot be bound.
+
+        A node that cannot answer its load balancer's checks would never get
+        writes when it is the primary: better to fail at once, loudly.
+        """
+        tconf = self.config.telemetry
+        if tconf is None:
+            return True
+        from .telemetry.runtime import Telemetry
+        telemetry = Telemetry(tconf, node=self.config.node, env=os.environ, kv_root=self.kv_root(),
+                              submit=self.submit_discovery, state_path=self.state_path(),
+                              health_max_age=self.health_max_age(), connect=self.discovery_client_factory())
+        try:
+            telemetry.start()
+        except OSError as exc:
+            log.error("telemetry: cannot listen on %s:%d: %s (set HTTP_PORT/HTTP_BIND_ADDRESS, or port 0 to turn "
+                      "the endpoints off)", tconf.address, tconf.port, exc.strerror or exc)
+            return False
+        self.telemetry = telemetry
+        self.table.observer = lambda child, ended: telemetry.child_exited(
+            child.kind, child.started, ended, child.code if child.code is not None else 0, child.ignore_result)
+        self.errors.on_failure = lambda what: telemetry.discovery_error(what.rsplit(": ", 1)[-1])
+        return True
+
+    def kv_root(self) -> str | None:
+        """Where the cluster records live (SPEC §5), for the discovery this supervisor talks to."""
+        if self.config.discovery is None:
+            return None
+        from triton_mysql.config import Config
+        d = self.config.discovery
+        return Config(consul=d.consul, etcd=d.etcd, etcd_prefix=d.etcd_prefix,
+                      service_name=os.environ.get("SERVICE_NAME") or "mysql").kv_prefix
+
+    def discovery_client_factory(self):
+        """How the HTTP threads build a discovery client of their own (None without discovery)."""
+        d = self.config.discovery
+        if d is None:
+            return None
+        timeout = discovery_timeout(os.environ)
+
+        def connect():
+            from triton_mysql.discovery import connect_endpoints
+            return connect_endpoints(consul=d.consul, etcd=list(d.etcd) if d.etcd else None,
+                                     etcd_prefix=d.etcd_prefix, timeout=timeout)
+        return connect
+
+    def state_path(self) -> str | None:
+        """A small file beside this node's own config copy (app start count); None for literal JSON."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.config.path)), ".containerbuddy-state.json") \
+            if self.config.path else None
+
+    def health_max_age(self) -> float:
+        """How old a health result may be and still count as current (a poll, a timeout, slack)."""
+        return max((s.poll + s.timeout for s in self.config.services), default=30.0) + 2 * LOOP_SLACK
+
+    def submit_discovery(self, key: str, fn, done) -> Job | None:
+        return self.worker.submit(key, fn, done) if self.worker is not None else None
+
     def set_worker(self, worker: DiscoveryWorker | None) -> None:
         if self.worker is not None:
             self.selector.unregister(self.worker.fd)
@@ -203,7 +271,8 @@ class Supervisor:
             self.pump(None if wake is None else max(0.0, wake - now()))
 
     def runners(self) -> list:
-        return [*self.services, *self.backends, *self.tasks, *self.coprocesses]
+        extra = [self.telemetry] if self.telemetry is not None and not self.stopping else []
+        return [*self.services, *self.backends, *self.tasks, *self.coprocesses, *extra]
 
     def next_wake(self) -> float | None:
         times = [t for r in self.runners() if (t := r.due()) is not None]
@@ -218,12 +287,19 @@ class Supervisor:
         assert self.inbox is not None
         if self.inbox.pending:
             timeout = 0
+        before = now()
+        if self.telemetry is not None:
+            self.telemetry.loop_sleeping(None if timeout is None else before + timeout)
         self.selector.select(timeout)
         t = now()
+        late = timeout is not None and t > before + timeout + LOOP_SLACK
         if not self.stopping:
             for service in self.services:
                 if service.active() and service.late(t) > 0:
                     service.frozen(t)
+                    late = True
+        if self.telemetry is not None:
+            self.telemetry.loop_woke(t, late)
         self.loop_time = t  # after the freeze check: see ServiceRunner.heartbeat
         self.inbox.drain()
         while (sig := self.inbox.pop()) is not None:
@@ -248,6 +324,8 @@ class Supervisor:
         if sig in (signal.SIGTERM, signal.SIGINT):
             log.info("%s: stopping", name)
             self.term_signal = sig
+            if self.telemetry is not None:
+                self.telemetry.set_state(stopping=True)
         elif sig == signal.SIGHUP:
             self.reload_requested = True
         elif sig == signal.SIGUSR1:
@@ -269,15 +347,41 @@ class Supervisor:
             log.error("SIGHUP: config not reloaded (%s); keeping the current one", exc)
             return
         changes = apply_reload(self, new)
+        self.reload_telemetry(new)
         setup_logging(new)
         for warning in new.warnings:
             log.warning("config: %s", warning)
         log.info("SIGHUP: config reloaded from %s: %s", new.path or "literal JSON",
                  "; ".join(changes) if changes else "nothing changed")
 
+    def reload_telemetry(self, new: SupervisorConfig) -> None:
+        """A SIGHUP: listen where the new config says, and re-read the cluster records now.
+
+        (The hooks send SIGHUP when this node is promoted or demoted: /primary
+        should see the new lock at once, not a poll later.)
+        """
+        if self.telemetry is None:
+            if new.telemetry is not None:
+                self.start_telemetry()
+            return
+        if new.telemetry is None:
+            log.info("telemetry: the HTTP endpoints are turned off")
+            self.telemetry.stop()
+            self.telemetry = None
+            self.table.observer = None
+            self.errors.on_failure = None
+            return
+        self.telemetry.kv_root = self.kv_root()
+        self.telemetry.connect = self.discovery_client_factory()
+        self.telemetry.box.update(health_max_age=self.health_max_age())
+        self.telemetry.reconfigure(new.telemetry)
+        self.telemetry.refresh_now()
+
     # -- SIGUSR1 --------------------------------------------------------------
     def toggle_maintenance(self) -> None:
         self.maintenance = not self.maintenance
+        if self.telemetry is not None:
+            self.telemetry.set_state(maintenance=self.maintenance)
         if self.maintenance:
             log.info("SIGUSR1: entering maintenance: services deregistered, backends paused; health checks run "
                      "in maintenance mode (hand-over and fencing only)")
@@ -299,6 +403,8 @@ class Supervisor:
     def shutdown(self, reason: str) -> int:
         """Stop polling, deregister, (preStop), stop the app, clean up, postStop; the app's exit code."""
         self.stopping = True
+        if self.telemetry is not None:
+            self.telemetry.set_state(stopping=True)
         why = "app exited" if reason == "app" else f"{signal.Signals(self.term_signal or 15).name} received"
         log.info("stopping (%s): no more health checks, backends or tasks", why)
         for child in list(self.table.children.values()):
@@ -317,6 +423,8 @@ class Supervisor:
             if not self.worker.wait(deregistrations, 1.0):
                 log.warning("deregistration did not finish; the services expire with their ttl")
         self.set_worker(None)
+        if self.telemetry is not None:
+            self.telemetry.stop()
         code = self.app_code if self.app_code is not None else 0
         log.info("exiting with the app's exit code %d", code)
         return code

@@ -153,6 +153,8 @@ class ProcessTable:
         self.orphans_reaped = 0
         self.spawn_error = 0
         """126 or 127 (the shell's codes) for the last command that could not be executed."""
+        self.observer: Callable[[Child, float], None] | None = None
+        """Told of every child that exited, with the time it was reaped (telemetry counts hook runs)."""
 
     def spawn(self, kind: str, argv: Sequence[str], *, on_exit: Callable[[Child, int], None] | None = None,
               timeout: float | None = None, grace: float | None = None, group: bool = True,
@@ -201,6 +203,8 @@ class ProcessTable:
             child.popen.returncode = child.code  # keep Popen from waiting on a reaped PID
             finished.append(child)
         for child in finished:
+            if self.observer is not None:
+                self.observer(child, now())
             if child.on_exit is not None:
                 child.on_exit(child, child.code)  # type: ignore[arg-type]
         return finished

@@ -143,8 +143,12 @@ class ErrorLog:
 
     def __init__(self) -> None:
         self._last: dict[str, str] = {}
+        self.on_failure: Callable[[str], None] | None = None
+        """Told of every failure (telemetry counts them), with `what` failed."""
 
     def failed(self, what: str, error: BaseException, then: str = "retrying at the next poll") -> None:
+        if self.on_failure is not None:
+            self.on_failure(what)
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if self._last.get(what) != message:
             log.warning("%s failed: %s (%s)", what, message, then)
