@@ -36,7 +36,7 @@ def server() -> ServerState:
     replica = ReplicaStatus(source_host="10.0.0.1", source_port=3306, io_running=True, io_state="Yes",
                             sql_running=False, last_io_errno=0, last_io_error="", last_sql_errno=0,
                             last_sql_error="", seconds_behind=1.0, received_gtid="0-1-42")
-    return ServerState(flavor=MARIADB, version="10.11", server_id=2, read_only=True, super_read_only=None,
+    return ServerState(flavor=MARIADB, version="10.11", server_id=2, server_uuid=None, read_only=True, super_read_only=None,
                        executed_gtid="0-1-41", binlog_state="0-1-41", binlog_file="b.1", binlog_pos=4,
                        replica=replica)
 
