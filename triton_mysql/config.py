@@ -621,6 +621,9 @@ class Config:
                 and not _is_loopback(self.consul[0]):
             found.append(f"CONSUL_HTTP_TOKEN is sent in clear text to {self.consul[0]}:{self.consul[1]} "
                          "(use https:// in CONSUL)")
+        if self.consul is not None and self.consul_scheme == "https" and not self.consul_http_ssl_verify:
+            found.append("CONSUL_HTTP_SSL_VERIFY=false: the Consul agent's certificate is not checked, so "
+                         "anyone in the path can read and change what this node sends")
         if self.etcd and self.etcd_scheme == "http" and self.etcd_password \
                 and not all(_is_loopback(host) for host, _ in self.etcd):
             found.append("ETCD_USER/ETCD_PASSWORD and etcd's auth token are sent in clear text to "

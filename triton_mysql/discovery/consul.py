@@ -38,8 +38,10 @@ import time
 from typing import Any, Callable, TypeVar
 
 import base64
+import json
 
 import consul
+from consul.callback import CB
 import requests
 from consul.exceptions import ACLPermissionDenied, ClientError, ConsulException, NotFound
 
@@ -78,6 +80,11 @@ class ConsulDiscovery(Discovery):
                                      cert=t.cert_arg, token=None, connections_timeout=self.timeout)
         # After construction: py-consul took CONSUL_HTTP_TOKEN from the environment over ours.
         self._consul.token = t.token or None
+        if not t.verify:
+            # CONSUL_HTTP_SSL_VERIFY=false was asked for (and is warned about once at start):
+            # not a warning on every request.
+            import urllib3
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     # -- plumbing ---------------------------------------------------------
     def describe(self) -> str:
@@ -176,13 +183,18 @@ class ConsulDiscovery(Discovery):
         ops = [{"KV": {"Verb": "check-not-exists", "Key": key}},
                {"KV": {"Verb": "lock", "Key": key, "Value": base64.b64encode(value).decode(), "Session": session}}]
         try:
-            self._call(f"create {key}", lambda: self._consul.txn.put(ops))
+            self._call(f"create {key}", lambda: self._txn(ops))
         except DiscoveryError as exc:
             if isinstance(exc.__context__, ClientError) and str(exc.__context__).startswith("409"):
                 log.debug("consul: create %s refused: %s", key, exc.__context__)
                 return False
             raise
         return True
+
+    def _txn(self, ops: list[dict[str, Any]]) -> Any:
+        """`PUT /v1/txn` with the ACL token: py-consul 1.8.0's `txn.put` sends no token at all."""
+        return self._consul.http.put(CB.json(), "/v1/txn", data=json.dumps(ops),
+                                     headers=self._consul.prepare_headers())
 
     def cas(self, key: str, value: bytes, index: int) -> bool:
         key = self._key(key)
