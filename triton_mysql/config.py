@@ -320,6 +320,8 @@ VARIABLES: tuple[Var, ...] = (
 
 VARIABLE_NAMES = frozenset(v.name for v in VARIABLES)
 
+#: What the supervisor's discovery client is built from, besides its own endpoints (supervisor/config.py).
+DISCOVERY_VARIABLES = frozenset(n for n in VARIABLE_NAMES if n.startswith(("CONSUL_", "ETCD_")) and n != "ETCD_PREFIX")
 #: Secrets read by libraries rather than by this module (boto3): scrubbed from logs all the same.
 EXTERNAL_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 #: Variables whose values may span lines (PEM text); every other value must be one line.
@@ -607,10 +609,7 @@ class Config:
             if var.secret:
                 value = getattr(self, _attr(var))
                 if value:
-                    out.append(value)
-                    if "\n" in value:
-                        out += [line.strip() for line in value.splitlines()
-                                if len(line.strip()) >= 16 and not line.startswith("-----")]
+                    out += _with_lines(value)
         out += [value for value in self.external_secrets if value]
         return tuple(out)
 
@@ -634,6 +633,38 @@ class Config:
                 found.append(f"S3 requests signed with the AWS keys and the snapshots travel in clear text to "
                              f"{endpoint.netloc} (use an https:// S3_ENDPOINT_URL)")
         return found
+
+
+def _with_lines(value: str) -> list[str]:
+    """A secret, plus each long line of a multi-line one (PEM): a part of it in a message is scrubbed too."""
+    out = [value]
+    if "\n" in value:
+        out += [line.strip() for line in value.splitlines()
+                if len(line.strip()) >= 16 and not line.strip().startswith("-----")]
+    return out
+
+
+def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret in `env` (and in the `_FILE`s it names), without validating anything else.
+
+    For processes that scrub their logs but do not build a `Config` (the
+    supervisor): a mistake elsewhere in the environment must not stop that.
+    """
+    out: list[str] = []
+    for var in VARIABLES:
+        if var.secret and env.get(var.name):
+            out += _with_lines(env[var.name])
+        elif var.file_of and env.get(var.name):
+            try:
+                with open(env[var.name], encoding="utf-8") as f:
+                    content = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            content = content[:-1] if content.endswith("\n") else content
+            if content:
+                out += _with_lines(content)
+    out += [env[name] for name in EXTERNAL_SECRETS if env.get(name)]
+    return tuple(out)
 
 
 def _is_loopback(host: str) -> bool:

@@ -156,15 +156,17 @@ class ProcessTable:
 
     def spawn(self, kind: str, argv: Sequence[str], *, on_exit: Callable[[Child, int], None] | None = None,
               timeout: float | None = None, grace: float | None = None, group: bool = True,
-              stdin_devnull: bool = True) -> Child | None:
+              stdin_devnull: bool = True, env: Mapping[str, str] | None = None) -> Child | None:
         """Start `argv`; None (with a log line) when it cannot be executed.
 
         `timeout`: after that many seconds the child's group gets SIGKILL, or
         SIGTERM and SIGKILL `grace` seconds later when `grace` is given.
+        `env`: instead of the table's environment (the app gets less than the hooks).
         """
         try:
             popen = subprocess.Popen(
-                list(argv), env=self.env, stdin=subprocess.DEVNULL if stdin_devnull else None,
+                list(argv), env=self.env if env is None else dict(env),
+                stdin=subprocess.DEVNULL if stdin_devnull else None,
                 start_new_session=group, close_fds=True,
             )
         except OSError as exc:
