@@ -35,6 +35,10 @@ def _config(*groups: str, **overrides: Any) -> Config:
         sys.exit(2)
     log.setup("triton-mysql", level=config.log_level, fmt=config.log_format,
               node=config.node_name, secrets=config.secrets())
+    if config.mysql_tls:
+        from .mysql import tls
+        from .mysql.connection import use_peer_tls
+        use_peer_tls(tls.client_options(config))
     return config
 
 

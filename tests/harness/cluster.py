@@ -239,11 +239,11 @@ class Cluster:
 
     # -- discovery view -------------------------------------------------------
     def discovery(self):
-        from triton_mysql.discovery import connect_endpoints
+        from triton_mysql.discovery import connect
         from triton_mysql.config import Config
         config = Config.from_env({**self.base_env(), "NODE_NAME": "observer"})
-        return connect_endpoints(consul=config.consul, etcd=config.etcd, etcd_prefix=config.etcd_prefix,
-                                 timeout=2.0), config
+        # The nodes' own way to connect (TLS, token, etcd user), without their token cache.
+        return connect(config.with_overrides(discovery_timeout=2.0), token_cache=False), config
 
     def lock(self) -> dict[str, Any] | None:
         from triton_mysql.keys import ClusterKeys, decode
