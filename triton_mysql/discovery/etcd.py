@@ -240,7 +240,9 @@ class EtcdDiscovery(Discovery):
             body = self._send(f"authenticate as {t.user} (for {op})", "auth/authenticate",
                               {"name": t.user, "password": t.password or ""})
         except DiscoveryError as exc:
-            raise DiscoveryError(f"{exc} (check ETCD_USER/ETCD_PASSWORD)") from None
+            hint = "an authentication (bcrypt on the server) must fit in DISCOVERY_TIMEOUT" \
+                if "no answer within" in str(exc) else "check ETCD_USER/ETCD_PASSWORD"
+            raise DiscoveryError(f"{exc} ({hint})") from None
         token = body.get("token")
         if not isinstance(token, str) or not token:
             raise DiscoveryError(f"{self.describe()}: authenticate as {t.user} failed: no token in the answer "
