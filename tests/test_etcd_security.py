@@ -163,9 +163,9 @@ def test_cached_token_is_reused_and_replaced_when_etcd_rejects_it(auth_etcd, tmp
     calls: list[str] = []
 
     class Counting(EtcdDiscovery):
-        def _authenticate(self, op: str) -> str:
+        def _authenticate(self, op: str, timeout: float | None = None) -> str:
             calls.append(op)
-            return super()._authenticate(op)
+            return super()._authenticate(op, timeout)
 
     def client() -> Counting:
         d = connect(config)

@@ -177,13 +177,20 @@ class EtcdDiscovery(Discovery):
         not applied, so sending it again is safe."""
         if not self.transport.user:
             return self._send(op, path, payload, timeout)
-        token = self._auth_token(op)
+        # One deadline for authenticating and the request: a call stays within its bound
+        # (the fencing timing rule counts on it), authentication or not.
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        token = self._auth_token(op, left())
         try:
-            return self._send(op, path, payload, timeout, token)
+            return self._send(op, path, payload, left(), token)
         except _InvalidToken:
             log.info("etcd: auth token no longer valid; authenticating again")
             self._drop_token(token)
-            return self._send(op, path, payload, timeout, self._auth_token(op))
+            return self._send(op, path, payload, left(), self._auth_token(op, left()))
 
     def _send(self, op: str, path: str, payload: dict[str, Any], timeout: float | None = None,
               token: str | None = None) -> dict[str, Any]:
@@ -224,21 +231,21 @@ class EtcdDiscovery(Discovery):
         return ""
 
     # -- etcd auth --------------------------------------------------------
-    def _auth_token(self, op: str) -> str:
+    def _auth_token(self, op: str, timeout: float | None = None) -> str:
         """The token to send: in memory, else from the cache file, else a new one."""
         if self._token is None and not self._token_loaded:
             self._token_loaded = True
             self._token = self._read_cached_token()
         if self._token is None:
-            self._token = self._authenticate(op)
+            self._token = self._authenticate(op, timeout)
             self._write_cached_token(self._token)
         return self._token
 
-    def _authenticate(self, op: str) -> str:
+    def _authenticate(self, op: str, timeout: float | None = None) -> str:
         t = self.transport
         try:
             body = self._send(f"authenticate as {t.user} (for {op})", "auth/authenticate",
-                              {"name": t.user, "password": t.password or ""})
+                              {"name": t.user, "password": t.password or ""}, timeout)
         except DiscoveryError as exc:
             hint = "an authentication (bcrypt on the server) must fit in DISCOVERY_TIMEOUT" \
                 if "no answer within" in str(exc) else "check ETCD_USER/ETCD_PASSWORD"
