@@ -60,10 +60,26 @@ MALFORMED = {
     "FAILOVER_COOLDOWN": "soon",
     "LOG_LEVEL": "LOUD",
     "LOG_FORMAT": "xml",
+    "CONSUL_HTTP_TOKEN_FILE": "/nonexistent/token",
+    "CONSUL_CACERT": "ca.pem",
+    "CONSUL_CLIENT_CERT": "/nonexistent/cert.pem",
+    "CONSUL_CLIENT_KEY": "/nonexistent/key.pem",
+    "CONSUL_HTTP_SSL_VERIFY": "sometimes",
+    "ETCD_CACERT": "/nonexistent/ca.pem",
+    "ETCD_CERT": "cert.pem",
+    "ETCD_KEY": "/",
+    "ETCD_PASSWORD_FILE": "password.txt",
+    "MYSQL_ROOT_PASSWORD_FILE": "/nonexistent/root",
+    "MYSQL_PASSWORD_FILE": "/nonexistent/app",
+    "MYSQL_REPL_PASSWORD_FILE": "/nonexistent/repl",
+    "MYSQL_TLS_CA": "/nonexistent/ca.pem",
+    "MYSQL_TLS_CERT": "node.pem",
+    "MYSQL_TLS_KEY": "/nonexistent/node-key.pem",
+    "MYSQL_TLS_VERIFY_IDENTITY": "strict",
 }
 
 FREE_TEXT = {"MYSQLD", "MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "MYSQL_REPL_PASSWORD", "MANTA_USER",
-             "MANTA_KEY_ID", "MANTA_PRIVATE_KEY"}
+             "MANTA_KEY_ID", "MANTA_PRIVATE_KEY", "CONSUL_HTTP_TOKEN", "ETCD_USER", "ETCD_PASSWORD"}
 
 
 def run_cli(args, env_overrides, timeout=30):

@@ -126,7 +126,7 @@ def test_mariadb_tool_argv():
 def test_mysql_replication_statements():
     assert MYSQL.change_source("10.0.0.5", 3307, "repl", "pw") == Sql(
         "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
-        "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1",
+        "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, SOURCE_SSL=1",
         ("10.0.0.5", 3307, "repl", "pw"))
     assert MYSQL.start_replica().text == "START REPLICA"
     assert MYSQL.stop_replica().text == "STOP REPLICA"

@@ -62,7 +62,7 @@ def test_mysql_follow_uses_auto_position_and_no_rejoin_step():
         ("STOP REPLICA", ()),
         (MYSQL.gtid_waiters().text, ()),
         ("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
-         "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1",
+         "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, SOURCE_SSL=1",
          ("10.0.0.2", 3306, "repl", "pw")),
         ("START REPLICA", ()),
     ]

@@ -315,7 +315,7 @@ def _placeholders(env: dict[str, str]) -> dict[str, str]:
     """Secrets are empty in .env.example (the user sets them): fill in stand-ins to validate the rest."""
     out = dict(env)
     for name in SECRETS:
-        if not out.get(name) and name != "MANTA_PRIVATE_KEY":
+        if not out.get(name) and name not in ("MANTA_PRIVATE_KEY", "ETCD_PASSWORD"):  # ETCD_PASSWORD needs ETCD_USER
             out[name] = "stand-in-secret"
     return out
 

@@ -185,7 +185,7 @@ def test_address_from_interfaces_when_not_advertised():
     ({"backends": [{"name": "a", "poll": 1}], "consul": "c:1"}, "backends[0].onChange"),
     ({"coprocesses": [{"command": "x", "restarts": "sometimes"}]}, "coprocesses[0].restarts"),
     ({"consul": "a:1", "etcd": {"endpoints": ["b:2"]}}, "consul"),
-    ({"consul": "https://a:1"}, "consul"),
+    ({"consul": "ftp://a:1"}, "consul"),
     ({"consul": "a:port"}, "consul"),
     ({"etcd": {"endpoints": [1]}}, "etcd.endpoints"),
     ({"etcd": {"endpoints": "a:1", "prefix": "rel"}}, "etcd.prefix"),

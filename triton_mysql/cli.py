@@ -35,12 +35,24 @@ def _config(*groups: str, **overrides: Any) -> Config:
         sys.exit(2)
     log.setup("triton-mysql", level=config.log_level, fmt=config.log_format,
               node=config.node_name, secrets=config.secrets())
+    if config.mysql_tls:
+        from .mysql import tls
+        from .mysql.connection import use_peer_tls
+        use_peer_tls(tls.client_options(config))
     return config
 
 
-def _run(module: str, groups: tuple[str, ...], overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
-    """Load the config, then call `triton_mysql.hooks.<module>.run(config, **kwargs)`."""
+def _run(module: str, groups: tuple[str, ...], overrides: dict[str, Any] | None = None,
+         warn_plaintext: bool = False, **kwargs: Any) -> None:
+    """Load the config, then call `triton_mysql.hooks.<module>.run(config, **kwargs)`.
+
+    `warn_plaintext`: log once (at the node's start) each credential that would
+    cross an unencrypted link to another machine.
+    """
     config = _config(*groups, **(overrides or {}))
+    if warn_plaintext:
+        for warning in config.plaintext_warnings():
+            logging.getLogger("triton_mysql.security").warning("%s", warning)
     from .discovery import DiscoveryError
 
     run: Callable[..., int] = importlib.import_module(f"triton_mysql.hooks.{module}").run
@@ -87,7 +99,7 @@ def _alias(command: click.Command, *names: str) -> None:
 @main.command("onStart")
 def on_start() -> None:
     """Before mysqld starts: write the server config; restore or bootstrap an empty datadir."""
-    _run("on_start", HOOKS + ("storage",))
+    _run("on_start", HOOKS + ("storage",), warn_plaintext=True)
 
 
 @main.command("health")

@@ -108,8 +108,8 @@ def _host_port(raw: str) -> tuple[str, int]:
     value = raw.strip()
     if "://" in value:
         scheme, _, value = value.partition("://")
-        if scheme not in ("http",):
-            raise ValueError("must be host:port (only http:// may prefix it)")
+        if scheme not in ("http", "https"):
+            raise ValueError("must be host:port (only http:// or https:// may prefix it)")
         value = value.rstrip("/")
     host, sep, port = value.rpartition(":")
     if not sep or not host:
@@ -129,6 +129,30 @@ def _host_port_list(raw: str) -> tuple[tuple[str, int], ...]:
     if not parts:
         raise ValueError("must be host:port[,host:port...]")
     return tuple(_host_port(p) for p in parts)
+
+
+def _scheme(raw: str) -> str:
+    """"https" when every address in `raw` (one, or a comma-separated list) says https://, else "http".
+
+    Mixing both in one list is a ValueError: a client either verifies the
+    servers or it does not.
+    """
+    schemes = {("https" if p.strip().startswith("https://") else "http") for p in raw.split(",") if p.strip()}
+    if len(schemes) > 1:
+        raise ValueError("mixes http:// and https:// endpoints; use one scheme for all")
+    return schemes.pop() if schemes else "http"
+
+
+def _file(raw: str) -> str:
+    """An absolute path to a file this process can read, checked at start-up rather than at first use."""
+    if not raw.startswith("/"):
+        raise ValueError("must be an absolute path to a file")
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {raw}: {exc.strerror or exc}") from None
+    return raw
 
 
 def _port(raw: str) -> int:
@@ -226,12 +250,26 @@ class Var:
     doc: str
     secret: bool = False
     attr: str = ""
+    file_of: str = ""
+    """For `<NAME>_FILE`: the variable whose value this file holds (Docker/Kubernetes secrets)."""
 
 
 VARIABLES: tuple[Var, ...] = (
-    Var("CONSUL", _host_port, None, "discovery: Consul agent `host:port` (exactly one of `CONSUL`/`ETCD`)"),
-    Var("ETCD", _host_port_list, None, "discovery: etcd endpoints `host:port[,host:port…]`, tried in turn"),
+    Var("CONSUL", _host_port, None, "discovery: Consul agent `host:port`, or `https://host:port` for TLS (exactly one of `CONSUL`/`ETCD`)"),
+    Var("ETCD", _host_port_list, None, "discovery: etcd endpoints `host:port[,host:port…]` (each `https://host:port` for TLS), tried in turn"),
     Var("ETCD_PREFIX", _etcd_prefix, "/triton-mysql", "etcd key prefix for KV records and services"),
+    Var("CONSUL_HTTP_TOKEN", _text, None, "Consul ACL token (sent as `X-Consul-Token`)", secret=True),
+    Var("CONSUL_HTTP_TOKEN_FILE", _file, None, "file holding `CONSUL_HTTP_TOKEN`", file_of="CONSUL_HTTP_TOKEN"),
+    Var("CONSUL_CACERT", _file, None, "CA certificate (PEM) that signed the Consul agent's certificate (`https://` in `CONSUL`)"),
+    Var("CONSUL_CLIENT_CERT", _file, None, "client certificate (PEM) for Consul's `verify_incoming`; with `CONSUL_CLIENT_KEY`"),
+    Var("CONSUL_CLIENT_KEY", _file, None, "private key (PEM) of `CONSUL_CLIENT_CERT`"),
+    Var("CONSUL_HTTP_SSL_VERIFY", _bool, True, "`false`: do not verify the Consul agent's certificate (not for production)"),
+    Var("ETCD_CACERT", _file, None, "CA certificate (PEM) that signed the etcd servers' certificates (`https://` in `ETCD`)"),
+    Var("ETCD_CERT", _file, None, "client certificate (PEM) for etcd's `--client-cert-auth`; with `ETCD_KEY`"),
+    Var("ETCD_KEY", _file, None, "private key (PEM) of `ETCD_CERT`"),
+    Var("ETCD_USER", _text, None, "etcd user (etcd `auth enable`); with `ETCD_PASSWORD`"),
+    Var("ETCD_PASSWORD", _text, None, "password of `ETCD_USER`", secret=True),
+    Var("ETCD_PASSWORD_FILE", _file, None, "file holding `ETCD_PASSWORD`", file_of="ETCD_PASSWORD"),
     Var("SERVICE_NAME", _name, "mysql", "replicas register as `<SERVICE_NAME>`, the primary as `<SERVICE_NAME>-primary`"),
     Var("NODE_NAME", _name, None, "unique name of this node (default: the host name)"),
     Var("ADVERTISE_ADDRESS", _address, None, "address other nodes and clients use (default: first non-loopback IPv4)"),
@@ -243,11 +281,18 @@ VARIABLES: tuple[Var, ...] = (
     Var("MYSQL_SOCKET", _abs_path, "/run/mysqld/mysqld.sock", "local socket the hooks use (root by unix_socket)"),
     Var("MYSQLD", _text, None, "server binary (default: `mariadbd`, else `mysqld`, from PATH)"),
     Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set", secret=True),
+    Var("MYSQL_ROOT_PASSWORD_FILE", _file, None, "file holding `MYSQL_ROOT_PASSWORD`", file_of="MYSQL_ROOT_PASSWORD"),
     Var("MYSQL_USER", _sql_user, None, "application account, created once on the first primary (no admin privilege)"),
     Var("MYSQL_PASSWORD", _text, None, "application account password", secret=True),
+    Var("MYSQL_PASSWORD_FILE", _file, None, "file holding `MYSQL_PASSWORD`", file_of="MYSQL_PASSWORD"),
     Var("MYSQL_DATABASE", _database, None, "application schema, created once on the first primary"),
     Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges only); required by the hooks"),
     Var("MYSQL_REPL_PASSWORD", _text, None, "replication account password; required by the hooks", secret=True),
+    Var("MYSQL_REPL_PASSWORD_FILE", _file, None, "file holding `MYSQL_REPL_PASSWORD`", file_of="MYSQL_REPL_PASSWORD"),
+    Var("MYSQL_TLS_CA", _file, None, "CA certificate (PEM) of the nodes' certificates: TLS replication and peer connections"),
+    Var("MYSQL_TLS_CERT", _file, None, "this node's certificate (PEM), signed by `MYSQL_TLS_CA`: server and replication client"),
+    Var("MYSQL_TLS_KEY", _file, None, "private key (PEM) of `MYSQL_TLS_CERT` (copied for the mysql user by `onStart`)"),
+    Var("MYSQL_TLS_VERIFY_IDENTITY", _bool, None, "check that a peer's certificate names its advertised address (default: on when `ADVERTISE_ADDRESS` is a host name)"),
     Var("BACKUP_URL", _backup_url, "file:///var/backups/triton-mysql", "snapshot storage: `file://`, `s3://bucket/prefix` or `manta:///account/stor/path`"),
     Var("S3_ENDPOINT_URL", _http_url, None, "S3 endpoint for S3-compatible servers (AWS_* variables are read by boto3)"),
     Var("S3_CREATE_BUCKET", _bool, False, "`true`: create the bucket when it does not exist"),
@@ -277,6 +322,56 @@ VARIABLES: tuple[Var, ...] = (
 
 VARIABLE_NAMES = frozenset(v.name for v in VARIABLES)
 
+#: What the supervisor's discovery client is built from, besides its own endpoints (supervisor/config.py).
+DISCOVERY_VARIABLES = frozenset(n for n in VARIABLE_NAMES if n.startswith(("CONSUL_", "ETCD_")) and n != "ETCD_PREFIX")
+#: Secrets read by libraries rather than by this module (boto3): scrubbed from logs all the same.
+EXTERNAL_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+#: Variables whose values may span lines (PEM text); every other value must be one line.
+MULTILINE = frozenset({"MANTA_PRIVATE_KEY"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_control(name: str, raw: str, secret: bool) -> None:
+    """Reject control characters: a newline in a value would inject lines into generated files
+    (a newline in MYSQL_DATADIR would add options to `[mysqld]`)."""
+    pattern = _CONTROL_MULTILINE if name in MULTILINE else _CONTROL
+    match = pattern.search(raw)
+    if match:
+        where = "" if secret else f" (got {raw!r})"
+        raise ConfigError(name, f"contains a control character ({match.group()!r}, position {match.start()}){where}")
+
+
+def _read_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """`env` with each `<NAME>_FILE` replaced by `<NAME>` = the file's content (the official
+    images' convention for Docker/Kubernetes secrets).  One trailing newline is dropped, as
+    `echo secret > file` adds it; setting both forms is an error."""
+    files = [var for var in VARIABLES if var.file_of and env.get(var.name)]
+    if not files:
+        return env
+    out = dict(env)
+    for var in files:
+        path = env[var.name]
+        if env.get(var.file_of):
+            raise ConfigError(var.name, f"set {var.file_of} or {var.name}, not both")
+        _check_control(var.name, path, False)
+        try:
+            path = _file(path)
+            with open(path, encoding="utf-8") as f:
+                content = f.read()
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(var.name, str(exc) if isinstance(exc, ValueError) else
+                              f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if content.endswith("\n"):
+            content = content[:-1]
+        try:
+            _check_control(var.file_of, content, True)
+        except ConfigError as exc:
+            raise ConfigError(var.name, f"the file {exc.problem}") from None
+        out[var.file_of] = content
+        del out[var.name]
+    return out
+
 
 def _attr(var: Var) -> str:
     return var.attr or var.name.lower()
@@ -289,6 +384,18 @@ class Config:
     consul: tuple[str, int] | None = None
     etcd: tuple[tuple[str, int], ...] | None = None
     etcd_prefix: str = "/triton-mysql"
+    consul_http_token: str | None = field(default=None, repr=False)
+    consul_cacert: str | None = None
+    consul_client_cert: str | None = None
+    consul_client_key: str | None = None
+    consul_http_ssl_verify: bool = True
+    etcd_cacert: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
+    consul_scheme: str = "http"
+    etcd_scheme: str = "http"
     service_name: str = "mysql"
     node_name: str = ""
     advertise_address: str | None = None
@@ -305,6 +412,10 @@ class Config:
     mysql_database: str | None = None
     mysql_repl_user: str | None = None
     mysql_repl_password: str | None = field(default=None, repr=False)
+    mysql_tls_ca: str | None = None
+    mysql_tls_cert: str | None = None
+    mysql_tls_key: str | None = None
+    mysql_tls_verify_identity: bool | None = None
     backup_url: str = "file:///var/backups/triton-mysql"
     s3_endpoint_url: str | None = None
     s3_create_bucket: bool = False
@@ -330,15 +441,19 @@ class Config:
     failover_cooldown: float = 0.0
     log_level: str = "INFO"
     log_format: str = "text"
+    external_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     # ------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
         """Parse and validate `env` (default: `os.environ`).  Raises ConfigError."""
-        env = os.environ if env is None else env
+        env = _read_secret_files(os.environ if env is None else env)
         values: dict[str, Any] = {}
         for var in VARIABLES:
+            if var.file_of:
+                continue
             raw = env.get(var.name, "")
+            _check_control(var.name, raw, var.secret)
             if raw == "" or (var.parse is not _text and raw.strip() == "" and not var.secret):
                 if var.default is not None:
                     values[_attr(var)] = var.default
@@ -350,6 +465,12 @@ class Config:
                 raise ConfigError(var.name, f"{exc}{shown}") from None
         if values.get("consul") and values.get("etcd"):
             raise ConfigError("CONSUL", "set either CONSUL or ETCD, not both")
+        for name in ("CONSUL", "ETCD"):
+            try:
+                values[f"{name.lower()}_scheme"] = _scheme(env.get(name, ""))
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
+        values["external_secrets"] = tuple(env[n] for n in EXTERNAL_SECRETS if env.get(n))
         if not values.get("node_name"):
             try:
                 values["node_name"] = _name(socket.gethostname().split(".")[0])
@@ -377,6 +498,28 @@ class Config:
             raise ConfigError("MYSQL_USER", "must differ from MYSQL_REPL_USER")
         if self.mysql_user and self.mysql_user == "root":
             raise ConfigError("MYSQL_USER", "must not be root (use MYSQL_ROOT_PASSWORD for root)")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """Certificates come in pairs, and TLS settings for a plain-HTTP service are a mistake."""
+        pairs = (("CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY"), ("ETCD_CERT", "ETCD_KEY"), ("ETCD_USER", "ETCD_PASSWORD"))
+        for first, second in pairs:
+            one, two = getattr(self, first.lower()), getattr(self, second.lower())
+            if bool(one) != bool(two):
+                missing = second if one else first
+                raise ConfigError(missing, f"required when {first if one else second} is set")
+        for service, names in (("CONSUL", ("CONSUL_CACERT", "CONSUL_CLIENT_CERT")), ("ETCD", ("ETCD_CACERT", "ETCD_CERT"))):
+            if getattr(self, service.lower()) is None or getattr(self, f"{service.lower()}_scheme") == "https":
+                continue
+            for name in names:
+                if getattr(self, name.lower()):
+                    raise ConfigError(name, f"set, but {service} is not an https:// address")
+        tls = ("MYSQL_TLS_CA", "MYSQL_TLS_CERT", "MYSQL_TLS_KEY")
+        given = [name for name in tls if getattr(self, name.lower())]
+        if given and len(given) != len(tls):
+            missing = next(name for name in tls if name not in given)
+            raise ConfigError(missing, f"required with {', '.join(given)}: TLS replication needs the CA, "
+                                       f"this node's certificate and its key")
 
     # ------------------------------------------------------------------
     def require(self, *groups: str) -> "Config":
@@ -436,15 +579,105 @@ class Config:
         """A copy with some fields replaced (used by commands with options, e.g. `backup --url`)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def mysql_tls(self) -> bool:
+        """Whether replication and peer connections use TLS (MYSQL_TLS_CA/CERT/KEY are set)."""
+        return bool(self.mysql_tls_ca and self.mysql_tls_cert and self.mysql_tls_key)
+
+    @property
+    def verify_peer_identity(self) -> bool:
+        """Check that a peer's certificate names the address it advertises.
+
+        Default: only when this node advertises a host name.  Containers get
+        dynamic IP addresses that no certificate lists; names are stable.
+        """
+        if self.mysql_tls_verify_identity is not None:
+            return self.mysql_tls_verify_identity
+        address = self.advertise_address
+        if not address:
+            return False
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return True
+        return False
+
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value set, so that log output can be scrubbed of them."""
+        """Every secret value set, so that log output can be scrubbed of them.
+
+        Multi-line secrets (PEM keys) also contribute each long line, so that
+        a part of one that ends up in a message is still scrubbed.
+        """
         out = []
         for var in VARIABLES:
             if var.secret:
                 value = getattr(self, _attr(var))
                 if value:
-                    out.append(value)
+                    out += _with_lines(value)
+        out += [value for value in self.external_secrets if value]
         return tuple(out)
+
+    def plaintext_warnings(self) -> list[str]:
+        """Credentials that would cross an unencrypted link to another machine (logged once at start)."""
+        found = []
+        if self.consul is not None and self.consul_scheme == "http" and self.consul_http_token \
+                and not _is_loopback(self.consul[0]):
+            found.append(f"CONSUL_HTTP_TOKEN is sent in clear text to {self.consul[0]}:{self.consul[1]} "
+                         "(use https:// in CONSUL)")
+        if self.consul is not None and self.consul_scheme == "https" and not self.consul_http_ssl_verify:
+            found.append("CONSUL_HTTP_SSL_VERIFY=false: the Consul agent's certificate is not checked, so "
+                         "anyone in the path can read and change what this node sends")
+        if self.etcd and self.etcd_scheme == "http" and self.etcd_password \
+                and not all(_is_loopback(host) for host, _ in self.etcd):
+            found.append("ETCD_USER/ETCD_PASSWORD and etcd's auth token are sent in clear text to "
+                         + ",".join(f"{h}:{p}" for h, p in self.etcd) + " (use https:// in ETCD)")
+        if self.backup_scheme == "s3" and self.external_secrets and self.s3_endpoint_url:
+            endpoint = urlparse(self.s3_endpoint_url)
+            if endpoint.scheme == "http" and not _is_loopback(endpoint.hostname or ""):
+                found.append(f"S3 requests signed with the AWS keys and the snapshots travel in clear text to "
+                             f"{endpoint.netloc} (use an https:// S3_ENDPOINT_URL)")
+        return found
+
+
+def _with_lines(value: str) -> list[str]:
+    """A secret, plus each long line of a multi-line one (PEM): a part of it in a message is scrubbed too."""
+    out = [value]
+    if "\n" in value:
+        out += [line.strip() for line in value.splitlines()
+                if len(line.strip()) >= 16 and not line.strip().startswith("-----")]
+    return out
+
+
+def secret_values(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret in `env` (and in the `_FILE`s it names), without validating anything else.
+
+    For processes that scrub their logs but do not build a `Config` (the
+    supervisor): a mistake elsewhere in the environment must not stop that.
+    """
+    out: list[str] = []
+    for var in VARIABLES:
+        if var.secret and env.get(var.name):
+            out += _with_lines(env[var.name])
+        elif var.file_of and env.get(var.name):
+            try:
+                with open(env[var.name], encoding="utf-8") as f:
+                    content = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            content = content[:-1] if content.endswith("\n") else content
+            if content:
+                out += _with_lines(content)
+    out += [env[name] for name in EXTERNAL_SECRETS if env.get(name)]
+    return tuple(out)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_advertise_address() -> str | None:

@@ -27,6 +27,13 @@ class _Scrub(logging.Filter):
         return True
 
 
+def add_secret(value: str) -> None:
+    """Scrub `value` from every later log line too (e.g. a token obtained at run time)."""
+    if value and value not in _SECRETS:
+        _SECRETS.append(value)
+        _SECRETS.sort(key=len, reverse=True)
+
+
 def scrub(text: str) -> str:
     """`text` with every registered secret replaced by ***."""
     for secret in _SECRETS:

@@ -261,11 +261,14 @@ class Cluster:
 
     # -- discovery view -------------------------------------------------------
     def discovery(self):
-        from triton_mysql.discovery import connect_endpoints
+        from triton_mysql.discovery import connect
         from triton_mysql.config import Config
-        config = Config.from_env({**self.base_env(), "NODE_NAME": "observer"})
-        return connect_endpoints(consul=config.consul, etcd=config.etcd, etcd_prefix=config.etcd_prefix,
-                                 timeout=2.0), config
+        config = Config.from_env({**self.base_env(), "NODE_NAME": "observer",
+                                  "MYSQL_CNF": str(self.workdir / "observer.cnf")})
+        # The nodes' own way to connect (TLS, token, etcd user).  With etcd auth the token is
+        # cached in the cluster's directory: a new authentication (bcrypt) per poll would load
+        # the server enough to time the nodes' requests out.
+        return connect(config.with_overrides(discovery_timeout=2.0)), config
 
     def lock(self) -> dict[str, Any] | None:
         from triton_mysql.keys import ClusterKeys, decode

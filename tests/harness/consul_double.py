@@ -86,6 +86,19 @@ Semantics implemented (Consul 1.x)
 * Also: ``/v1/agent/services``, ``/v1/agent/checks``, ``/v1/agent/self``,
   ``/v1/catalog/services``, ``/v1/catalog/service/<name>``,
   ``/v1/status/leader``, ``/v1/status/peers``.
+
+Security (options of ``ConsulDouble``)
+--------------------------------------
+* ``acl_token="…"``: ACLs on with default policy deny and one token allowed
+  everything, like a Consul agent with ``acl.enabled`` and a management token.
+  The token is read from ``X-Consul-Token``, ``Authorization: Bearer`` or
+  ``?token=`` (Consul's three ways).  No token: 403 "Permission denied:
+  anonymous token lacks permission …" (the anonymous token is used); an
+  unknown token: 403 "ACL not found".  ``/v1/status/*`` needs no token, as in
+  Consul.  py-consul turns 403 into ``ACLPermissionDenied``.
+* ``tls=(cert_file, key_file)``: HTTPS only (like ``ports.http = -1`` with
+  ``ports.https``); ``client_ca=ca_file`` also requires a client certificate
+  signed by that CA (Consul's ``verify_incoming``).
 """
 from __future__ import annotations
 
@@ -98,6 +111,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -801,11 +815,35 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "ConsulDouble/1.0"
     state: ConsulState  # set on the subclass made by make_server
 
+    acl_token: str | None = None  # set on the subclass made by make_server
+
     def setup(self) -> None:
         super().setup()
         # Headers and body are separate writes: without TCP_NODELAY, Nagle plus
         # the client's delayed ACK adds ~40 ms to every answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            # In this request's thread, not in the accept loop: a client that never
+            # finishes its handshake must not stall the whole server.
+            self.connection.settimeout(10)
+            self.connection.do_handshake()
+            self.connection.settimeout(None)
+
+    def _check_acl(self, path: str, query: dict[str, list[str]]) -> None:
+        """Consul with ACLs on, default policy deny: only the configured token may do anything."""
+        if self.acl_token is None or path.startswith("/v1/status/"):
+            return
+        token = self.headers.get("X-Consul-Token") or ""
+        bearer = self.headers.get("Authorization") or ""
+        if not token and bearer.lower().startswith("bearer "):
+            token = bearer[len("bearer "):].strip()
+        if not token and query.get("token"):
+            token = query["token"][-1]
+        if not token:
+            raise HTTPError(403, "Permission denied: anonymous token lacks permission. The anonymous token is "
+                                 "used implicitly when a request does not specify a token.")
+        if token != self.acl_token:
+            raise HTTPError(403, "ACL not found")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if os.environ.get("CONSUL_DOUBLE_DEBUG"):
@@ -846,6 +884,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in query.items()}
         params_all = query
         try:
+            self._check_acl(path, query)
             for prefix, route in _ROUTES:
                 if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
                     route(self, method, path[len(prefix):], params, params_all)
@@ -1142,16 +1181,26 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def make_server(host: str, port: int, state: ConsulState) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"state": state})
-    return _Server((host, port), handler)
+def make_server(host: str, port: int, state: ConsulState, *, acl_token: str | None = None,
+                tls: tuple[str, str] | None = None, client_ca: str | None = None) -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"state": state, "acl_token": acl_token})
+    server = _Server((host, port), handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        if client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(client_ca)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server
 
 
-def serve(host: str, port: int, state: ConsulState, state_file: Path | None = None) -> None:
+def serve(host: str, port: int, state: ConsulState, state_file: Path | None = None, *,
+          acl_token: str | None = None, tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
     """Run the double in this process until SIGTERM/SIGINT (saving the state to `state_file` then)."""
     if state_file is not None and state_file.exists():
         state.load(json.loads(state_file.read_text()))
-    server = make_server(host, port, state)
+    server = make_server(host, port, state, acl_token=acl_token, tls=tls, client_ca=client_ca)
 
     def stop(signum: int, _frame: Any) -> None:
         if state_file is not None:
@@ -1182,11 +1231,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-jitter", action="store_true", help="no random wait/16 on blocking queries")
     parser.add_argument("--node-name", default="consul-double")
     parser.add_argument("--state-file", type=Path, default=None, help="load at start, save on SIGTERM")
+    parser.add_argument("--acl-token-file", type=Path, default=None,
+                        help="ACLs on (default deny); the file holds the one token allowed everything")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM) ...")
+    parser.add_argument("--tls-key", default=None, help="... and this key")
+    parser.add_argument("--client-ca", default=None, help="require client certificates signed by this CA")
     args = parser.parse_args(argv)
     state = ConsulState(node_name=args.node_name, address=args.host, ttl_multiplier=args.ttl_multiplier,
                         min_session_ttl=args.min_session_ttl, min_deregister_critical=args.min_deregister_critical,
                         blocking_jitter=not args.no_jitter)
-    serve(args.host, args.port, state, args.state_file)
+    token = args.acl_token_file.read_text().strip() if args.acl_token_file else None
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    serve(args.host, args.port, state, args.state_file, acl_token=token, tls=tls, client_ca=args.client_ca)
 
 
 # ---------------------------------------------------------------------------
@@ -1197,13 +1253,16 @@ class ConsulDouble:
 
     Options: `ttl_multiplier` (2.0: session invalidated 2 x TTL after its last
     renewal, like Consul's server), `min_session_ttl` (10 s), `min_deregister_critical`
-    (60 s), `blocking_jitter` (True), `keep_state` (True: state survives stop/start).
+    (60 s), `blocking_jitter` (True), `keep_state` (True: state survives stop/start),
+    `acl_token` (ACLs on), `ca` (a `tls.TestCA`: serve HTTPS with a certificate it
+    signs), `verify_incoming` (with `ca`: require a client certificate).
     """
 
     def __init__(self, workdir: Path | str | None = None, host: str = "127.0.0.1", port: int | None = None, *,
                  ttl_multiplier: float = 2.0, min_session_ttl: float = 10.0,
                  min_deregister_critical: float = 60.0, blocking_jitter: bool = True,
-                 keep_state: bool = True, node_name: str = "consul-double") -> None:
+                 keep_state: bool = True, node_name: str = "consul-double", acl_token: str | None = None,
+                 ca: Any = None, verify_incoming: bool = False) -> None:
         from .procs import free_port
 
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="consul-double-"))
@@ -1218,23 +1277,45 @@ class ConsulDouble:
         self.node_name = node_name
         self.state_file = self.workdir / "consul-double-state.json"
         self.proc = None
+        self.acl_token = acl_token
+        self.ca = ca
+        self.server_cert = ca.issue("consul-server", [host, "localhost"], directory=self.workdir / "tls") if ca else None
+        self.client_cert = ca.issue("consul-client", [], directory=self.workdir / "tls") \
+            if ca and verify_incoming else None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca else "http"
 
     @property
     def endpoint(self) -> str:
-        """`host:port`, the form the `CONSUL` variable takes."""
-        return f"{self.host}:{self.port}"
+        """The form the `CONSUL` variable takes: `host:port`, or `https://host:port` with TLS."""
+        return f"{self.host}:{self.port}" if not self.ca else self.url
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {"CONSUL": self.endpoint}
+        """What a node needs to reach this double: address, CA, client certificate, token."""
+        env = {"CONSUL": self.endpoint}
+        if self.ca:
+            env["CONSUL_CACERT"] = self.ca.cert
+        if self.client_cert:
+            env.update({"CONSUL_CLIENT_CERT": self.client_cert.cert, "CONSUL_CLIENT_KEY": self.client_cert.key})
+        if self.acl_token:
+            env["CONSUL_HTTP_TOKEN"] = self.acl_token
+        return env
 
     def client(self, timeout: float = 5.0):
-        """A py-consul client for this double."""
+        """A py-consul client for this double (with its CA, client certificate and token)."""
         import consul
-        return consul.Consul(host=self.host, port=self.port, connections_timeout=timeout)
+        c = consul.Consul(host=self.host, port=self.port, scheme=self.scheme,
+                          verify=self.ca.cert if self.ca else True,
+                          cert=(self.client_cert.cert, self.client_cert.key) if self.client_cert else None,
+                          connections_timeout=timeout)
+        c.token = self.acl_token
+        return c
 
     def start(self, timeout: float = 10.0) -> "ConsulDouble":
         from .procs import Proc, wait_for
@@ -1250,6 +1331,15 @@ class ConsulDouble:
                 "--state-file", str(self.state_file)]
         if not self.blocking_jitter:
             argv.append("--no-jitter")
+        if self.acl_token:
+            token_file = self.workdir / "acl-token"
+            token_file.write_text(self.acl_token)
+            token_file.chmod(0o600)
+            argv += ["--acl-token-file", str(token_file)]
+        if self.server_cert:
+            argv += ["--tls-cert", self.server_cert.cert, "--tls-key", self.server_cert.key]
+        if self.client_cert:
+            argv += ["--client-ca", self.ca.cert]
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = Proc("consul-double", argv, self.workdir / "consul-double.log", env=env, cwd=str(root))
         wait_for(self._ready, timeout, interval=0.02, what=f"Consul double at {self.endpoint}")
@@ -1258,7 +1348,12 @@ class ConsulDouble:
     def _ready(self) -> bool:
         if self.proc is None or not self.proc.alive():
             raise RuntimeError(f"Consul double exited:\n{self.proc.log_text() if self.proc else ''}")
-        with urllib.request.urlopen(self.url + "/v1/status/leader", timeout=0.5) as r:
+        context = None
+        if self.ca:
+            context = ssl.create_default_context(cafile=self.ca.cert)
+            if self.client_cert:
+                context.load_cert_chain(self.client_cert.cert, self.client_cert.key)
+        with urllib.request.urlopen(self.url + "/v1/status/leader", timeout=0.5, context=context) as r:
             return r.status == 200
 
     def stop(self) -> None:

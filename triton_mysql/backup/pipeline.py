@@ -139,6 +139,18 @@ def exit_text(code: int) -> str:
     return f"exited with code {code}"
 
 
+def option_value(value: str) -> str:
+    """`value` quoted for a MySQL option file, read back exactly (checked with my_print_defaults).
+
+    Unquoted, `#` starts a comment, surrounding spaces are dropped and quotes are
+    eaten; inside double quotes the reader turns `\\`, `\"`, `\n`, `\r`, `\t` back.
+    A newline can therefore never end the line and inject another option.
+    """
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\r", "\\r").replace("\t", "\\t"))
+    return f'"{escaped}"'
+
+
 def write_client_cnf(path: Path, server_cnf: str | None, socket: str, password: str | None) -> None:
     """A private defaults file: the server's config plus how to connect (the password
     stays off the command line, where `ps` and xtrabackup_info would show it)."""
@@ -148,7 +160,7 @@ def write_client_cnf(path: Path, server_cnf: str | None, socket: str, password: 
     for group in ("mariabackup", "xtrabackup"):
         lines += [f"[{group}]", "user=root", f"socket={socket}"]
         if password:
-            lines.append(f"password={password}")
+            lines.append(f"password={option_value(password)}")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")

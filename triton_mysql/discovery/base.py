@@ -34,6 +34,7 @@ configured prefix).  `ClusterKeys` (in `keys.py`) owns the layout of SPEC §5.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 
 
@@ -45,9 +46,15 @@ _NETWORK_MARKERS = ("Connection refused", "timed out", "Name or service not know
                     "Remote end closed", "No route to host", "Network is unreachable")
 
 
+_TLS_ERROR = re.compile(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+)")
+
+
 def short_error(exc: BaseException, limit: int = 200) -> str:
     """The useful part of a requests/urllib3 error message (they nest whole reprs)."""
     text = str(exc)
+    tls = _TLS_ERROR.search(text)
+    if tls:
+        return "TLS: " + tls.group(1).strip()
     for marker in _NETWORK_MARKERS:
         if marker in text:
             return marker.lower()
@@ -64,6 +71,42 @@ class KV:
     """Compare-and-set token: Consul `ModifyIndex`, etcd `mod_revision`."""
     session: str | None = None
     """The session/lease the key is bound to, if any (a held lock has one)."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How to reach and authenticate to the discovery service (defaults: plain HTTP, no credentials).
+
+    Built from the configuration in one place (`discovery.connect`), so the
+    hooks and the supervisor end with the same settings.
+    """
+
+    scheme: str = "http"
+    ca: str | None = None
+    """CA file that signed the servers' certificates (None: the system's trust store)."""
+    cert: str | None = None
+    """Client certificate file (with `key`) for servers that require one."""
+    key: str | None = None
+    verify: bool = True
+    """False: do not check the server's certificate (Consul's CONSUL_HTTP_SSL_VERIFY=false)."""
+    token: str | None = field(default=None, repr=False)
+    """Consul ACL token."""
+    user: str | None = None
+    """etcd user (etcd auth); `password` is its password."""
+    password: str | None = field(default=None, repr=False)
+    token_cache: str | None = None
+    """etcd: file where the auth token is kept between short-lived processes (mode 0600)."""
+
+    @property
+    def verify_arg(self) -> bool | str:
+        """The `verify` argument of a requests call: the CA file, or whether to check at all."""
+        if not self.verify:
+            return False
+        return self.ca or True
+
+    @property
+    def cert_arg(self) -> tuple[str, str] | None:
+        return (self.cert, self.key) if self.cert and self.key else None
 
 
 @dataclass(frozen=True)

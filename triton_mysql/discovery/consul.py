@@ -27,6 +27,12 @@ How the contract (`base.Discovery`) maps onto Consul:
   ModifyIndex differs from the caller's or the time is up.
 
 Keys never start with '/' in Consul: a leading '/' is stripped.
+
+Transport (`base.Transport`): scheme, CA, client certificate, verification and
+ACL token are passed to py-consul explicitly, never through its own reading of
+CONSUL_HTTP_* variables.  The token is set *after* constructing the client:
+py-consul 1.8.0 replaces an explicit token with `os.getenv("CONSUL_HTTP_TOKEN")`
+whenever that variable exists, even empty (as an `.env` file leaves it).
 """
 from __future__ import annotations
 
@@ -36,12 +42,14 @@ import time
 from typing import Any, Callable, TypeVar
 
 import base64
+import json
 
 import consul
+from consul.callback import CB
 import requests
-from consul.exceptions import ClientError, ConsulException, NotFound
+from consul.exceptions import ACLPermissionDenied, ClientError, ConsulException, NotFound
 
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, short_error
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, short_error
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +74,26 @@ def _duration(seconds: float) -> str:
 class ConsulDiscovery(Discovery):
     """The discovery contract on Consul.  See the module docstring."""
 
-    def __init__(self, host: str, port: int, timeout: float = 2.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 2.0, transport: Transport | None = None) -> None:
         self.host = host
         self.port = int(port)
         self.timeout = float(timeout)
-        self._consul = consul.Consul(host=host, port=self.port, connections_timeout=self.timeout)
+        self.transport = transport or Transport()
+        t = self.transport
+        self._consul = consul.Consul(host=host, port=self.port, scheme=t.scheme, verify=t.verify_arg,
+                                     cert=t.cert_arg, token=None, connections_timeout=self.timeout)
+        # After construction: py-consul took CONSUL_HTTP_TOKEN from the environment over ours.
+        self._consul.token = t.token or None
+        if not t.verify:
+            # CONSUL_HTTP_SSL_VERIFY=false was asked for (and is warned about once at start):
+            # not a warning on every request.
+            import urllib3
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     # -- plumbing ---------------------------------------------------------
     def describe(self) -> str:
-        return f"consul at {self.host}:{self.port}"
+        scheme = "https://" if self.transport.scheme == "https" else ""
+        return f"consul at {scheme}{self.host}:{self.port}"
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
         """Run one py-consul call; every failure becomes DiscoveryError naming the agent and `op`."""
@@ -85,6 +104,9 @@ class ConsulDiscovery(Discovery):
                                  f"no answer within {self.timeout:g} s") from None
         except requests.exceptions.ConnectionError as exc:
             raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {short_error(exc)}") from None
+        except ACLPermissionDenied as exc:
+            raise DiscoveryError(f"{self.describe()}: {op} failed: ACL permission denied "
+                                 f"({short_error(exc, 120)}; check CONSUL_HTTP_TOKEN)") from None
         except (requests.RequestException, ConsulException) as exc:
             raise DiscoveryError(f"consul at {self.host}:{self.port}: {op} failed: {short_error(exc)}") from None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -165,13 +187,18 @@ class ConsulDiscovery(Discovery):
         ops = [{"KV": {"Verb": "check-not-exists", "Key": key}},
                {"KV": {"Verb": "lock", "Key": key, "Value": base64.b64encode(value).decode(), "Session": session}}]
         try:
-            self._call(f"create {key}", lambda: self._consul.txn.put(ops))
+            self._call(f"create {key}", lambda: self._txn(ops))
         except DiscoveryError as exc:
             if isinstance(exc.__context__, ClientError) and str(exc.__context__).startswith("409"):
                 log.debug("consul: create %s refused: %s", key, exc.__context__)
                 return False
             raise
         return True
+
+    def _txn(self, ops: list[dict[str, Any]]) -> Any:
+        """`PUT /v1/txn` with the ACL token: py-consul 1.8.0's `txn.put` sends no token at all."""
+        return self._consul.http.put(CB.json(), "/v1/txn", data=json.dumps(ops),
+                                     headers=self._consul.prepare_headers())
 
     def cas(self, key: str, value: bytes, index: int) -> bool:
         key = self._key(key)

@@ -23,20 +23,36 @@ How the contract (`base.Discovery`) maps onto etcd:
 Several endpoints: each call starts at the endpoint that worked last and moves
 on only when a connection could not be made (refused, connect timeout, 503),
 never after a request was sent, so a write is never applied twice.
+
+Transport (`base.Transport`): `https://` endpoints, a CA, a client
+certificate, and etcd auth.  The CA and certificate go with every request
+(`verify=`/`cert=`), not on the requests session: a session's `verify` loses
+to REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the environment (requests merges
+those over it), which would silently trust another CA.  etcd3gw has no auth:
+`/v3/auth/authenticate` gives a token sent in the `Authorization` header.
+Authenticating costs ~80 ms on the server (bcrypt) against ~1 ms for a read,
+so the token is cached in a 0600 file (`Transport.token_cache`) for the next
+short-lived hook, and requested again only when etcd answers "invalid auth
+token" (it expires after `--auth-token-ttl` seconds unused, or with a
+restart of the member).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from typing import Any, Callable, Sequence, TypeVar
 
 import requests
 from etcd3gw.client import Etcd3Client
 
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, short_error
+from .. import log as logsetup
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, short_error
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +68,14 @@ EXPIRY_SLACK = 0.5
 
 class _Unreachable(Exception):
     """The request never reached the server: safe to try the next endpoint."""
+
+
+#: What etcd answers for a token it does not know (expired, or issued before a restart).
+INVALID_TOKEN = "invalid auth token"
+
+
+class _InvalidToken(Exception):
+    """etcd refused the auth token: the request was not applied; authenticate again."""
 
 
 class _EtcdError(Exception):
@@ -92,29 +116,36 @@ class EtcdDiscovery(Discovery):
     """The discovery contract on etcd v3.  See the module docstring."""
 
     def __init__(self, endpoints: Sequence[tuple[str, int]], prefix: str = "/triton-mysql",
-                 timeout: float = 2.0) -> None:
+                 timeout: float = 2.0, transport: Transport | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = [(str(h), int(p)) for h, p in endpoints]
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.timeout = float(timeout)
+        self.transport = transport or Transport()
         # api_path given: no /version round trip before the first request.
-        self._clients = [Etcd3Client(host=h, port=p, timeout=timeout, api_path="/v3/") for h, p in self.endpoints]
+        self._clients = [Etcd3Client(host=h, port=p, protocol=self.transport.scheme, timeout=timeout,
+                                     api_path="/v3/") for h, p in self.endpoints]
         self._current = 0
         self._service_leases: dict[str, int] = {}
+        self._token: str | None = None
+        self._token_loaded = False
 
     # -- plumbing ---------------------------------------------------------
     def describe(self) -> str:
-        return "etcd at " + ",".join(f"{h}:{p}" for h, p in self.endpoints)
+        scheme = "https://" if self.transport.scheme == "https" else ""
+        return "etcd at " + ",".join(f"{scheme}{h}:{p}" for h, p in self.endpoints)
 
     def _endpoint(self, i: int) -> str:
         host, port = self.endpoints[i]
         return f"{host}:{port}"
 
     def _post(self, client: Etcd3Client, path: str, payload: dict[str, Any],
-              connect_timeout: float, read_timeout: float) -> dict[str, Any]:
+              connect_timeout: float, read_timeout: float, token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": token} if token else None
         try:
-            resp = client.session.post(client.get_url(path), data=json.dumps(payload),
+            resp = client.session.post(client.get_url(path), data=json.dumps(payload), headers=headers,
+                                       verify=self.transport.verify_arg, cert=self.transport.cert_arg,
                                        timeout=(connect_timeout, read_timeout))
         except requests.exceptions.ConnectTimeout as exc:
             raise _Unreachable(short_error(exc, 160)) from None
@@ -141,6 +172,28 @@ class EtcdDiscovery(Discovery):
         return body
 
     def _call(self, op: str, path: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """POST with the auth token when etcd auth is configured; a token etcd no longer knows
+        (expired, member restarted) is replaced once.  A rejected token means the request was
+        not applied, so sending it again is safe."""
+        if not self.transport.user:
+            return self._send(op, path, payload, timeout)
+        # One deadline for authenticating and the request: a call stays within its bound
+        # (the fencing timing rule counts on it), authentication or not.
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        token = self._auth_token(op, left())
+        try:
+            return self._send(op, path, payload, left(), token)
+        except _InvalidToken:
+            log.info("etcd: auth token no longer valid; authenticating again")
+            self._drop_token(token)
+            return self._send(op, path, payload, left(), self._auth_token(op, left()))
+
+    def _send(self, op: str, path: str, payload: dict[str, Any], timeout: float | None = None,
+              token: str | None = None) -> dict[str, Any]:
         """POST to the first endpoint that accepts a connection; errors become DiscoveryError."""
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -153,12 +206,14 @@ class EtcdDiscovery(Discovery):
                 break
             connect_timeout = max(remaining / (count - attempt), 0.05)
             try:
-                body = self._post(self._clients[i], path, payload, connect_timeout, remaining)
+                body = self._post(self._clients[i], path, payload, connect_timeout, remaining, token)
             except _Unreachable as exc:
                 failures.append(f"{self._endpoint(i)}: {exc}")
                 continue
             except _EtcdError as exc:
-                raise DiscoveryError(f"etcd at {self._endpoint(i)}: {op} failed: {exc}") from None
+                if token and INVALID_TOKEN in exc.message:
+                    raise _InvalidToken() from None
+                raise DiscoveryError(f"etcd at {self._endpoint(i)}: {op} failed: {exc}{self._hint(exc)}") from None
             except DiscoveryError as exc:
                 raise DiscoveryError(f"etcd at {self._endpoint(i)}: {op} failed: {exc}") from None
             if i != self._current:
@@ -167,6 +222,89 @@ class EtcdDiscovery(Discovery):
             return body
         tried = "; ".join(failures) or f"no time left within {budget:g} s"
         raise DiscoveryError(f"etcd: {op} failed, no endpoint reachable ({tried})")
+
+    def _hint(self, exc: "_EtcdError") -> str:
+        if "user name is empty" in exc.message:
+            return " (etcd auth is enabled: set ETCD_USER and ETCD_PASSWORD)"
+        if "permission denied" in exc.message:
+            return f" (the role of ETCD_USER {self.transport.user} needs readwrite on the prefix {self.prefix or '/'}/)"
+        return ""
+
+    # -- etcd auth --------------------------------------------------------
+    def _auth_token(self, op: str, timeout: float | None = None) -> str:
+        """The token to send: in memory, else from the cache file, else a new one."""
+        if self._token is None and not self._token_loaded:
+            self._token_loaded = True
+            self._token = self._read_cached_token()
+        if self._token is None:
+            self._token = self._authenticate(op, timeout)
+            self._write_cached_token(self._token)
+        return self._token
+
+    def _authenticate(self, op: str, timeout: float | None = None) -> str:
+        t = self.transport
+        try:
+            body = self._send(f"authenticate as {t.user} (for {op})", "auth/authenticate",
+                              {"name": t.user, "password": t.password or ""}, timeout)
+        except DiscoveryError as exc:
+            hint = "an authentication (bcrypt on the server) must fit in DISCOVERY_TIMEOUT" \
+                if "no answer within" in str(exc) else "check ETCD_USER/ETCD_PASSWORD"
+            raise DiscoveryError(f"{exc} ({hint})") from None
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise DiscoveryError(f"{self.describe()}: authenticate as {t.user} failed: no token in the answer "
+                                 f"(is auth enabled on the server?)")
+        logsetup.add_secret(token)
+        log.debug("etcd: authenticated as %s", t.user)
+        return token
+
+    def _cache_key(self) -> dict[str, Any]:
+        return {"user": self.transport.user, "endpoints": [f"{h}:{p}" for h, p in self.endpoints],
+                "scheme": self.transport.scheme}
+
+    def _read_cached_token(self) -> str | None:
+        path = self.transport.token_cache
+        if not path:
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or {k: data.get(k) for k in self._cache_key()} != self._cache_key():
+            return None
+        token = data.get("token")
+        if isinstance(token, str) and token:
+            logsetup.add_secret(token)
+            return token
+        return None
+
+    def _write_cached_token(self, token: str) -> None:
+        """Atomically, mode 0600 (mkstemp's), so a reader sees the old token or the new one."""
+        path = self.transport.token_cache
+        if not path:
+            return
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".etcd-token.", dir=os.path.dirname(path))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({**self._cache_key(), "token": token, "at": time.time()}, f)
+            os.replace(tmp, path)
+            tmp = None
+        except OSError as exc:
+            log.debug("etcd: cannot cache the auth token in %s: %s", path, exc)
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def _drop_token(self, token: str | None) -> None:
+        self._token = None
+        self._token_loaded = True
+        path = self.transport.token_cache
+        if path and token and self._read_cached_token() == token:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _parse(self, op: str, fn: Callable[[], T]) -> T:
         """Turn a malformed answer (missing field, bad number) into DiscoveryError."""

@@ -24,6 +24,7 @@ from ..keys import ClusterKeys, encode
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql import replication
+from ..mysql import tls as mysql_tls
 from ..mysql.connection import DBError, connect_local, connect_tcp
 from ..mysql.fence import FenceError, kill_client_connections
 from ..mysql.fence import fence as fence_server
@@ -407,7 +408,7 @@ class Agent:
             log.info("replication from %s restarted", lock.node)
             return observed
         replication.follow(self.conn(), self.flavor, lock.address, lock.port, self.config.mysql_repl_user,
-                           self.config.mysql_repl_password)
+                           self.config.mysql_repl_password, tls=mysql_tls.replication(self.config))
         log.info("following %s at %s:%s with GTID auto-positioning", lock.node, lock.address, lock.port)
         return observed
 

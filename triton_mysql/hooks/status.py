@@ -15,6 +15,7 @@ import click
 from ..discovery import connect
 from ..ha.view import ClusterView, read_view
 from ..keys import ClusterKeys
+from ..log import scrub  # records come from discovery: whatever a node wrote there, no secret is shown
 
 
 def build(view: ClusterView) -> dict[str, Any]:
@@ -150,8 +151,8 @@ def run(config, as_json: bool = False) -> int:
         discovery.close()
     status = build(view)
     if as_json:
-        click.echo(json.dumps(status, indent=2, sort_keys=True))
+        click.echo(scrub(json.dumps(status, indent=2, sort_keys=True)))
     else:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(view.now))
-        click.echo(render(status, f"cluster {config.service_name} ({discovery.describe()}) at {stamp}"))
+        click.echo(scrub(render(status, f"cluster {config.service_name} ({discovery.describe()}) at {stamp}")))
     return 0

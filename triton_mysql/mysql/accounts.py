@@ -81,6 +81,17 @@ def _ensure_replication(conn: Connection, flavor: Flavor, config: Config, done: 
         return
     _ensure_user(conn, flavor, user, ANY_HOST, password, done)
     _ensure_grant(conn, user, ANY_HOST, flavor.replication_privileges(), "*.*", "REPLICATION SLAVE", done)
+    if config.mysql_tls:
+        _ensure_x509(conn, user, ANY_HOST, done)
+
+
+def _ensure_x509(conn: Connection, user: str, host: str, done: list[str]) -> None:
+    """Replicas must present a certificate signed by the CA (REQUIRE SSL would accept any TLS client)."""
+    if str(conn.scalar("SELECT ssl_type FROM mysql.user WHERE User = %s AND Host = %s", (user, host)) or "") \
+            .upper() == "X509":
+        return
+    conn.execute("ALTER USER %s@%s REQUIRE X509", (user, host))
+    done.append(f"'{user}'@'{host}' requires a client certificate (REQUIRE X509)")
 
 
 def _ensure_application(conn: Connection, flavor: Flavor, config: Config, done: list[str]) -> None:

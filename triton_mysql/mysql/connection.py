@@ -177,8 +177,22 @@ def connect_local(socket_path: str, password: str | None = None, timeout: float 
                     connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, **options)
 
 
+_PEER_TLS: dict[str, Any] = {}
+
+
+def use_peer_tls(options: dict[str, Any]) -> None:
+    """TLS for every `connect_tcp` of this process (PyMySQL ssl_* arguments; empty: none).
+
+    Set once per process by the CLI from MYSQL_TLS_* (mysql/tls.py), like the
+    log's secrets: every peer connection a hook makes, wherever it is made,
+    then uses TLS, with no call site able to forget it.
+    """
+    _PEER_TLS.clear()
+    _PEER_TLS.update(options)
+
+
 def connect_tcp(host: str, port: int, user: str, password: str | None, timeout: float = DEFAULT_TIMEOUT,
                 database: str | None = None) -> Connection:
     """A TCP connection (replication account to another node, application checks in tests)."""
     return _connect(f"{user}@{host}:{port}", password, host=host, port=int(port), user=user, database=database,
-                    connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
+                    connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, **_PEER_TLS)

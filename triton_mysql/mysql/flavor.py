@@ -33,6 +33,15 @@ class Sql(NamedTuple):
     args: tuple = ()
 
 
+class ReplicationTLS(NamedTuple):
+    """TLS for a replica's connection to its source: files as mysqld reads them (see mysql/tls.py)."""
+
+    ca: str
+    cert: str
+    key: str
+    verify_identity: bool = False
+
+
 class FlavorError(Exception):
     """The server family or version cannot be determined."""
 
@@ -82,8 +91,9 @@ class Flavor:
         return self.name == "mariadb"
 
     # -- replication (overridden) ----------------------------------------
-    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
-        """Point replication at host:port with GTID auto-positioning and short timers."""
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls: ReplicationTLS | None = None) -> Sql:
+        """Point replication at host:port with GTID auto-positioning and short timers (over TLS with `tls`)."""
         raise NotImplementedError
 
     def start_replica(self) -> Sql:
@@ -211,12 +221,16 @@ class Flavor:
 class MariaDBFlavor(Flavor):
     name: str = "mariadb"
 
-    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
-        return Sql(
-            "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
-            "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1",
-            (host, int(port), user, password),
-        )
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls: ReplicationTLS | None = None) -> Sql:
+        text = ("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
+                "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1")
+        args: tuple = (host, int(port), user, password)
+        if tls is not None:
+            text += (", MASTER_SSL=1, MASTER_SSL_CA=%s, MASTER_SSL_CERT=%s, MASTER_SSL_KEY=%s, "
+                     f"MASTER_SSL_VERIFY_SERVER_CERT={int(tls.verify_identity)}")
+            args += (tls.ca, tls.cert, tls.key)
+        return Sql(text, args)
 
     def start_replica(self) -> Sql:
         return Sql("START SLAVE")
@@ -298,12 +312,19 @@ class MySQLFlavor(Flavor):
     def _is_84(self) -> bool:
         return self.version is not None and self.version >= (8, 4, 0)
 
-    def change_source(self, host: str, port: int, user: str, password: str) -> Sql:
-        return Sql(
-            "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
-            "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, GET_SOURCE_PUBLIC_KEY=1",
-            (host, int(port), user, password),
-        )
+    def change_source(self, host: str, port: int, user: str, password: str,
+                      tls: ReplicationTLS | None = None) -> Sql:
+        # Always TLS, never GET_SOURCE_PUBLIC_KEY (caching_sha2_password's RSA key exchange
+        # over plain TCP, whose unauthenticated key a man in the middle can replace).
+        # Without MYSQL_TLS_* the server's auto-generated certificate encrypts the link.
+        text = ("CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
+                "SOURCE_AUTO_POSITION=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=1, SOURCE_SSL=1")
+        args: tuple = (host, int(port), user, password)
+        if tls is not None:
+            text += (", SOURCE_SSL_CA=%s, SOURCE_SSL_CERT=%s, SOURCE_SSL_KEY=%s, "
+                     f"SOURCE_SSL_VERIFY_SERVER_CERT={int(tls.verify_identity)}")
+            args += (tls.ca, tls.cert, tls.key)
+        return Sql(text, args)
 
     def start_replica(self) -> Sql:
         return Sql("START REPLICA")

@@ -10,7 +10,7 @@ import logging
 
 from . import gtid
 from .connection import ER_NO_SUCH_THREAD, Connection, DBError, connect_tcp
-from .flavor import Flavor
+from .flavor import Flavor, ReplicationTLS
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 _WAIT_SLACK = 2.0
 
 
-def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, password: str) -> None:
+def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, password: str,
+           tls: ReplicationTLS | None = None) -> None:
     """Replicate from host:port with GTID auto-positioning (replaces any previous source).
 
     MariaDB: when this server has a binlog position, `gtid_slave_pos` is set to
@@ -29,9 +30,9 @@ def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, pa
     kill_gtid_waiters(conn, flavor)
     if flavor.is_mariadb and conn.scalar("SELECT @@GLOBAL.gtid_binlog_pos"):
         conn.execute_all(flavor.prepare_rejoin())
-    conn.execute(flavor.change_source(host, port, user, password))
+    conn.execute(flavor.change_source(host, port, user, password, tls))
     conn.execute(flavor.start_replica())
-    logger.info("replicating from %s:%s with GTID auto-positioning", host, port)
+    logger.info("replicating from %s:%s with GTID auto-positioning%s", host, port, " over TLS" if tls else "")
 
 
 def kill_gtid_waiters(conn: Connection, flavor: Flavor) -> int:

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import Config
+from . import tls
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
             "skip_replica_start=ON",
             f"replica_net_timeout={NET_TIMEOUT}",
         ]
+    mysqld += tls.server_options(config)
     sections = [
         HEADER,
         "[client]", *client, "",
@@ -94,6 +96,7 @@ def write_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | No
     text = render_cnf(config, flavor, server_id, as_root)
     Path(config.mysql_conf_dir).mkdir(parents=True, exist_ok=True)
     _ensure_socket_dir(Path(config.mysql_socket).parent, os.geteuid() == 0 if as_root is None else as_root)
+    tls.install(config, os.geteuid() == 0 if as_root is None else as_root)
     target = Path(config.mysql_cnf)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".triton-mysql-cnf-", dir=target.parent)

@@ -6,6 +6,11 @@ reader (or `list`) never sees a partial object, and a killed writer leaves at
 most a hidden temporary file that `list` ignores.  `create_exclusive` uses
 link(2), which fails when the name exists: exactly one of several racing
 writers wins, and the winner's content is complete the moment it appears.
+
+Permissions: a snapshot is a full copy of the database, password hashes
+included.  Directories this module creates are 0700 and objects 0600 (owner:
+the user the hooks run as), whatever the umask: no other local user can read
+them.  A root directory that already exists (a mounted volume) keeps its mode.
 """
 from __future__ import annotations
 
@@ -43,6 +48,31 @@ def _sync_file_range():
 _writeback = _sync_file_range()
 
 
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def _mkdirs(path: Path) -> None:
+    """mkdir -p with mode 0700 for every directory created (Path.mkdir applies `mode` to the last only)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(directory, DIR_MODE)  # the umask may have taken bits away; never adds any back
+
+
+def _create(path: Path) -> int:
+    """A new file opened for writing, mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
 def _is_temp(name: str) -> bool:
     return name.startswith(".") and TMP_MARK in name
 
@@ -53,9 +83,9 @@ class _FileWriter(ObjectWriter):
         self.storage = storage
         self.final = storage.path(key)
         try:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
+            _mkdirs(self.final.parent)
             self.temp = self.final.parent / f".{self.final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-            self.file = open(self.temp, "xb", buffering=0)
+            self.file = open(_create(self.temp), "wb", buffering=0)
         except OSError as exc:
             raise StorageError(f"{storage.url}: cannot create {key}: {exc.strerror or exc}") from None
         self.key = key
@@ -201,9 +231,9 @@ class LocalStorage(Storage):
     def create_exclusive(self, key: str, data: bytes) -> bool:
         final = self.path(key)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            _mkdirs(final.parent)
             temp = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-            with open(temp, "xb") as f:
+            with open(_create(temp), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -20,7 +20,7 @@ import os
 import re
 import shlex
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from triton_mysql.discovery.base import ServiceSpec
@@ -110,15 +110,21 @@ class DiscoveryConfig:
     consul: tuple[str, int] | None = None
     etcd: tuple[tuple[str, int], ...] | None = None
     etcd_prefix: str = DEFAULT_ETCD_PREFIX
+    scheme: str = "http"
+    settings: Any = field(default=None, compare=False, repr=False)
+    """A `triton_mysql.config.Config` for these endpoints with the environment's TLS and
+    credential settings (CONSUL_*/ETCD_*): the hooks' `discovery.connect` builds the
+    supervisor's client from it, so both end with the same settings."""
 
     @property
     def kind(self) -> str:
         return "consul" if self.consul is not None else "etcd"
 
     def describe(self) -> str:
+        scheme = "https://" if self.scheme == "https" else ""
         if self.consul is not None:
-            return f"consul at {self.consul[0]}:{self.consul[1]}"
-        return "etcd at " + ",".join(f"{h}:{p}" for h, p in self.etcd or ()) + f" (prefix {self.etcd_prefix})"
+            return f"consul at {scheme}{self.consul[0]}:{self.consul[1]}"
+        return "etcd at " + ",".join(f"{scheme}{h}:{p}" for h, p in self.etcd or ()) + f" (prefix {self.etcd_prefix})"
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
     tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(_array(data.get("tasks"), "tasks")))
     coprocesses = tuple(_coprocess(item, f"coprocesses[{i}]", warnings)
                         for i, item in enumerate(_array(data.get("coprocesses"), "coprocesses")))
-    discovery = _discovery(data, warnings)
+    discovery = _discovery(data, warnings, env)
     if discovery is None and (services or backends):
         raise ConfigError("consul", "services and backends need a discovery service: set consul or etcd endpoints")
     start_key = "preStart" if "preStart" in data else "onStart"
@@ -460,16 +466,55 @@ def _logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:
     return LoggingConfig(level=_LEVELS[level], format="json" if fmt == "json" else "text", output=output)
 
 
-def _discovery(data: dict[str, Any], warnings: list[str]) -> DiscoveryConfig | None:
+def _discovery(data: dict[str, Any], warnings: list[str], env: Mapping[str, str]) -> DiscoveryConfig | None:
     consul = _consul(data.get("consul"))
     etcd, prefix = _etcd(data.get("etcd"), warnings)
     if consul is not None and etcd:
         raise ConfigError("consul", "set either consul or etcd endpoints, not both")
     if consul is not None:
-        return DiscoveryConfig(consul=consul)
+        scheme = _scheme(data.get("consul"), "consul")
+        return DiscoveryConfig(consul=consul, scheme=scheme, settings=_settings(env, consul=consul, scheme=scheme))
     if etcd:
-        return DiscoveryConfig(etcd=etcd, etcd_prefix=prefix)
+        scheme = _scheme(data["etcd"].get("endpoints"), "etcd.endpoints")
+        return DiscoveryConfig(etcd=etcd, etcd_prefix=prefix, scheme=scheme,
+                               settings=_settings(env, etcd=etcd, prefix=prefix, scheme=scheme))
     return None
+
+
+def _scheme(value: Any, where: str) -> str:
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    schemes = {"https" if str(item).strip().startswith("https://") else "http" for item in items if str(item).strip()}
+    if len(schemes) > 1:
+        raise ConfigError(where, "mixes http:// and https:// endpoints; use one scheme for all")
+    return schemes.pop() if schemes else "http"
+
+
+def _settings(env: Mapping[str, str], *, consul: tuple[str, int] | None = None,
+              etcd: tuple[tuple[str, int], ...] = (), prefix: str = DEFAULT_ETCD_PREFIX, scheme: str = "http") -> Any:
+    """The discovery settings the hooks use (triton_mysql.config), for this config's endpoints.
+
+    The endpoints come from this file (its `consul`/`etcd` keys); the TLS and
+    credential variables (CONSUL_*, ETCD_*) from the environment, validated as
+    the hooks validate them: a mistake there is exit 2 at start, naming it.
+    """
+    from triton_mysql.config import DISCOVERY_VARIABLES, Config
+    from triton_mysql.config import ConfigError as EnvError
+
+    sub = {name: env[name] for name in DISCOVERY_VARIABLES if env.get(name)}
+    sub["NODE_NAME"] = "containerbuddy"  # not used for discovery; checked on its own above
+    if consul is not None:
+        sub.update({"CONSUL": f"{scheme}://{_bracket(consul[0])}:{consul[1]}", "ETCD": ""})
+    else:
+        sub.update({"ETCD": ",".join(f"{scheme}://{_bracket(h)}:{p}" for h, p in etcd), "CONSUL": "",
+                    "ETCD_PREFIX": prefix})
+    try:
+        return Config.from_env(sub)
+    except EnvError as exc:
+        raise ConfigError(exc.variable, exc.problem) from None
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _consul(value: Any) -> tuple[str, int] | None:
@@ -505,10 +550,9 @@ def _etcd(value: Any, warnings: list[str]) -> tuple[tuple[tuple[str, int], ...],
 def host_port(text: str, where: str, default_port: int) -> tuple[str, int]:
     """(host, port) from "host:port", "http://host:port" or "[v6]:port"."""
     raw = text
-    if text.startswith("https://"):
-        raise ConfigError(where, f"{raw!r}: https is not supported (use http://)")
-    if text.startswith("http://"):
-        text = text[len("http://"):]
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
     text = text.rstrip("/")
     if not text or "/" in text:
         raise ConfigError(where, f"{raw!r} is not host:port")

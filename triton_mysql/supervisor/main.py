@@ -30,10 +30,12 @@ import sys
 from dataclasses import dataclass, field
 
 from triton_mysql import log as logsetup
+from triton_mysql.config import secret_values
 
 from . import config as cfgmod
 from .backends import BackendRunner
 from .config import ConfigError, SupervisorConfig
+from .environment import app_environment
 from .reload import apply as apply_reload
 from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
                       descendants_of, describe_exit, now, stray_processes)
@@ -137,11 +139,14 @@ class Supervisor:
             code = self.run_on_start()
             if code != 0:
                 return code
-        app = self.table.spawn("app", self.command, on_exit=self._app_exited, group=False, stdin_devnull=False)
+        app_env = app_environment(os.environ)
+        app = self.table.spawn("app", self.command, on_exit=self._app_exited, group=False, stdin_devnull=False,
+                               env=app_env)
         if app is None:
             return self.table.spawn_error
         self.app = app
-        log.info("app started: pid %d: %s", app.pid, " ".join(self.command))
+        log.info("app started: pid %d: %s (environment: %d of %d variables, see supervisor/environment.py)",
+                 app.pid, " ".join(self.command), len(app_env), len(os.environ))
         if self.telemetry is not None:
             self.telemetry.app_started()
         self.start_polling()
@@ -529,7 +534,7 @@ def setup_logging(config: SupervisorConfig | None) -> None:
         output = "stderr"
     logsetup.setup("containerbuddy", level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",
                    fmt="json" if fmt == "json" else "text", node=node,
-                   stream=sys.stdout if output == "stdout" else sys.stderr)
+                   stream=sys.stdout if output == "stdout" else sys.stderr, secrets=secret_values(env))
 
 
 def fail(message: str, code: int = 2) -> None:

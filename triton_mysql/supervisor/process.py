@@ -158,16 +158,21 @@ class ProcessTable:
 
     def spawn(self, kind: str, argv: Sequence[str], *, on_exit: Callable[[Child, int], None] | None = None,
               timeout: float | None = None, grace: float | None = None, group: bool = True,
-              stdin_devnull: bool = True, env: Mapping[str, str] | None = None) -> Child | None:
+              stdin_devnull: bool = True, env: Mapping[str, str] | None = None,
+              add_env: Mapping[str, str] | None = None) -> Child | None:
         """Start `argv`; None (with a log line) when it cannot be executed.
 
         `timeout`: after that many seconds the child's group gets SIGKILL, or
         SIGTERM and SIGKILL `grace` seconds later when `grace` is given.
-        `env`: variables added to the table's environment for this child only.
+        `env`: instead of the table's environment (the app gets less than the hooks);
+        `add_env`: variables added to it for this child only (a hook run in maintenance).
         """
+        child_env = self.env if env is None else dict(env)
+        if add_env:
+            child_env = {**child_env, **add_env}
         try:
             popen = subprocess.Popen(
-                list(argv), env={**self.env, **env} if env else self.env,
+                list(argv), env=child_env,
                 stdin=subprocess.DEVNULL if stdin_devnull else None,
                 start_new_session=group, close_fds=True,
             )

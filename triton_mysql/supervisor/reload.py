@@ -32,7 +32,8 @@ def apply(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
     """Make the running supervisor follow `new`; one short description per change."""
     old = sup.config
     sup.config = new
-    if new.discovery != old.discovery:
+    if new.discovery != old.discovery or (new.discovery is not None and old.discovery is not None
+                                          and new.discovery.settings != old.discovery.settings):
         switch_discovery(sup, new)
     return [*services(sup, new), *backends(sup, new), *tasks(sup, new), *coprocesses(sup, new)]
 

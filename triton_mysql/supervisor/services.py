@@ -101,7 +101,7 @@ class ServiceRunner:
         self.check = self.sup.table.spawn(
             f"health {self.config.name}", self.config.health.argv,
             on_exit=self._check_done, timeout=self.config.timeout,
-            env={MAINTENANCE_ENV: "1"} if self.sup.maintenance else None,
+            add_env={MAINTENANCE_ENV: "1"} if self.sup.maintenance else None,
         )
         if self.check is None:
             self._failed(127)

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from triton_mysql.discovery import Discovery, connect_endpoints
+from triton_mysql.discovery import Discovery, connect, connect_endpoints
 
 from .config import DiscoveryConfig
 
@@ -130,6 +130,10 @@ class DiscoveryWorker:
                 self._client.close()
 
     def _connect(self) -> Discovery:
+        if self._client is None and self.config.settings is not None:
+            # The hooks' way (TLS, token, etcd user); the token lives in memory here, no cache file.
+            self._client = connect(self.config.settings.with_overrides(discovery_timeout=self.timeout),
+                                   token_cache=False)
         if self._client is None:
             self._client = connect_endpoints(
                 consul=self.config.consul, etcd=list(self.config.etcd) if self.config.etcd else None,
