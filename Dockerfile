@@ -18,11 +18,15 @@ LABEL org.opencontainers.image.title="triton-mysql" \
       org.opencontainers.image.licenses="MPL-2.0"
 
 # Every install step is in bin/install-image, which the test suite also runs
-# (tests/test_packaging.py). The sources are bind-mounted rather than copied,
-# so they leave no layer behind; the script builds the package from a copy.
+# (tests/test_packaging.py). First the Debian packages, in a layer that depends
+# on the script alone, so that a change to the sources does not reinstall
+# MariaDB; then the rest. The sources are bind-mounted rather than copied, so
+# they leave no layer behind; the script builds the package from a copy.
+RUN --mount=type=bind,source=bin/install-image,target=/tmp/install-image \
+    sh /tmp/install-image --packages-only
 RUN --mount=type=bind,target=/src \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    sh /src/bin/install-image --src /src
+    sh /src/bin/install-image --src /src --no-apt
 
 # The volume is /var/lib/mysql and the datadir one level below it, so that
 # a datadir being initialised, restored or moved aside stays on the volume

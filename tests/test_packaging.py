@@ -479,17 +479,22 @@ def test_dockerfile_builds_offline_with_buildkits_own_frontend():
     """A `# syntax=` line makes BuildKit fetch a frontend image from a registry; RUN --mount needs none."""
     first = DOCKERFILE.read_text().splitlines()[0]
     assert not re.match(r"#\s*syntax\s*=", first, re.I), f"Dockerfile starts with {first!r}"
-    assert "--mount=" in dockerfile_one("RUN"), "the install step bind-mounts the sources (BuildKit)"
+    assert all("--mount=" in run for run in dockerfile_all("RUN")), "the install steps bind-mount (BuildKit)"
 
 
 def test_dockerfile_installs_with_the_one_script_before_the_volume():
+    """Packages first (a layer that only the script invalidates), then the rest: both steps are
+    bin/install-image, together a full install into / (--packages-only, then --no-apt)."""
     instructions = [kw for kw, _ in dockerfile_instructions()]
-    run = dockerfile_one("RUN")
-    assert INSTALL_SCRIPT in run and "--no-apt" not in run and "--root" not in run
+    packages, rest = dockerfile_all("RUN")
+    assert "source=bin/install-image" in packages and packages.rstrip().endswith("--packages-only")
+    assert INSTALL_SCRIPT in rest and rest.rstrip().endswith("--no-apt") and "--root" not in rest
+    assert "--mount=type=bind,target=/src" in rest and "--src /src" in rest
     volume = dockerfile_one("VOLUME")
     paths = exec_form(volume) if volume.startswith("[") else volume.split()
     assert paths == ["/var/lib/mysql"]
-    assert instructions.index("RUN") < instructions.index("VOLUME"), "changes after VOLUME are discarded"
+    last_run = max(i for i, kw in enumerate(instructions) if kw == "RUN")
+    assert last_run < instructions.index("VOLUME"), "changes after VOLUME are discarded"
     assert (ROOT / INSTALL_SCRIPT).stat().st_mode & 0o111, f"{INSTALL_SCRIPT} is not executable"
 
 
@@ -678,3 +683,31 @@ def test_install_image_fails_clearly_without_the_server(tmp_path):
     assert "missing programs" in result.stderr and "mariadbd" in result.stderr, result.stderr
     assert not (root / "opt").exists() and not (root / "usr").exists(), "it installed something before failing"
 
+
+
+def test_install_image_stops_at_a_failed_apt_get_update(tmp_path):
+    """`apt-get update` exits 0 when a source cannot be fetched: the script asks for an error
+    (--error-on=any) and stops right there with its own message, before touching the system."""
+    if os.geteuid() != 0:
+        pytest.skip("the apt path of install-image needs root")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    calls = tmp_path / "apt-calls"
+    (fakebin / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> {calls}\n"
+        "case \" $* \" in\n"
+        "  *' update '*) echo 'E: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease' >&2; exit 100 ;;\n"
+        "esac\n"
+        "exit 0\n")
+    (fakebin / "apt-get").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{fakebin}:{_path_with_sbin()}"
+    policy_before = Path("/usr/sbin/policy-rc.d").exists()
+    result = _run(["sh", str(ROOT / INSTALL_SCRIPT)], env, tmp_path)
+    assert result.returncode == 1
+    assert "install-image: error: apt-get update failed" in result.stderr, result.stderr
+    assert "E: Failed to fetch" in result.stderr, "apt's own message must be shown"
+    made = calls.read_text().splitlines()
+    assert len(made) == 1 and "update" in made[0] and "--error-on=any" in made[0], made
+    assert Path("/usr/sbin/policy-rc.d").exists() == policy_before

@@ -180,12 +180,17 @@ def debian_mirror(files: Sequence[Path] | None = None) -> str:
 def ensure_base_image(ref: str, workdir: Path, log=print) -> str:
     """Make sure `ref` (the Dockerfile's FROM image) exists; build it locally when it does not.
 
-    Returns "present" or "built in N s".  Only debian:<suite>[-slim] can be
-    made here.  One build at a time per machine (a lock), and a build that
-    another run finished while this one waited is used as it is.
+    Returns "present", "pulled" or "built in N s".  A machine with a registry
+    pulls it as any build would; only without one (a pull fails: the engine
+    that bin/docker-engine starts has its proxy pointed at a dead port, so it
+    fails at once) is debian:<suite>[-slim] made here.  One build at a time per
+    machine (a lock), and a build that another run finished while this one
+    waited is used as it is.
     """
     if image_exists(ref):
         return "present"
+    if docker("pull", ref, check=False, timeout=120).returncode == 0:
+        return "pulled"
     match = re.fullmatch(r"(?:docker\.io/)?(?:library/)?debian:([a-z]+)(?:-slim)?", ref)
     if match is None:
         raise DockerError(f"{ref} is missing and only debian:<suite>[-slim] can be built locally")
@@ -254,12 +259,25 @@ def _adapt_rootfs(rootfs: Path, sources: Sequence[Path]) -> None:
 
 
 def build_image(tag: str, context: Path, dockerfile: Path | None = None, *, timeout: float = 900) -> float:
-    """`docker build` with BuildKit on the host network; returns the seconds it took."""
+    """`docker build` with BuildKit on the host network; returns the seconds it took.
+
+    BuildKit's step-by-step output (with each step's time) is kept in
+    .docker/build-<tag>.log.
+    """
     started = time.monotonic()
     argv = ["build", "--network=host", "--progress=plain", "-t", tag]
     if dockerfile is not None:
         argv += ["-f", str(dockerfile)]
-    docker(*argv, str(context), timeout=timeout)
+    output = ""
+    try:
+        result = docker(*argv, str(context), timeout=timeout)
+        output = result.stdout + result.stderr
+    except DockerError as exc:
+        output = str(exc)
+        raise
+    finally:
+        STATE_DIR.mkdir(exist_ok=True)
+        (STATE_DIR / f"build-{tag.replace('/', '_').replace(':', '_')}.log").write_text(output)
     return time.monotonic() - started
 
 
