@@ -564,7 +564,8 @@ def copy_build_context(dest: Path) -> None:
 
 def test_dockerignore_keeps_secrets_out_and_what_the_install_needs_in():
     rules = dockerignore_rules()
-    for path in (".env", ".env.local", ".git/config", ".venv/bin/python", "triton_mysql/__pycache__/x.pyc"):
+    for path in (".env", ".env.local", ".git/config", ".venv/bin/python", "triton_mysql/__pycache__/x.pyc",
+                 ".docker/dockerd.log", "docker-compose.etcd.yml"):
         assert ignored(path, rules), f"{path} would be sent to the Docker daemon"
     for path in (INSTALL_SCRIPT, "bin/triton-mysqld", "etc/containerbuddy.json", "setup.cfg", "pyproject.toml",
                  "README.md", "triton_mysql/__init__.py", "triton_mysql/supervisor/main.py"):
@@ -608,6 +609,8 @@ def test_install_image_lays_out_the_image(installed):
     mysqld = bindir / "triton-mysqld"
     assert os.access(mysqld, os.X_OK) and mysqld.read_bytes() == (context / "bin/triton-mysqld").read_bytes()
     assert (root / "etc/containerbuddy.json").read_bytes() == SUPERVISOR_JSON.read_bytes()
+    image_cnf = (root / "etc/mysql/triton-mysql.d/00-image.cnf").read_text().splitlines()
+    assert image_cnf[1:] == ["[mysqld]", "skip_name_resolve=ON"], image_cnf
     dirs = ["var/lib/mysql", "run/mysqld", "etc/mysql/triton-mysql.d", "var/backups/triton-mysql"]
     for d in dirs:
         assert (root / d).is_dir(), d
