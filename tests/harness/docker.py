@@ -171,7 +171,7 @@ def debian_mirror(files: Sequence[Path] | None = None) -> str:
                         return uri
         else:
             for line in text.splitlines():
-                words = [w for w in line.split() if not w.startswith("[")]
+                words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
                 if len(words) >= 3 and words[0] == "deb" and "security" not in words[1] and "main" in words[3:]:
                     return words[1]
     raise DockerError("no Debian mirror found in this machine's apt sources")
@@ -258,7 +258,8 @@ def _adapt_rootfs(rootfs: Path, sources: Sequence[Path]) -> None:
         (directory / "partial").mkdir(parents=True, exist_ok=True)
 
 
-def build_image(tag: str, context: Path, dockerfile: Path | None = None, *, timeout: float = 900) -> float:
+def build_image(tag: str, context: Path, dockerfile: Path | None = None, *, timeout: float = 900,
+                no_cache: bool = False) -> float:
     """`docker build` with BuildKit on the host network; returns the seconds it took.
 
     BuildKit's step-by-step output (with each step's time) is kept in
@@ -268,6 +269,8 @@ def build_image(tag: str, context: Path, dockerfile: Path | None = None, *, time
     argv = ["build", "--network=host", "--progress=plain", "-t", tag]
     if dockerfile is not None:
         argv += ["-f", str(dockerfile)]
+    if no_cache:
+        argv.append("--no-cache")
     output = ""
     try:
         result = docker(*argv, str(context), timeout=timeout)
