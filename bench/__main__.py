@@ -47,6 +47,7 @@ BENCHMARKS = {
     "failover-consul": "Failover on the Consul double (planned stop, crash)",
     "snapshot": "Snapshot and replica clone (restore)",
     "routing": "HTTP endpoints and HAProxy routing",
+    "image": "Docker image and compose cluster (etcd variant)",
 }
 ALIASES = {"failover": ["failover-etcd", "failover-consul"], "clone": ["snapshot"], "restore": ["snapshot"],
            "view": ["discovery"], "idle": ["supervisor"], "all": list(BENCHMARKS)}
@@ -95,6 +96,8 @@ def plan(selected: list[str], quick: bool) -> list[Group]:
     if "snapshot" in selected:
         groups.append(Group("snapshot", ["snapshot"],
                             py + ["bench.snapshot_restore", "--size-mb", "64" if quick else "1024"], 3 * 3600))
+    if "image" in selected:
+        groups.append(Group("image", ["image"], py + ["bench.image"], 3600))
     return groups
 
 
@@ -537,6 +540,61 @@ class Report:
                  "pass per second on each node)."]
         self.section("Supervisor at idle", lines)
 
+    def image(self) -> None:
+        title = BENCHMARKS["image"]
+        if self.failed("image", title):
+            return
+        record = self.results["image"]
+        r, t = record["figures"], record["figures"].get("timings", {})
+        self.row("Image size (MariaDB + venv on debian:bookworm-slim)", f"{r['image_mib']} MiB", "–",
+                 f"base image {r['base_image_mib']} MiB", f"{r['image_mib'] / r['base_image_mib']:.1f} ×", "–", "–")
+        self.row("Compose `up` → 3 healthy containers (etcd variant, 1 run)", f"{t.get('up_to_3_healthy')} s", "–",
+                 "–", "–", "–", "–")
+        self.row("Compose: `docker stop` of the primary → new primary (1 run)", f"{t.get('stop_failover')} s", "–",
+                 "–", "–", "–", "–")
+        self.row("Compose: `docker kill` of the primary → new primary (1 run)",
+                 f"{t.get('primary_kill_failover')} s", "–", "lock TTL 10 s",
+                 f"{t.get('primary_kill_failover', 0) / 10:.2f} × TTL", "–", "–")
+        base = {"present": "present in the engine's store", "pulled": "pulled"}.get(r.get("base"), r.get("base"))
+        stand_in = "a local stand-in built by the test helper" if r.get("base_local") else "pulled from a registry"
+        machine = self.store.get("machine", {})
+        lines = [f"Measured {record['measured_at']} by `tests/test_image.py` (`python -m bench --only image`; "
+                 f"machine load below). **What ran for real: the etcd variant** "
+                 f"(`docker-compose.yml` + `docker-compose.etcd.yml`) with docker-compose {r.get('compose')} (v1, "
+                 "Debian's) on dockerd 20.10 (overlay2, cgroup v1); no Consul image exists here, so the Consul "
+                 "default is checked by `docker-compose config` only. Shipped defaults (SESSION_TTL=10 s, "
+                 f"HEALTH_POLL=2 s, container HEALTHCHECK every 10 s); nofile limit {r.get('nofile_limit')}. "
+                 "One run of each step; times from the command (or the signal) to what a user sees: the lock "
+                 "record in etcd (polled every 50 ms), `triton-mysql status --json` via `docker compose exec -T`, "
+                 f"container health. Machine of this run: {machine.get('cpu')}, {machine.get('cores')} cores, "
+                 f"kernel {machine.get('kernel')}.", "",
+                 "| figure | value |", "|---|---|",
+                 f"| image `triton-mysql` | {r['image_mib']} MiB (base `{r.get('base_image')}` {r['base_image_mib']} MiB, "
+                 f"{stand_in}; etcd stand-in `triton-mysql-etcd` {r.get('etcd_image_mib')} MiB) |",
+                 f"| base image | {base} |",
+                 f"| `docker build --no-cache` (BuildKit; the longest steps: Debian packages, then the venv) | "
+                 f"{r.get('cold_build_seconds', '–')} s "
+                 f"({', '.join(f'{x:g} s' for x in r.get('cold_build_steps_seconds', [])[:2])}) |",
+                 f"| `docker build` in the test (BuildKit's cache reused where the sources allow) | {r.get('build_seconds')} s |"]
+        labels = [("up_to_3_healthy", "`up -d --scale mysql=3` → one primary, two healthy replicas, 3 containers `healthy`"),
+                  ("stop_failover", "`docker stop` of the primary → new primary holds the lock (`ready`)"),
+                  ("stop_writes_resumed", "… → first acknowledged write on the new primary"),
+                  ("docker_stop_returned", "… → `docker stop` returned (preStop, mysqld stop, postStop)"),
+                  ("start_rejoin", "`docker start` of the old primary → healthy replica, cluster settled"),
+                  ("replica_crash_restarted", "replica's PID 1 killed from the host → restarted by the policy"),
+                  ("replica_crash_healthy", "… → healthy replica again, cluster settled"),
+                  ("primary_kill_failover", "`docker kill` of the primary (kept down) → new primary (`ready`)"),
+                  ("primary_kill_rejoined", "`docker start` of the killed primary → rejoined as a replica, settled"),
+                  ("scale_to_4_healthy", "`up --scale mysql=4` → the 4th node cloned from the snapshot, healthy"),
+                  ("backup", "`triton-mysql backup` in a container"),
+                  ("down", "`down -v`"),
+                  ("test_total", "the cluster part of the test, `up` to `down -v`")]
+        lines += [f"| {label} | {t[key]} s |" for key, label in labels if key in t]
+        lines += ["", f"Rows acknowledged during the planned stop: {r.get('stop_rows_acked')}, missing on the new "
+                      f"primary: {r.get('stop_rows_lost')}. Whole image test including builds: "
+                      f"{r.get('images_seconds')} s for the images + {t.get('test_total')} s for the cluster."]
+        self.section(title, lines)
+
     def discovery(self) -> None:
         if self.failed("discovery", "Discovery: one cluster view"):
             return
@@ -614,6 +672,7 @@ class Report:
         self.supervisor()
         self.discovery()
         self.routing()
+        self.image()
 
     def routing(self) -> None:
         if self.failed("routing", "HTTP endpoints and HAProxy routing"):
@@ -697,8 +756,8 @@ HOW_TO_READ = """## How to read these numbers
   double of its HTTP API is used; session invalidation follows Consul's up-to-2 × TTL rule), a real S3 (moto,
   in memory, on the same cores), MySQL 8 / Percona (only MariaDB is installed here).
 - Re-run one figure: `python -m bench --only NAME` (names: discovery, supervisor, health, failover-etcd,
-  fencing, failover-consul, snapshot, routing; alias failover). `python -m bench --quick` is a smoke run and
-  writes .bench/BENCHMARKS-quick.md instead of this file.
+  fencing, failover-consul, snapshot, routing, image; alias failover). `python -m bench --quick` is a smoke run
+  and  writes .bench/BENCHMARKS-quick.md instead of this file.
 """
 
 

@@ -1,11 +1,12 @@
-"""Packaging: Dockerfile, bin/install-image, docker-compose.yml, .env.example, .dockerignore.
+"""Packaging: Dockerfile, bin/install-image, docker-compose*.yml, .env.example, .dockerignore.
 
-No Docker engine runs here, so these tests check what can be checked without
-one: the files against the config module (variable names, values, timings),
-against the supervisor config and against each other, so that a renamed
-variable or a changed timeout cannot drift unnoticed. The image's install step
-(bin/install-image) runs for real, into a temporary root, from a build context
-made by the rules of .dockerignore.
+These tests need no Docker engine (tests/test_image.py builds and runs the
+image for real): they check the files against the config module (variable
+names, values, timings), against the supervisor config and against each other,
+so that a renamed variable or a changed timeout cannot drift unnoticed. The
+compose files are also checked by docker-compose 1.29 itself (`config`) when it
+is installed. The image's install step (bin/install-image) runs for real, into
+a temporary root, from a build context made by the rules of .dockerignore.
 """
 from __future__ import annotations
 
@@ -27,14 +28,17 @@ from triton_mysql.supervisor import config as supervisor_config
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
+# The optional parts are override files (both compose generations take them).
+OVERRIDES = {"etcd": ROOT / "docker-compose.etcd.yml", "s3": ROOT / "docker-compose.s3.yml"}
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SUPERVISOR_JSON = ROOT / "etc" / "containerbuddy.json"
 INSTALL_SCRIPT = "bin/install-image"
 
 HEALTH_ARGV = ["triton-mysql", "health", "--check-only"]
-# Compose's own variable, read from .env to switch profiles on.
-COMPOSE_NAMES = {"COMPOSE_PROFILES"}
+# Compose's own variables, read from .env (COMPOSE_FILE picks the override files),
+# and the compose file's own knob for the open-files limit.
+COMPOSE_NAMES = {"COMPOSE_FILE", "COMPOSE_PROFILES", "NOFILE_LIMIT"}
 # Debian's sbin directories (mariadbd lives there); a non-login root shell may lack them.
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 DEFAULTS = {v.name: v.default for v in VARIABLES}
@@ -108,8 +112,8 @@ def healthcheck_argv(args: str) -> list[str]:
     return exec_form(command) if command.startswith("[") else shlex.split(command)
 
 
-def compose() -> dict:
-    data = yaml.safe_load(COMPOSE.read_text())
+def compose(path: Path = COMPOSE) -> dict:
+    data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict) and isinstance(data.get("services"), dict)
     return data
 
@@ -212,13 +216,59 @@ def node_environment() -> dict[str, str]:
 # ---------------------------------------------------------------------------
 # docker-compose.yml
 
-def test_compose_has_consul_mysql_and_an_optional_s3_server():
+def test_compose_has_consul_as_discovery_and_the_mysql_nodes():
     services = compose()["services"]
-    assert set(services) == {"consul", "mysql", "s3", "haproxy"}  # haproxy: tests/test_haproxy_config.py
-    assert services["consul"]["image"].startswith("hashicorp/consul:")
-    assert "-server" in services["consul"]["command"] or "-dev" in services["consul"]["command"]
-    assert "profiles" not in services["consul"] and "profiles" not in services["mysql"]
-    assert services["s3"]["profiles"] == ["s3"], "the S3 server must be optional (a profile)"
+    assert set(services) == {"discovery", "mysql", "haproxy"}  # haproxy: tests/test_haproxy_config.py
+    assert services["discovery"]["image"].startswith("hashicorp/consul:")
+    assert "-server" in services["discovery"]["command"] or "-dev" in services["discovery"]["command"]
+
+
+def test_optional_parts_are_override_files_for_both_compose_generations():
+    """docker-compose 1.29 (v1) rejects `required: false` and ignores profiles when resolving depends_on;
+    overrides merge and cannot remove a dependency. So: no profiles, no `required`, and the base file's
+    nodes depend only on `discovery`, which every variant defines under that name."""
+    for path in [COMPOSE, *OVERRIDES.values()]:
+        data = compose(path)
+        assert "version" not in data, f"{path.name}: `version` is obsolete in v2 (and not needed by 1.29)"
+        for name, service in data["services"].items():
+            assert "profiles" not in service, f"{path.name}: {name} uses profiles (use an override file)"
+            for target, condition in (service.get("depends_on") or {}).items():
+                assert isinstance(condition, dict) and set(condition) == {"condition"}, \
+                    f"{path.name}: {name} depends_on {target}: only `condition` is common to v1 and v2"
+    assert set(mysql_service()["depends_on"]) == {"discovery"}
+    etcd = compose(OVERRIDES["etcd"])["services"]
+    assert set(etcd) == {"discovery", "mysql"}, "the etcd variant replaces `discovery` under its name"
+    assert service_env(etcd["mysql"]) == {"CONSUL": "", "ETCD": "discovery:2379"}
+    assert Config.from_env({"CONSUL": "", "ETCD": "discovery:2379"}).discovery_kind == "etcd"
+    assert (ROOT / etcd["discovery"]["build"]["dockerfile"]).is_file()
+    assert set(compose(OVERRIDES["s3"])["services"]) == {"s3", "mysql"}
+
+
+COMBINATIONS = [[], ["etcd"], ["s3"], ["etcd", "s3"]]
+
+
+@pytest.mark.parametrize("variants", COMBINATIONS, ids=lambda v: "+".join(["base", *v]))
+def test_docker_compose_v1_accepts_every_combination(variants, tmp_path):
+    """`docker-compose config` (1.29, Debian's) validates the merged files against its schema."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose (v1) is not installed (Debian package docker-compose)")
+    (tmp_path / ".env").write_text("")
+    argv = [binary, "--project-directory", str(tmp_path), "-f", str(COMPOSE)]
+    for name in variants:
+        argv += ["-f", str(OVERRIDES[name])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    result = _run(argv + ["config"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)
+    mysql = merged["services"]["mysql"]
+    assert mysql["environment"]["MYSQL_DATADIR"] == "/var/lib/mysql/data"
+    assert mysql["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}
+    assert set(mysql["depends_on"]) == {"discovery", *(["s3"] if "s3" in variants else [])}
+    if "etcd" in variants:
+        assert mysql["environment"]["ETCD"] == "discovery:2379" and mysql["environment"]["CONSUL"] == ""
+    else:
+        assert mysql["environment"]["CONSUL"] == "discovery:8500"
 
 
 def test_mysql_is_built_from_this_dockerfile():
@@ -244,10 +294,11 @@ def test_mysql_can_be_scaled():
     env = node_environment()
     for name in ("NODE_NAME", "ADVERTISE_ADDRESS"):
         assert name not in env, f"{name} must default per container, not be set for all replicas"
-    datadir = str(effective("MYSQL_DATADIR"))
+    datadir = node_environment().get("MYSQL_DATADIR") or str(effective("MYSQL_DATADIR"))
     for volume in service.get("volumes", []):
         target = volume.get("target") if isinstance(volume, dict) else str(volume).split(":")[1]
-        assert target.rstrip("/") != datadir, "a datadir volume in compose would be shared by every replica"
+        assert not datadir.startswith(target.rstrip("/") + "/") and target.rstrip("/") != datadir, \
+            "a datadir volume in compose would be shared by every replica"
 
 
 def test_mysql_keeps_containerbuddy_as_pid_1():
@@ -284,7 +335,21 @@ def test_mysql_uses_the_compose_consul_and_the_env_file():
     host, _, port = consul.rpartition(":")
     assert host in compose()["services"], f"CONSUL={consul} does not name a compose service"
     assert Config.from_env({"CONSUL": consul}).consul == (host, int(port))
-    assert "consul" in service["depends_on"]
+    assert host in service["depends_on"]
+
+
+def test_volume_layout_keeps_the_datadir_one_level_below_the_volume():
+    """SPEC §7: the volume is /var/lib/mysql, MYSQL_DATADIR=/var/lib/mysql/data (image and compose)."""
+    assert dockerfile_env()["MYSQL_DATADIR"] == "/var/lib/mysql/data"
+    assert service_env(mysql_service())["MYSQL_DATADIR"] == "/var/lib/mysql/data"
+    volume = dockerfile_one("VOLUME")
+    paths = exec_form(volume) if volume.startswith("[") else volume.split()
+    assert paths == [str(Path(dockerfile_env()["MYSQL_DATADIR"]).parent)]
+
+
+def test_nofile_limit_is_set_for_the_nodes():
+    nofile = mysql_service()["ulimits"]["nofile"]
+    assert nofile == {"soft": "${NOFILE_LIMIT:-65536}", "hard": "${NOFILE_LIMIT:-65536}"}
 
 
 def test_every_environment_name_is_known():
@@ -356,19 +421,26 @@ def test_file_backups_are_on_a_volume_every_node_shares():
     assert mounts[path] in named, f"{path} must be a named volume (shared by every node), not {mounts[path]!r}"
 
 
-def test_s3_block_points_at_the_s3_profile_service():
+def test_s3_block_points_at_the_s3_override_service():
     _, blocks = env_example()
     s3_blocks = [b for b in blocks if b.get("BACKUP_URL", "").startswith("s3://")]
     assert len(s3_blocks) == 1
     block = s3_blocks[0]
-    services = compose()["services"]
+    assert block["COMPOSE_FILE"].split(":") == [COMPOSE.name, OVERRIDES["s3"].name]
+    override = compose(OVERRIDES["s3"])["services"]
     endpoint = urlparse(block["S3_ENDPOINT_URL"])
-    assert endpoint.hostname in services, f"S3_ENDPOINT_URL {endpoint.geturl()} names no compose service"
-    server = services[endpoint.hostname]
-    assert block["COMPOSE_PROFILES"] in server.get("profiles", [])
+    assert endpoint.hostname in override, f"S3_ENDPOINT_URL {endpoint.geturl()} names no service of the override"
+    server = override[endpoint.hostname]
     assert str(endpoint.port) in [str(p) for p in server.get("expose", [])]
     assert block.get("S3_CREATE_BUCKET") == "true"
-    assert "s3" in mysql_service()["depends_on"] and mysql_service()["depends_on"]["s3"].get("required") is False
+    assert "s3" in override["mysql"]["depends_on"]
+
+
+def test_etcd_block_selects_the_etcd_override():
+    _, blocks = env_example()
+    etcd_blocks = [b for b in blocks if OVERRIDES["etcd"].name in b.get("COMPOSE_FILE", "")]
+    assert len(etcd_blocks) == 1
+    assert etcd_blocks[0]["COMPOSE_FILE"].split(":") == [COMPOSE.name, OVERRIDES["etcd"].name]
 
 
 # ---------------------------------------------------------------------------
@@ -403,14 +475,26 @@ def test_dockerfile_base_and_process_model():
     assert dockerfile_one("EXPOSE").split() == [str(DEFAULTS["MYSQL_PORT"])]
 
 
+def test_dockerfile_builds_offline_with_buildkits_own_frontend():
+    """A `# syntax=` line makes BuildKit fetch a frontend image from a registry; RUN --mount needs none."""
+    first = DOCKERFILE.read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.I), f"Dockerfile starts with {first!r}"
+    assert all("--mount=" in run for run in dockerfile_all("RUN")), "the install steps bind-mount (BuildKit)"
+
+
 def test_dockerfile_installs_with_the_one_script_before_the_volume():
+    """Packages first (a layer that only the script invalidates), then the rest: both steps are
+    bin/install-image, together a full install into / (--packages-only, then --no-apt)."""
     instructions = [kw for kw, _ in dockerfile_instructions()]
-    run = dockerfile_one("RUN")
-    assert INSTALL_SCRIPT in run and "--no-apt" not in run and "--root" not in run
+    packages, rest = dockerfile_all("RUN")
+    assert "source=bin/install-image" in packages and packages.rstrip().endswith("--packages-only")
+    assert INSTALL_SCRIPT in rest and rest.rstrip().endswith("--no-apt") and "--root" not in rest
+    assert "--mount=type=bind,target=/src" in rest and "--src /src" in rest
     volume = dockerfile_one("VOLUME")
     paths = exec_form(volume) if volume.startswith("[") else volume.split()
-    assert paths == [DEFAULTS["MYSQL_DATADIR"]]
-    assert instructions.index("RUN") < instructions.index("VOLUME"), "changes after VOLUME are discarded"
+    assert paths == ["/var/lib/mysql"]
+    last_run = max(i for i, kw in enumerate(instructions) if kw == "RUN")
+    assert last_run < instructions.index("VOLUME"), "changes after VOLUME are discarded"
     assert (ROOT / INSTALL_SCRIPT).stat().st_mode & 0o111, f"{INSTALL_SCRIPT} is not executable"
 
 
@@ -480,7 +564,8 @@ def copy_build_context(dest: Path) -> None:
 
 def test_dockerignore_keeps_secrets_out_and_what_the_install_needs_in():
     rules = dockerignore_rules()
-    for path in (".env", ".env.local", ".git/config", ".venv/bin/python", "triton_mysql/__pycache__/x.pyc"):
+    for path in (".env", ".env.local", ".git/config", ".venv/bin/python", "triton_mysql/__pycache__/x.pyc",
+                 ".docker/dockerd.log", "docker-compose.etcd.yml"):
         assert ignored(path, rules), f"{path} would be sent to the Docker daemon"
     for path in (INSTALL_SCRIPT, "bin/triton-mysqld", "etc/containerbuddy.json", "setup.cfg", "pyproject.toml",
                  "README.md", "triton_mysql/__init__.py", "triton_mysql/supervisor/main.py"):
@@ -524,6 +609,8 @@ def test_install_image_lays_out_the_image(installed):
     mysqld = bindir / "triton-mysqld"
     assert os.access(mysqld, os.X_OK) and mysqld.read_bytes() == (context / "bin/triton-mysqld").read_bytes()
     assert (root / "etc/containerbuddy.json").read_bytes() == SUPERVISOR_JSON.read_bytes()
+    image_cnf = (root / "etc/mysql/triton-mysql.d/00-image.cnf").read_text().splitlines()
+    assert image_cnf[1:] == ["[mysqld]", "skip_name_resolve=ON"], image_cnf
     dirs = ["var/lib/mysql", "run/mysqld", "etc/mysql/triton-mysql.d", "var/backups/triton-mysql"]
     for d in dirs:
         assert (root / d).is_dir(), d
@@ -599,3 +686,31 @@ def test_install_image_fails_clearly_without_the_server(tmp_path):
     assert "missing programs" in result.stderr and "mariadbd" in result.stderr, result.stderr
     assert not (root / "opt").exists() and not (root / "usr").exists(), "it installed something before failing"
 
+
+
+def test_install_image_stops_at_a_failed_apt_get_update(tmp_path):
+    """`apt-get update` exits 0 when a source cannot be fetched: the script asks for an error
+    (--error-on=any) and stops right there with its own message, before touching the system."""
+    if os.geteuid() != 0:
+        pytest.skip("the apt path of install-image needs root")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    calls = tmp_path / "apt-calls"
+    (fakebin / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> {calls}\n"
+        "case \" $* \" in\n"
+        "  *' update '*) echo 'E: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease' >&2; exit 100 ;;\n"
+        "esac\n"
+        "exit 0\n")
+    (fakebin / "apt-get").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{fakebin}:{_path_with_sbin()}"
+    policy_before = Path("/usr/sbin/policy-rc.d").exists()
+    result = _run(["sh", str(ROOT / INSTALL_SCRIPT)], env, tmp_path)
+    assert result.returncode == 1
+    assert "install-image: error: apt-get update failed" in result.stderr, result.stderr
+    assert "E: Failed to fetch" in result.stderr, "apt's own message must be shown"
+    made = calls.read_text().splitlines()
+    assert len(made) == 1 and "update" in made[0] and "--error-on=any" in made[0], made
+    assert Path("/usr/sbin/policy-rc.d").exists() == policy_before

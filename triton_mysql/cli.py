@@ -161,6 +161,13 @@ def status(as_json: bool) -> None:
     _run("status", ("discovery",), as_json=as_json)
 
 
+@main.command("forget")
+@click.argument("node")
+def forget(node: str) -> None:
+    """Remove a node that is gone for good from discovery (refused while it is alive)."""
+    _run("forget", ("discovery",), node=node)
+
+
 @main.command("switchover")
 @click.option("--to", "target", default=None, help="Node to promote (default: the most advanced candidate).")
 def switchover(target: str | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -271,7 +272,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("ETCD_PASSWORD", _text, None, "password of `ETCD_USER`", secret=True),
     Var("ETCD_PASSWORD_FILE", _file, None, "file holding `ETCD_PASSWORD`", file_of="ETCD_PASSWORD"),
     Var("SERVICE_NAME", _name, "mysql", "replicas register as `<SERVICE_NAME>`, the primary as `<SERVICE_NAME>-primary`"),
-    Var("NODE_NAME", _name, None, "unique name of this node (default: the host name)"),
+    Var("NODE_NAME", _name, None, "unique name of this node (default: the name stored with its data, else the host name)"),
     Var("ADVERTISE_ADDRESS", _address, None, "address other nodes and clients use (default: first non-loopback IPv4)"),
     Var("MYSQL_PORT", _port, 3306, "mysqld TCP port"),
     Var("MYSQL_BIND_ADDRESS", _address, "0.0.0.0", "address mysqld listens on"),
@@ -472,10 +473,7 @@ class Config:
                 raise ConfigError(name, str(exc)) from None
         values["external_secrets"] = tuple(env[n] for n in EXTERNAL_SECRETS if env.get(n))
         if not values.get("node_name"):
-            try:
-                values["node_name"] = _name(socket.gethostname().split(".")[0])
-            except ValueError:
-                raise ConfigError("NODE_NAME", "not set and the host name is not a valid node name") from None
+            values["node_name"] = default_node_name(values.get("mysql_datadir", "/var/lib/mysql"))
         config = cls(**values)
         config._check_consistency()
         return config
@@ -678,6 +676,43 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def stored_node_name(datadir: str) -> str | None:
+    """The node name kept with the data: `node` in the datadir's node state (node_state.py).
+
+    A container that compose re-creates on the same volume gets a new host name;
+    its data (and the records other nodes keep about it) still belong to the old
+    name.  None when there is no readable state file (a new node).
+    """
+    from .node_state import path as state_path  # the file onStart writes; stdlib-only module
+
+    try:
+        with open(state_path(datadir), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    name = record.get("node") if isinstance(record, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def default_node_name(datadir: str) -> str:
+    """NODE_NAME's default: the name stored with the data, else the short host name.
+
+    The config layer and the supervisor (which builds its service IDs before
+    onStart runs) both use this, so that they agree on the name.
+    """
+    stored = stored_node_name(datadir)
+    if stored is not None:
+        try:
+            return _name(stored)
+        except ValueError:
+            raise ConfigError("NODE_NAME", f"not set and the name stored in {datadir} ({stored!r}) "
+                                           "is not a valid node name") from None
+    try:
+        return _name(socket.gethostname().split(".")[0])
+    except ValueError:
+        raise ConfigError("NODE_NAME", "not set and the host name is not a valid node name") from None
 
 
 def default_advertise_address() -> str | None:

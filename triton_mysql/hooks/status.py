@@ -13,50 +13,32 @@ from typing import Any
 import click
 
 from ..discovery import connect
-from ..ha.view import ClusterView, read_view
+from ..backup.progress import human_bytes
+from ..ha.view import READY, ClusterView, read_view
 from ..keys import ClusterKeys
 from ..log import scrub  # records come from discovery: whatever a node wrote there, no secret is shown
 
 
-def build(view: ClusterView) -> dict[str, Any]:
-    """The status as one JSON-able object: `primary`, `nodes`, `last_snapshot` (+ extras)."""
+def build(view: ClusterView, ttl: float | None = None) -> dict[str, Any]:
+    """The status as one JSON-able object: `primary`, `nodes`, `last_snapshot` (+ extras).
+
+    Each row shows what the evidence supports, not just the newest claim:
+    * a member record not rewritten for longer than `ttl` (SESSION_TTL) is
+      `stale` (its node stopped publishing: crashed, frozen or cut off), with
+      its age, and never healthy, even while its session keeps it listed;
+    * the lock decides who is primary: the holder's row is `primary` (or the
+      lock's state, e.g. `promoting`) as soon as the header names it, and a
+      node whose record still says `primary` without holding the lock is
+      `fenced` (a primary fences itself before its lock can pass on, and a new
+      holder fences its predecessor before it is `ready`).
+    """
     primary = None
     if view.lock is not None:
         lock = view.lock
         primary = {"node": lock.node, "address": lock.address, "port": lock.port,
                    "server_id": lock.server_id, "since": lock.since, "state": lock.state}
     names = sorted(set(view.members) | set(view.nodes))
-    nodes = []
-    for name in names:
-        member = view.members.get(name)
-        record: dict[str, Any] = dict(view.nodes.get(name) or {})
-        if member is not None:
-            record.update({
-                "address": member.address, "port": member.port, "server_id": member.server_id,
-                "role": member.role, "gtid": member.gtid, "received_gtid": member.received_gtid,
-                "lag_seconds": member.lag_seconds, "healthy": member.healthy,
-                "candidate": member.candidate, "snapshot_id": member.snapshot_id, "updated": member.updated,
-            })
-        up = member is not None
-        last_seen = float(record.get("updated") or 0.0)
-        nodes.append({
-            "node": name,
-            "role": record.get("role", "starting") if up else "down",
-            "last_role": record.get("role"),
-            "up": up,
-            "address": record.get("address"),
-            "port": record.get("port"),
-            "server_id": record.get("server_id"),
-            "gtid": record.get("gtid"),
-            "received_gtid": record.get("received_gtid"),
-            "lag_seconds": record.get("lag_seconds") if up else None,
-            "healthy": bool(record.get("healthy")) and up,
-            "candidate": bool(record.get("candidate")) and up,
-            "snapshot_id": record.get("snapshot_id"),
-            "last_seen": last_seen or None,
-            "last_seen_ago": round(view.now - last_seen, 1) if last_seen else None,
-            "holds_lock": primary is not None and primary["node"] == name,
-        })
+    nodes = [_row(view, name, primary, ttl) for name in names]
     snapshot = None
     if view.snapshot_last:
         snap = view.snapshot_last
@@ -70,7 +52,56 @@ def build(view: ClusterView) -> dict[str, Any]:
         "last_failover": view.failover_last,
         "switchover": view.switchover,
         "snapshot_running": view.snapshot_lock,
+        "session_ttl": ttl,
         "time": view.now,
+    }
+
+
+def _row(view: ClusterView, name: str, primary: dict[str, Any] | None, ttl: float | None) -> dict[str, Any]:
+    member = view.members.get(name)
+    record: dict[str, Any] = dict(view.nodes.get(name) or {})
+    if member is not None:
+        record.update({
+            "address": member.address, "port": member.port, "server_id": member.server_id,
+            "role": member.role, "gtid": member.gtid, "received_gtid": member.received_gtid,
+            "lag_seconds": member.lag_seconds, "healthy": member.healthy,
+            "candidate": member.candidate, "snapshot_id": member.snapshot_id, "updated": member.updated,
+        })
+    up = member is not None
+    last_seen = float(record.get("updated") or 0.0)
+    age = round(view.now - last_seen, 1) if last_seen else None
+    stale = up and ttl is not None and (age is None or age > ttl)
+    holds_lock = primary is not None and primary["node"] == name
+    claimed = record.get("role", "starting")
+    if not up:
+        role = "down"
+    elif stale:
+        role = "stale"
+    elif holds_lock:
+        role = "primary" if primary["state"] == READY else str(primary["state"])
+    elif claimed == "primary":
+        role = "fenced"
+    else:
+        role = claimed
+    live = up and not stale
+    return {
+        "node": name,
+        "role": role,
+        "last_role": record.get("role"),
+        "up": up,
+        "stale": stale,
+        "address": record.get("address"),
+        "port": record.get("port"),
+        "server_id": record.get("server_id"),
+        "gtid": record.get("gtid"),
+        "received_gtid": record.get("received_gtid"),
+        "lag_seconds": record.get("lag_seconds") if live else None,
+        "healthy": bool(record.get("healthy")) and live and role in ("primary", "replica"),
+        "candidate": bool(record.get("candidate")) and live,
+        "snapshot_id": record.get("snapshot_id"),
+        "last_seen": last_seen or None,
+        "last_seen_ago": age,
+        "holds_lock": holds_lock,
     }
 
 
@@ -129,7 +160,7 @@ def render(status: dict[str, Any], title: str) -> str:
     snap = status["last_snapshot"]
     if snap:
         lines.append(f"newest snapshot: {snap['id']} ({_ago(snap['age_seconds'])}, gtid {snap['gtid'] or '-'}, "
-                     f"{(snap['size'] or 0) / 1e6:.1f} MB)")
+                     f"{human_bytes(snap['size'] or 0)})")
     else:
         lines.append("newest snapshot: none recorded")
     if status["snapshot_running"]:
@@ -149,7 +180,7 @@ def run(config, as_json: bool = False) -> int:
         view = read_view(discovery, ClusterKeys.for_config(config))
     finally:
         discovery.close()
-    status = build(view)
+    status = build(view, config.session_ttl)
     if as_json:
         click.echo(scrub(json.dumps(status, indent=2, sort_keys=True)))
     else:

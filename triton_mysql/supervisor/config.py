@@ -228,8 +228,18 @@ _LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARN
 
 
 def node_name(env: Mapping[str, str]) -> str:
-    """This node's name: NODE_NAME, else the short host name."""
-    return env.get("NODE_NAME") or socket.gethostname().split(".")[0]
+    """This node's name, as the hooks will see it: NODE_NAME, else the name stored
+    with the node's data (in MYSQL_DATADIR), else the short host name.
+
+    The service IDs are built from it before onStart runs, so it must be the
+    same rule as triton_mysql.config's (a re-created container keeps its name).
+    """
+    if env.get("NODE_NAME"):
+        return env["NODE_NAME"]
+    from triton_mysql.config import stored_node_name
+
+    # Not validated here (build() does, naming NODE_NAME): logging needs a name even then.
+    return stored_node_name(env.get("MYSQL_DATADIR") or "/var/lib/mysql") or socket.gethostname().split(".")[0]
 
 
 def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[str, str]) -> SupervisorConfig:
