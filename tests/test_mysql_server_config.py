@@ -46,7 +46,8 @@ def test_mariadb_cnf_contents(tmp_path):
                      f"bind-address={config.mysql_bind_address}", "server_id=4242", "gtid_domain_id=0",
                      "gtid_strict_mode=ON", "log_bin=mysql-bin", "relay_log=relay-bin", "log_slave_updates=ON",
                      "binlog_format=ROW", "read_only=ON", "skip_slave_start=ON", "slave_net_timeout=5",
-                     "sync_binlog=1", "innodb_flush_log_at_trx_commit=1", "binlog_expire_logs_seconds=0"]:
+                     "sync_binlog=1", "innodb_flush_log_at_trx_commit=1", "binlog_expire_logs_seconds=0",
+                     "skip_name_resolve=ON"]:
         assert expected in lines
     assert "gtid_mode=ON" not in lines and "super_read_only=ON" not in lines
     assert text.rstrip().splitlines()[-1] == f"!includedir {config.mysql_conf_dir}"

@@ -242,11 +242,13 @@ VARIABLES: tuple[Var, ...] = (
     Var("MYSQL_CONF_DIR", _abs_path, "/etc/mysql/triton-mysql.d", "`*.cnf` files here are included after the generated settings (user tuning)"),
     Var("MYSQL_SOCKET", _abs_path, "/run/mysqld/mysqld.sock", "local socket the hooks use (root by unix_socket)"),
     Var("MYSQLD", _text, None, "server binary (default: `mariadbd`, else `mysqld`, from PATH)"),
-    Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set", secret=True),
+    Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set (without READ ONLY "
+        "ADMIN: read_only stops it)", secret=True),
     Var("MYSQL_USER", _sql_user, None, "application account, created once on the first primary (no admin privilege)"),
     Var("MYSQL_PASSWORD", _text, None, "application account password", secret=True),
     Var("MYSQL_DATABASE", _database, None, "application schema, created once on the first primary"),
-    Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges only); required by the hooks"),
+    Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges, plus READ ONLY ADMIN and "
+        "CONNECTION ADMIN so a peer can fence a node; no table privilege); required by the hooks"),
     Var("MYSQL_REPL_PASSWORD", _text, None, "replication account password; required by the hooks", secret=True),
     Var("BACKUP_URL", _backup_url, "file:///var/backups/triton-mysql", "snapshot storage: `file://`, `s3://bucket/prefix` or `manta:///account/stor/path`"),
     Var("S3_ENDPOINT_URL", _http_url, None, "S3 endpoint for S3-compatible servers (AWS_* variables are read by boto3)"),

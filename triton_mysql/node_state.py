@@ -40,6 +40,8 @@ class NodeState:
     seeded: bool = True
     bootstrap_pending: bool = False
     reclone: dict[str, Any] | None = None
+    accounts_version: int = 0
+    """The accounts.ACCOUNTS_VERSION whose grants this node's primary pass last ensured."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **changes: Any) -> "NodeState":

@@ -15,7 +15,7 @@ from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.view import ClusterView
-from ..mysql.accounts import ensure_accounts
+from ..mysql.accounts import ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
 from .. import node_state
 
@@ -120,6 +120,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         changed = _primary(agent, server, "holds the lock")
         if observed.state is not None and observed.state.bootstrap_pending:
             _clear_bootstrap(agent, observed)
+        upgrade_once(agent.conn(), agent.flavor, agent.config)  # grants of a newer version, once per datadir
         return changed
     if action == d.HANDOVER:
         return _handover_step(agent, decision, observed, view, session)
