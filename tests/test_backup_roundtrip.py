@@ -60,7 +60,7 @@ def test_round_trip_under_writes(source, spare, backend_url):  # noqa: F811
     target = spare()
     used = restore(storage, manifest["id"], str(target.datadir))
     assert used == manifest
-    assert not [p for p in os.listdir(target.datadir.parent) if ".restore-" in p], "staging left behind"
+    assert not [p for p in os.listdir(target.datadir.parent) if ".new-" in p or ".restore-" in p], "staging left behind"
     start_restored(target)
 
     assert checksums(target, exclude=("app.ticks",)) == static

@@ -1,21 +1,26 @@
 """`triton-mysql onStart`: get the datadir ready before mysqld starts (SPEC §2).
 
 1. Wait for discovery (≤ DISCOVERY_WAIT).
-2. A datadir marked for re-cloning (errant transactions + AUTO_RECLONE) is
-   moved aside — never deleted.
+2. Staging directories of an earlier start that never finished are removed.
+   A datadir marked for re-cloning (errant transactions + AUTO_RECLONE) is
+   moved aside — never deleted.  So is a datadir that holds data without the
+   mark of a finished initialisation or restore (the node state file): it is
+   never started as data (on a mount point, where it cannot be moved, onStart
+   refuses with what to do).
 3. Write MYSQL_CNF with this datadir's server_id (handed out once by a
    counter in discovery, so it cannot collide).
-4. A datadir with data is kept.  An empty one is restored from the newest
+4. A marked datadir is kept.  An empty one is restored from the newest
    complete snapshot (discovery's `snapshots/last`, else the newest in
    storage); only when there is none anywhere does the node enter the
    create-only `bootstrap` race.  The winner initialises a new datadir; the
-   others wait (≤ BOOTSTRAP_WAIT) for the winner's first snapshot.
+   others wait (≤ BOOTSTRAP_WAIT) for the winner's first snapshot.  Restore
+   and initialisation build the datadir in a staging directory and move it in
+   only when complete (mysql.datadir.install).
 Exit non-zero means "do not start mysqld" (the supervisor exits with it).
 """
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +30,8 @@ from ..discovery import Discovery, DiscoveryError, connect
 from ..keys import ClusterKeys, decode, encode
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
-from ..mysql.datadir import DatadirError, chown_mysql, initialize, is_empty
+from ..mysql.datadir import (MOUNT_ADVICE, DatadirError, chown_mysql, initialize, install, is_empty,
+                             is_mount_point, move_aside, new_staging, remove_staging_leftovers)
 from ..mysql.server_config import write_cnf
 from .. import node_state
 
@@ -48,15 +54,18 @@ def run(config) -> int:
     datadir = Path(config.mysql_datadir)
     try:
         datadir.mkdir(parents=True, exist_ok=True)
-        state = node_state.load(datadir)
-        if state is not None and state.reclone:
-            _move_aside(datadir, state.reclone)
-            state = None
+        remove_staging_leftovers(datadir)
+        state = _usable_data(datadir, node_state.load(datadir))
         if state is not None and state.node != config.node_name:
-            state = None  # data copied from another node: it gets its own server_id
+            # Data copied from another node, or restored by `triton-mysql restore`: its own server_id.
+            state = state.update(node=config.node_name, server_id=_allocate_server_id(discovery, keys),
+                                 bootstrap_pending=False)
+            node_state.save(datadir, state)
+            log.info("adopting the datadir %s (%s made elsewhere); new server_id %d", datadir,
+                     state.snapshot_id or state.origin, state.server_id)
         server_id = state.server_id if state is not None else _allocate_server_id(discovery, keys)
         write_cnf(config, flavor, server_id)
-        if is_empty(datadir, ignore={node_state.FILENAME}):
+        if state is None:
             state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id)
             writers = _gtid_server_ids(state.snapshot_gtid or "")
             if state.server_id in writers:
@@ -64,10 +73,6 @@ def run(config) -> int:
                 node_state.save(datadir, state)
                 write_cnf(config, flavor, state.server_id)
                 log.info("server_id %d wrote part of the restored data; using %d instead", server_id, state.server_id)
-        elif state is None:
-            state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="existing")
-            node_state.save(datadir, state)
-            log.info("keeping the existing datadir %s; new server_id %d", datadir, server_id)
         else:
             log.info("keeping the existing datadir %s (server_id %d, from %s)", datadir, state.server_id,
                      state.snapshot_id or state.origin)
@@ -102,12 +107,39 @@ def _wait_for_discovery(config) -> Discovery | None:
         time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
 
+def _usable_data(datadir: Path, state: node_state.NodeState | None) -> node_state.NodeState | None:
+    """The datadir's state when its data may be started, else None with the datadir left empty.
+
+    Data marked for re-cloning, and data without the mark of a finished
+    initialisation or restore (a failed mariadb-install-db, a killed restore,
+    files put there by hand), are moved aside — kept, never deleted, never
+    started as data.  A mount point cannot be renamed: StartError saying what to do.
+    """
+    if state is not None and state.reclone:
+        aside = move_aside(datadir, "errant")
+        log.warning("re-cloning: moved the old data (errant transactions %s) aside to %s",
+                    state.reclone.get("errant"), aside)
+        return None
+    if is_empty(datadir, ignore={node_state.FILENAME}):
+        node_state.path(datadir).unlink(missing_ok=True)  # a node state without data: nothing to keep
+        return None
+    if state is not None and state.complete:
+        return state
+    if is_mount_point(datadir):
+        raise StartError(f"{datadir} holds data without the mark of a finished initialisation or restore "
+                         f"({node_state.FILENAME}) and is a mount point, so it cannot be moved aside: "
+                         f"{MOUNT_ADVICE}, or move the files away by hand; refusing to start it as data")
+    aside = move_aside(datadir, "unmarked")
+    log.warning("%s held data without the mark of a finished initialisation or restore (%s): moved it aside "
+                "to %s (kept, not used); starting as an empty node", datadir, node_state.FILENAME, aside)
+    return None
+
+
 def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,
                    server_id: int) -> node_state.NodeState:
-    node_state.path(datadir).unlink(missing_ok=True)  # a leftover of an earlier, failed start
-    manifest = _restore(config, discovery, datadir)
+    manifest = _restore(config, discovery, datadir, server_id)
     if manifest is not None:
-        return _restored(config, datadir, manifest, server_id)
+        return _restored(config, datadir, manifest)
     record = {"node": config.node_name, "at": time.time()}
     won = discovery.create(keys.bootstrap, encode(record))
     bootstrap = discovery.get(keys.bootstrap)
@@ -115,39 +147,51 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
     if won or owner == config.node_name:
         log.info("no snapshot in discovery or storage and this node won the bootstrap race: "
                  "initialising a new cluster")
-        initialize(config, flavor)
         state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="bootstrap",
                                      bootstrap_pending=True)
-        node_state.save(datadir, state)
+        _initialize(config, flavor, datadir, state)
         return state
     log.info("%s is bootstrapping the cluster; waiting up to BOOTSTRAP_WAIT=%g s for its first snapshot",
              owner, config.bootstrap_wait)
     deadline = time.monotonic() + config.bootstrap_wait
     while time.monotonic() < deadline:
         if discovery.get(keys.snapshots_last) is not None:
-            manifest = _restore(config, discovery, datadir)
+            manifest = _restore(config, discovery, datadir, server_id)
             if manifest is not None:
-                return _restored(config, datadir, manifest, server_id)
+                return _restored(config, datadir, manifest)
         time.sleep(1.0)
     raise StartError(f"no snapshot from the bootstrap node {owner} after BOOTSTRAP_WAIT={config.bootstrap_wait:g} s; "
                      f"is it running? (this node will try again at its next start)")
 
 
-def _restore(config, discovery: Discovery, datadir: Path) -> dict[str, Any] | None:
-    from ..backup.restore import RestoreError, restore_newest
+def _initialize(config, flavor, datadir: Path, state: node_state.NodeState) -> None:
+    """Initialise a new server in a staging directory and move it in only when complete, with its mark."""
+    staging = new_staging(datadir)
     try:
-        return restore_newest(config, discovery, str(datadir))
+        initialize(config, flavor, target=staging)
+        install(staging, datadir, state)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after a successful install; a failed one's remains
+
+
+def _restore(config, discovery: Discovery, datadir: Path, server_id: int) -> dict[str, Any] | None:
+    from ..backup.restore import RestoreError, restore_newest
+
+    def mark(manifest: dict[str, Any]) -> node_state.NodeState:
+        return node_state.NodeState(node=config.node_name, server_id=server_id, origin="restore",
+                                    snapshot_id=manifest["id"], snapshot_gtid=manifest.get("gtid") or "",
+                                    seeded=False)
+    try:
+        return restore_newest(config, discovery, str(datadir), mark=mark)
     except RestoreError as exc:
         raise StartError(f"restore failed, datadir left empty: {exc}") from None
 
 
-def _restored(config, datadir: Path, manifest: dict[str, Any], server_id: int) -> node_state.NodeState:
-    snapshot_id = manifest["id"]
-    gtid = manifest.get("gtid") or ""
-    state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="restore",
-                                 snapshot_id=snapshot_id, snapshot_gtid=gtid, seeded=False)
-    node_state.save(datadir, state)
-    log.info("restored snapshot %s (gtid %s) into %s", snapshot_id, gtid or "(empty)", datadir)
+def _restored(config, datadir: Path, manifest: dict[str, Any]) -> node_state.NodeState:
+    state = node_state.load(datadir)
+    if state is None:  # cannot happen: the restore wrote it last
+        raise StartError(f"the restored datadir {datadir} has no {node_state.FILENAME}")
+    log.info("restored snapshot %s (gtid %s) into %s", state.snapshot_id, state.snapshot_gtid or "(empty)", datadir)
     return state
 
 
@@ -179,18 +223,3 @@ def _gtid_server_ids(gtid: str) -> frozenset[int]:
     if ":" in gtid:
         return frozenset()
     return frozenset(server for _, server, _ in gtids.parse_mariadb(gtid))
-
-
-def _move_aside(datadir: Path, reclone: dict) -> None:
-    """Keep the old data next to the datadir (never delete it) so the node can clone afresh."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = datadir.parent / f"{datadir.name}.errant-{stamp}"
-    try:
-        os.rename(datadir, aside)
-        datadir.mkdir()
-    except OSError:  # the datadir is a mount point: move its entries instead
-        aside.mkdir(parents=True, exist_ok=True)
-        for entry in os.listdir(datadir):
-            shutil.move(str(datadir / entry), str(aside / entry))
-    log.warning("re-cloning: moved the old data (errant transactions %s) aside to %s", reclone.get("errant"), aside)
-
