@@ -73,6 +73,23 @@ def test_decide_health(case, v, me, action):
     assert d.decide_health(v, me, TIMING).action == action, case
 
 
+def test_a_new_cluster_turns_writable_only_once_its_first_snapshot_exists():
+    """Issue 13 item 5: if the bootstrap winner dies before its first snapshot, another node bootstraps
+    instead; no client write may have been acknowledged on the dead one's data."""
+    import dataclasses
+    winner = local("a", bootstrap_pending=True, read_only=True)
+    no_snapshot = view(lock(), bootstrap={"node": "a", "session": "s-a"})
+    decision = d.decide_health(no_snapshot, winner, TIMING)
+    assert decision.action == d.BOOTSTRAP_SNAPSHOT
+    assert d.verdict(decision, winner, 30)[0] is False  # not serving as primary yet
+    snapshot = dataclasses.replace(no_snapshot, snapshot_last={"id": "mysql-20260101T000000Z"})
+    assert d.decide_health(snapshot, winner, TIMING).action == d.PRIMARY
+    # A holder past its bootstrap (or one an older version already made writable) is an ordinary primary.
+    assert d.decide_health(no_snapshot, local("a", read_only=True), TIMING).action == d.PRIMARY
+    assert d.decide_health(no_snapshot, local("a", bootstrap_pending=True, read_only=False), TIMING).action == \
+        d.PRIMARY
+
+
 def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
     v = view(None, [member("c", "0-1-10")])
     assert d.decide_health(v, local("b", received_gtid="0-1-99"), TIMING).action == d.NO_PRIMARY

@@ -24,6 +24,7 @@ from .view import PROMOTING, ClusterView, Lock
 STARTING = "starting"            # mysqld not reachable yet: nothing to do
 PRIMARY = "primary"              # hold the lock: be writable, advertise as primary
 TAKE_BOOTSTRAP_LOCK = "take_bootstrap_lock"  # first primary of a new cluster
+BOOTSTRAP_SNAPSHOT = "bootstrap_snapshot"  # new cluster's holder: read-only until its first snapshot exists
 WAIT_PROMOTION = "wait_promotion"  # a promotion is under way (ours or someone's): stay put
 FINISH_PROMOTION = "finish_promotion"  # we hold a lock left in "promoting" too long: finish it
 HANDOVER = "handover"            # switchover requested: fence, wait for target, release
@@ -141,6 +142,11 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
             if view.now - lock.since > timing.promote_timeout:
                 return Decision(FINISH_PROMOTION, f"lock has been 'promoting' for {view.now - lock.since:.0f} s", lock)
             return Decision(WAIT_PROMOTION, "promotion under way (onChange is applying the relay log)", lock)
+        if local.bootstrap_pending and view.snapshot_last is None and local.read_only:
+            # No client write may exist that a node bootstrapping in its place (if this one dies
+            # now) would not have: writable only once the cluster's first snapshot exists.
+            return Decision(BOOTSTRAP_SNAPSHOT, "holds the lock of a new cluster; read-only until its first "
+                            "snapshot exists", lock)
         target = switchover_target(view, timing)
         if target and target != local.node:
             return Decision(HANDOVER, f"switchover to {target} requested", lock, target=target)

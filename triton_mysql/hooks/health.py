@@ -49,6 +49,8 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
             session = agent.ensure_session(view)
         elif view is not None:
             session = agent.my_session(view)
+            if not check_only and _starting_bootstrap(observed, view, session):
+                agent.discovery.renew_session(session)  # keep the bootstrap claim while mysqld starts
     except DiscoveryError as exc:
         log.warning("discovery unreachable: %s", exc)
         view = None
@@ -95,7 +97,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
     """Carry the decision out.  Returns True when something changed."""
     server = observed.server
     action = decision.action
-    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION):
+    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION, d.BOOTSTRAP_SNAPSHOT):
         return False
     assert server is not None
     if action == d.FENCE:
@@ -106,9 +108,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         if not agent.acquire_lock(session, server, "ready"):
             log.info("bootstrap: the lock was taken by another node first")
             return False
-        log.info("took the primary lock: this node bootstrapped the cluster")
-        _primary(agent, server, "took the bootstrap lock")
-        _clear_bootstrap(agent, observed)
+        log.info("took the primary lock: this node bootstrapped the cluster (read-only until its first snapshot)")
         return True
     if action == d.FINISH_PROMOTION:
         assert session is not None
@@ -147,6 +147,15 @@ def _primary(agent: Agent, server, reason: str) -> bool:
         changed = True
     agent.advertise(primary=True)
     return changed
+
+
+def _starting_bootstrap(observed: Observed, view: ClusterView, session: str | None) -> bool:
+    """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
+    lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
+    state = observed.state
+    return bool(session and state is not None and state.bootstrap_pending
+                and (view.bootstrap or {}).get("session") == session
+                and (view.lock is None or view.lock.session != session))
 
 
 def _clear_bootstrap(agent: Agent, observed: Observed) -> None:

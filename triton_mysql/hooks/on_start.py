@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import bootstrap
 from ..discovery import Discovery, DiscoveryError, connect
-from ..keys import ClusterKeys, decode, encode
+from ..keys import ClusterKeys, decode
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql.datadir import (MOUNT_ADVICE, DatadirError, chown_mysql, initialize, install, is_empty,
@@ -55,7 +56,12 @@ def run(config) -> int:
     try:
         datadir.mkdir(parents=True, exist_ok=True)
         remove_staging_leftovers(datadir)
-        state = _usable_data(datadir, node_state.load(datadir))
+        loaded = node_state.load(datadir)
+        had_cluster_data = ["this node's datadir held the cluster's data (moved aside to re-clone)"] \
+            if loaded is not None and loaded.reclone else []
+        state = _usable_data(datadir, loaded)
+        if state is not None and state.bootstrap_pending and state.node == config.node_name:
+            state = _resume_bootstrap(config, discovery, keys, datadir, state)
         if state is not None and state.node != config.node_name:
             # Data copied from another node, or restored by `triton-mysql restore`: its own server_id.
             state = state.update(node=config.node_name, server_id=_allocate_server_id(discovery, keys),
@@ -66,7 +72,7 @@ def run(config) -> int:
         server_id = state.server_id if state is not None else _allocate_server_id(discovery, keys)
         write_cnf(config, flavor, server_id)
         if state is None:
-            state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id)
+            state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id, had_cluster_data)
             writers = _gtid_server_ids(state.snapshot_gtid or "")
             if state.server_id in writers:
                 state = state.update(server_id=_allocate_server_id(discovery, keys, avoid=writers))
@@ -135,33 +141,152 @@ def _usable_data(datadir: Path, state: node_state.NodeState | None) -> node_stat
     return None
 
 
-def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,
-                   server_id: int) -> node_state.NodeState:
-    manifest = _restore(config, discovery, datadir, server_id)
-    if manifest is not None:
-        return _restored(config, datadir, manifest)
-    record = {"node": config.node_name, "at": time.time()}
-    won = discovery.create(keys.bootstrap, encode(record))
-    bootstrap = discovery.get(keys.bootstrap)
-    owner = (decode(bootstrap.value) or {}).get("node") if bootstrap else None
-    if won or owner == config.node_name:
-        log.info("no snapshot in discovery or storage and this node won the bootstrap race: "
-                 "initialising a new cluster")
-        state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="bootstrap",
-                                     bootstrap_pending=True)
-        _initialize(config, flavor, datadir, state)
-        return state
-    log.info("%s is bootstrapping the cluster; waiting up to BOOTSTRAP_WAIT=%g s for its first snapshot",
-             owner, config.bootstrap_wait)
-    deadline = time.monotonic() + config.bootstrap_wait
-    while time.monotonic() < deadline:
-        if discovery.get(keys.snapshots_last) is not None:
+def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path, server_id: int,
+                   had_cluster_data: list[str]) -> node_state.NodeState:
+    """Restore the newest snapshot; with none anywhere, bootstrap (if this node wins the claim) or wait.
+
+    Waiting nodes look once a second: they restore as soon as `snapshots/last`
+    appears, and when the claim is gone (its winner's session ended) with
+    still no snapshot anywhere, they enter the race again.  BOOTSTRAP_WAIT
+    bounds the wait for one winner (it starts again when another node claims).
+    """
+    waiting_for: str | None = None
+    deadline = 0.0
+    while True:
+        if waiting_for is None or discovery.get(keys.snapshots_last) is not None:
             manifest = _restore(config, discovery, datadir, server_id)
             if manifest is not None:
                 return _restored(config, datadir, manifest)
+        name, _ = bootstrap.owner(discovery, keys)
+        if name is None or name == config.node_name:
+            if waiting_for is not None and name is None:
+                manifest = _restore(config, discovery, datadir, server_id)  # no snapshot anywhere: storage too
+                if manifest is not None:
+                    return _restored(config, datadir, manifest)
+                log.warning("the bootstrap claim of %s is gone (its session ended) and there is still no snapshot: "
+                            "entering the bootstrap race again", waiting_for)
+            _check_storage_before_bootstrap(config, discovery, keys, had_cluster_data)
+            state = _try_bootstrap(config, discovery, keys, flavor, datadir, server_id)
+            if state is not None:
+                return state
+            name, _ = bootstrap.owner(discovery, keys)
+        if name is not None and name != waiting_for and name != config.node_name:
+            waiting_for = name
+            deadline = time.monotonic() + config.bootstrap_wait
+            log.info("%s is bootstrapping the cluster; waiting up to BOOTSTRAP_WAIT=%g s for its first snapshot",
+                     name, config.bootstrap_wait)
+        if waiting_for is None:
+            waiting_for = config.node_name  # our own claim from a session that ended: wait until it is gone
+            deadline = time.monotonic() + config.bootstrap_wait
+        if time.monotonic() >= deadline:
+            raise StartError(f"no snapshot from the bootstrap node {waiting_for} after BOOTSTRAP_WAIT="
+                             f"{config.bootstrap_wait:g} s; is it running? (this node will try again at its next "
+                             f"start)")
         time.sleep(1.0)
-    raise StartError(f"no snapshot from the bootstrap node {owner} after BOOTSTRAP_WAIT={config.bootstrap_wait:g} s; "
-                     f"is it running? (this node will try again at its next start)")
+
+
+def _try_bootstrap(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,
+                   server_id: int) -> node_state.NodeState | None:
+    """Take the session-bound claim and initialise a new cluster; None when another node has the claim."""
+    claim = bootstrap.take(discovery, keys, config.node_name, config.session_ttl)
+    if claim is None:
+        return None
+    claim.start_renewing()
+    try:
+        log.info("no snapshot in discovery or storage and this node won the bootstrap race: "
+                 "initialising a new cluster (claim bound to session %s)", claim.session)
+        _write_marker(config)
+        state = node_state.NodeState(node=config.node_name, server_id=server_id, origin="bootstrap",
+                                     bootstrap_pending=True)
+        _initialize(config, flavor, datadir, state)
+    except BaseException:
+        claim.give_up()  # let another node take over at once
+        raise
+    claim.stop_renewing()
+    if claim.renew() and claim.holds():
+        return state  # health adopts the session (Agent.my_session) and keeps renewing it
+    aside = move_aside(datadir, "gave-way")
+    log.warning("lost the bootstrap claim while initialising (its session ended): moved the new datadir aside "
+                "to %s; waiting for the node that claimed it instead", aside)
+    return None
+
+
+def _write_marker(config) -> None:
+    """The cluster marker at the storage root (created once; an existing one is kept)."""
+    from ..storage import StorageError, open_storage
+    from ..storage.marker import write_marker
+    try:
+        storage = open_storage(config.backup_url, config)
+        try:
+            write_marker(storage, config.service_name, config.node_name)
+        finally:
+            storage.close()
+    except StorageError as exc:
+        raise StartError(f"cannot write the cluster marker into the snapshot storage: {exc}") from None
+
+
+def _check_storage_before_bootstrap(config, discovery: Discovery, keys: ClusterKeys,
+                                    had_cluster_data: list[str]) -> None:
+    """No snapshot anywhere: bootstrap only into storage that is the cluster's own (it has the marker)
+    or when nothing shows an existing cluster.  An unmounted volume (an empty directory) or a wrong
+    BACKUP_URL must never start a second cluster beside the real backups (issue 13 item 9)."""
+    from ..storage import StorageError, open_storage
+    from ..storage.marker import MARKER_KEY, read_marker
+    try:
+        storage = open_storage(config.backup_url, config)
+        try:
+            marker = read_marker(storage)
+            where = storage.describe()
+        finally:
+            storage.close()
+    except StorageError as exc:
+        raise StartError(f"cannot read the snapshot storage: {exc}; refusing to bootstrap a cluster") from None
+    if marker is not None:
+        return
+    evidence = had_cluster_data + bootstrap.cluster_evidence(discovery, keys)
+    if evidence:
+        raise StartError(f"{where} holds no snapshot and no cluster marker ({MARKER_KEY}), but {'; '.join(evidence)}: "
+                         f"is the backup volume mounted and BACKUP_URL right? Refusing to bootstrap a second cluster")
+
+
+def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: Path,
+                      state: node_state.NodeState) -> node_state.NodeState | None:
+    """A restarted bootstrap winner that never turned writable (so it holds no client data).
+
+    The claim absent or naming this node: claim again and continue with this
+    data.  Another node's claim, or another node's snapshot: give way — the
+    data is moved aside (kept) and the node starts empty (it clones).  Its own
+    snapshot in `snapshots/last`: the cluster formed from this data; it joins
+    it as an ordinary node.
+    """
+    kv = discovery.get(keys.snapshots_last)
+    last = decode(kv.value) if kv else None
+    if last is not None and last.get("source_node") == config.node_name:
+        log.info("the cluster's first snapshot %s came from this node's data: continuing as a member", last.get("id"))
+        state = state.update(bootstrap_pending=False)
+        node_state.save(datadir, state)
+        return state
+    deadline = time.monotonic() + 2 * config.session_ttl + 30
+    while last is None:
+        name, _ = bootstrap.owner(discovery, keys)
+        if name is not None and name != config.node_name:
+            break
+        claim = bootstrap.take(discovery, keys, config.node_name, config.session_ttl)
+        if claim is not None:
+            log.info("restarted before the cluster's first snapshot: claimed the bootstrap again (session %s); "
+                     "continuing with this node's data", claim.session)
+            return state
+        if time.monotonic() >= deadline:
+            raise StartError("the bootstrap claim still names this node under a session that has not ended; "
+                             "try again later")
+        time.sleep(1.0)
+        kv = discovery.get(keys.snapshots_last)
+        last = decode(kv.value) if kv else None
+    other = f"snapshot {last.get('id')} of {last.get('source_node')}" if last else f"the claim of {name}"
+    aside = move_aside(datadir, "gave-way")
+    log.warning("this node bootstrapped a cluster that never turned writable, and %s now exists: giving way; "
+                "moved its data aside to %s (kept) and starting as an empty node", other, aside)
+    return None
 
 
 def _initialize(config, flavor, datadir: Path, state: node_state.NodeState) -> None:
