@@ -1,6 +1,8 @@
 """Table tests of the pure HA decisions: one small case per transition (Patroni's test_ha style)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from triton_mysql.ha import decide as d
@@ -66,6 +68,14 @@ def local(node="b", **kw):
     ("lock free, bootstrap key names another", view(None, bootstrap={"node": "c"}),
      local("b", bootstrap_pending=True), d.NO_PRIMARY),
     ("lock free, bootstrap already done", view(None, bootstrap={"node": "b"}), local("b"), d.NO_PRIMARY),
+    ("lock free, my claim expired while I stalled", view(None), local("b", bootstrap_pending=True),
+     d.TAKE_BOOTSTRAP_LOCK),
+    ("lock free, claim gone, another node's cluster has a snapshot",
+     dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "c"}),
+     local("b", bootstrap_pending=True), d.NO_PRIMARY),
+    ("lock free, claim gone, the first snapshot is mine",
+     dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "b"}),
+     local("b", bootstrap_pending=True), d.TAKE_BOOTSTRAP_LOCK),
     ("lock names me under a dead session", view(lock("b", "gone")), local("b", session="new"), d.NO_PRIMARY),
     ("no session at all", view(lock("b", "s-b")), local("b", session=None), d.NO_PRIMARY),
 ])
@@ -76,7 +86,6 @@ def test_decide_health(case, v, me, action):
 def test_a_new_cluster_turns_writable_only_once_its_first_snapshot_exists():
     """Issue 13 item 5: if the bootstrap winner dies before its first snapshot, another node bootstraps
     instead; no client write may have been acknowledged on the dead one's data."""
-    import dataclasses
     winner = local("a", bootstrap_pending=True, read_only=True)
     no_snapshot = view(lock(), bootstrap={"node": "a", "session": "s-a"})
     decision = d.decide_health(no_snapshot, winner, TIMING)
@@ -88,6 +97,8 @@ def test_a_new_cluster_turns_writable_only_once_its_first_snapshot_exists():
     assert d.decide_health(no_snapshot, local("a", read_only=True), TIMING).action == d.PRIMARY
     assert d.decide_health(no_snapshot, local("a", bootstrap_pending=True, read_only=False), TIMING).action == \
         d.PRIMARY
+    # Nor does onChange's election make it writable first (the lock is free before health takes it).
+    assert d.decide_election(view(None, bootstrap={"node": "a"}), winner, TIMING).action == d.NOT_CANDIDATE
 
 
 def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
@@ -105,6 +116,7 @@ def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
     ({"backup_running": True}, False),
     ({"nofailover": True}, False),
     ({"mysql_up": False}, False),
+    ({"bootstrap_pending": True}, False),  # never writable through an election before the first snapshot
 ])
 def test_is_candidate(kw, ok):
     assert d.is_candidate(local("b", **kw))[0] is ok

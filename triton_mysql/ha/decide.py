@@ -108,6 +108,8 @@ def is_candidate(local: Local) -> tuple[bool, str]:
         return False, f"replication SQL thread in error: {local.sql_error}"
     if local.errant:
         return False, f"errant transactions {local.errant}"
+    if local.bootstrap_pending:
+        return False, "it bootstrapped a new cluster: health takes the lock, read-only until the first snapshot"
     return True, ""
 
 
@@ -161,7 +163,10 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
         return Decision(FENCE, why, lock)
     if lock is None:
         bootstrap = view.bootstrap or {}
-        if local.bootstrap_pending and bootstrap.get("node") == local.node:
+        # Its claim may have expired while it stalled (then it claims again, create-only), but never
+        # once another node's snapshot exists: that node's cluster formed instead of this one.
+        first = view.snapshot_last is None or view.snapshot_last.get("source_node") == local.node
+        if local.bootstrap_pending and first and bootstrap.get("node") in (None, local.node):
             return Decision(TAKE_BOOTSTRAP_LOCK, "this node initialised the cluster; lock is free")
         return Decision(NO_PRIMARY, "lock is free; the election runs in onChange")
     if lock.node == local.node:

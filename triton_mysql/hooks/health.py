@@ -12,10 +12,11 @@ import logging
 import time
 
 from ..discovery import DiscoveryError
+from ..keys import encode
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.view import ClusterView
-from ..mysql.accounts import ensure_accounts, upgrade_once
+from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
 from .. import node_state
 
@@ -85,10 +86,13 @@ def _first_boot(agent: Agent, observed: Observed) -> Observed:
     """Once per datadir: seed the GTID state after a restore; create accounts on a new cluster."""
     observed = agent.seed_if_restored(observed)
     state = observed.state
-    if state is not None and state.bootstrap_pending:
+    if state is not None and state.bootstrap_pending and state.accounts_version < ACCOUNTS_VERSION:
         done = ensure_accounts(agent.conn(), agent.flavor, agent.config, allow_read_only=True)
         if done:
             log.info("first boot of a new cluster: %s", "; ".join(done))
+        state = state.update(accounts_version=ACCOUNTS_VERSION)  # once: every pass until the snapshot is costly
+        node_state.save(agent.config.mysql_datadir, state)
+        observed = Observed(observed.server, state)
     return observed
 
 
@@ -104,7 +108,9 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         agent.fence(decision.reason)
         return True
     if action == d.TAKE_BOOTSTRAP_LOCK:
-        assert session is not None
+        assert session is not None and view is not None
+        if view.bootstrap is None and not _claim_again(agent, session):
+            return False
         if not agent.acquire_lock(session, server, "ready"):
             log.info("bootstrap: the lock was taken by another node first")
             return False
@@ -147,6 +153,16 @@ def _primary(agent: Agent, server, reason: str) -> bool:
         changed = True
     agent.advertise(primary=True)
     return changed
+
+
+def _claim_again(agent: Agent, session: str) -> bool:
+    """The bootstrap claim expired while this node stalled and nobody claimed since: claim it again."""
+    record = {"node": agent.config.node_name, "at": time.time(), "session": session}
+    if agent.discovery.create(agent.keys.bootstrap, encode(record), session=session):
+        log.warning("bootstrap: this node's claim had expired; claimed the new cluster again (session %s)", session)
+        return True
+    log.info("bootstrap: another node claimed the new cluster first")
+    return False
 
 
 def _starting_bootstrap(observed: Observed, view: ClusterView, session: str | None) -> bool:
