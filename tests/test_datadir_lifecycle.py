@@ -26,7 +26,7 @@ import pytest
 
 from tests.harness.mariadb import mysql_tmp_dir, next_loopback_address, run_mysqld
 from tests.harness.procs import free_port
-from tests.test_backup_helpers import cli
+from tests.test_backup_helpers import cli, cli_popen
 from triton_mysql import node_state
 from triton_mysql.mysql import datadir as dd
 from triton_mysql.mysql.connection import connect_local
@@ -57,16 +57,20 @@ def ext4_volume(mount_point: Path, size_mb: int = 300) -> Iterator[Path]:
 class NodeDirs:
     """One node's paths, as onStart sees them: `<base>/vol/data` is the datadir unless told otherwise."""
 
-    def __init__(self, etcd_endpoint: str, service: str, datadir: Path | None = None) -> None:
+    def __init__(self, discovery: str | dict[str, str], service: str, datadir: Path | None = None,
+                 node: str = "n1", backups: Path | None = None) -> None:
+        """`discovery`: an etcd endpoint, or a discovery_server's env(); `backups`: a shared storage root."""
+        discovery_env = {"ETCD": discovery} if isinstance(discovery, str) else dict(discovery)
         self.base = mysql_tmp_dir("dd")
         self.datadir = datadir or self.base / "vol" / "data"
         self.address = next_loopback_address()
         self.port = free_port(self.address)
-        (self.base / "backups").mkdir()
+        backups = backups or self.base / "backups"
+        backups.mkdir(exist_ok=True)
         self.env = {
-            "ETCD": etcd_endpoint,
+            **discovery_env,
             "SERVICE_NAME": service,
-            "NODE_NAME": "n1",
+            "NODE_NAME": node,
             "ADVERTISE_ADDRESS": self.address,
             "MYSQL_BIND_ADDRESS": self.address,
             "MYSQL_PORT": str(self.port),
@@ -75,13 +79,21 @@ class NodeDirs:
             "MYSQL_CONF_DIR": str(self.base / "conf.d"),
             "MYSQL_SOCKET": str(self.base / "run" / "mysqld.sock"),
             "MYSQL_REPL_USER": "repl", "MYSQL_REPL_PASSWORD": "repl-pw",
-            "BACKUP_URL": f"file://{self.base / 'backups'}",
-            "DISCOVERY_WAIT": "5", "BOOTSTRAP_WAIT": "5", "SESSION_TTL": "5", "HEALTH_POLL": "1",
-            "DISCOVERY_TIMEOUT": "0.5",
+            "BACKUP_URL": f"file://{backups}",
+            "DISCOVERY_WAIT": "5", "BOOTSTRAP_WAIT": "5", "HEALTH_POLL": "1", "DISCOVERY_TIMEOUT": "0.5",
+            "SESSION_TTL": "10" if "CONSUL" in discovery_env else "5",
         }
+        # A private tmpdir: bootstraps running side by side on this machine must not share /tmp.
+        (self.base / "conf.d").mkdir()
+        (self.base / "tmp").mkdir()
+        dd.chown_mysql(self.base / "tmp")
+        (self.base / "conf.d" / "10-test.cnf").write_text(f"[mysqld]\ntmpdir={self.base / 'tmp'}\n")
 
     def on_start(self) -> subprocess.CompletedProcess:
         return cli(["onStart"], self.env, timeout=180)
+
+    def on_start_popen(self) -> subprocess.Popen:
+        return cli_popen(["onStart"], self.env)
 
     def siblings(self, infix: str) -> list[Path]:
         return sorted(p for p in self.datadir.parent.iterdir() if p.name.startswith(self.datadir.name + infix))
