@@ -28,7 +28,10 @@ from tests.test_cluster_lifecycle import count_rows, member, wait_cluster, write
 
 pytestmark = pytest.mark.slow
 
-TTL = 5.0  # the harness's SESSION_TTL with etcd
+# Twice the harness's etcd default: the health timeout is SESSION_TTL too, and a loaded machine must not
+# make a live winner's session lapse (that is a slow node, not the dead one these tests are about).
+TTL = 10.0
+ENV = {"SESSION_TTL": "10"}
 
 
 def holds_bootstrap_lock(cluster: Cluster, node: Node) -> bool:
@@ -43,7 +46,7 @@ def refuses_app_writes(node: Node) -> bool:
 
 
 def test_bootstrap_winner_killed_before_its_first_snapshot(cluster_factory, etcd_server):
-    cluster = cluster_factory({"ETCD": etcd_server.endpoint})
+    cluster = cluster_factory({"ETCD": etcd_server.endpoint}, env=ENV)
     winner = cluster.add_node("node1", SNAPSHOT_POLL="600")
     winner.start()
     wait_for(lambda: holds_bootstrap_lock(cluster, winner), 90, what="node1 to take the bootstrap lock")
@@ -88,7 +91,7 @@ def test_bootstrap_winner_killed_before_its_first_snapshot(cluster_factory, etcd
 
 
 def test_restarted_bootstrap_winner_continues_with_its_data(cluster_factory, etcd_server):
-    cluster = cluster_factory({"ETCD": etcd_server.endpoint})
+    cluster = cluster_factory({"ETCD": etcd_server.endpoint}, env=ENV)
     node = cluster.add_node("node1", SNAPSHOT_POLL="600")
     node.start()
     wait_for(lambda: holds_bootstrap_lock(cluster, node), 90, what="node1 to take the bootstrap lock")
@@ -107,7 +110,7 @@ def test_restarted_bootstrap_winner_continues_with_its_data(cluster_factory, etc
 
 
 def test_backup_on_a_replica_with_broken_replication_is_refused(cluster_factory, etcd_server, tmp_path):
-    cluster = cluster_factory({"ETCD": etcd_server.endpoint})
+    cluster = cluster_factory({"ETCD": etcd_server.endpoint}, env=ENV)
     nodes = cluster.start(2)
     primary = wait_cluster(cluster, nodes)
     replica = next(n for n in nodes if n is not primary)

@@ -66,13 +66,13 @@ def local(node="b", **kw):
     ("lock free, bootstrap winner", view(None, bootstrap={"node": "b"}), local("b", bootstrap_pending=True),
      d.TAKE_BOOTSTRAP_LOCK),
     ("lock free, bootstrap key names another", view(None, bootstrap={"node": "c"}),
-     local("b", bootstrap_pending=True), d.NO_PRIMARY),
+     local("b", bootstrap_pending=True), d.GIVE_WAY),
     ("lock free, bootstrap already done", view(None, bootstrap={"node": "b"}), local("b"), d.NO_PRIMARY),
     ("lock free, my claim expired while I stalled", view(None), local("b", bootstrap_pending=True),
      d.TAKE_BOOTSTRAP_LOCK),
     ("lock free, claim gone, another node's cluster has a snapshot",
      dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "c"}),
-     local("b", bootstrap_pending=True), d.NO_PRIMARY),
+     local("b", bootstrap_pending=True), d.GIVE_WAY),
     ("lock free, claim gone, the first snapshot is mine",
      dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "b"}),
      local("b", bootstrap_pending=True), d.TAKE_BOOTSTRAP_LOCK),
@@ -99,6 +99,22 @@ def test_a_new_cluster_turns_writable_only_once_its_first_snapshot_exists():
         d.PRIMARY
     # Nor does onChange's election make it writable first (the lock is free before health takes it).
     assert d.decide_election(view(None, bootstrap={"node": "a"}), winner, TIMING).action == d.NOT_CANDIDATE
+
+
+@pytest.mark.parametrize("case, v, action", [
+    ("another node's claim", view(None, bootstrap={"node": "c"}), d.GIVE_WAY),
+    ("another node's claim and lock", view(lock("c", "s-c"), bootstrap={"node": "c"}), d.GIVE_WAY),
+    ("another node's first snapshot", dataclasses.replace(view(lock("c", "s-c")),
+                                                          snapshot_last={"id": "s", "source_node": "c"}), d.GIVE_WAY),
+    ("my own claim", view(None, bootstrap={"node": "b"}), d.TAKE_BOOTSTRAP_LOCK),
+    ("my own first snapshot", dataclasses.replace(view(None, bootstrap={"node": "b"}),
+                                                  snapshot_last={"id": "s", "source_node": "b"}), d.TAKE_BOOTSTRAP_LOCK),
+])
+def test_a_replaced_bootstrap_gives_way(case, v, action):
+    """Its claim lapsed while it stalled and another node bootstrapped: its never-writable data goes
+    (the next onStart moves it aside and clones), instead of sitting unhealthy for ever."""
+    assert d.decide_health(v, local("b", bootstrap_pending=True, read_only=True), TIMING).action == action, case
+    assert d.decide_health(v, local("b", read_only=True), TIMING).action != d.GIVE_WAY, case  # only if pending
 
 
 def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():

@@ -127,6 +127,21 @@ def _destroy(discovery: Discovery, session: str) -> None:
         pass  # it expires by itself
 
 
+#: A claimant whose durable node record was updated within ALIVE_FACTOR × SESSION_TTL is alive (slow, not
+#: dead): waiting nodes do not take its lapsed claim over.  A dead winner's record stops at its death, so
+#: the cluster still forms within 2 × SESSION_TTL + a minute of it.
+ALIVE_FACTOR = 3.0
+
+
+def seen_ago(discovery: Discovery, keys: ClusterKeys, node: str, now: float | None = None) -> float | None:
+    """Seconds since `node` last published its durable node record (None: it never did)."""
+    kv = discovery.get(keys.node(node))
+    record = decode(kv.value) if kv else None
+    if not record or not isinstance(record.get("updated"), (int, float)):
+        return None
+    return max(0.0, (time.time() if now is None else now) - float(record["updated"]))
+
+
 def cluster_evidence(discovery: Discovery, keys: ClusterKeys) -> list[str]:
     """What in discovery shows that a cluster already exists (empty for a new cluster).
 

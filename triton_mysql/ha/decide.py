@@ -25,6 +25,7 @@ STARTING = "starting"            # mysqld not reachable yet: nothing to do
 PRIMARY = "primary"              # hold the lock: be writable, advertise as primary
 TAKE_BOOTSTRAP_LOCK = "take_bootstrap_lock"  # first primary of a new cluster
 BOOTSTRAP_SNAPSHOT = "bootstrap_snapshot"  # new cluster's holder: read-only until its first snapshot exists
+GIVE_WAY = "give_way"            # another node's bootstrap replaced ours: stop; the next start clones
 WAIT_PROMOTION = "wait_promotion"  # a promotion is under way (ours or someone's): stay put
 FINISH_PROMOTION = "finish_promotion"  # we hold a lock left in "promoting" too long: finish it
 HANDOVER = "handover"            # switchover requested: fence, wait for target, release
@@ -129,6 +130,20 @@ def holds_lock(view: ClusterView, local: Local) -> bool:
     return bool(lock and local.session and lock.node == local.node and lock.session == local.session)
 
 
+def bootstrap_taken_over(view: ClusterView, local: Local) -> str:
+    """For a node whose bootstrap is pending: what replaced it ('' when nothing did) — another node's
+    bootstrap claim (this node's lapsed while it stalled) or another node's first snapshot."""
+    if not local.bootstrap_pending:
+        return ""
+    claimant = (view.bootstrap or {}).get("node")
+    if claimant and claimant != local.node:
+        return f"the bootstrap of {claimant}"
+    source = (view.snapshot_last or {}).get("source_node")
+    if source and source != local.node:
+        return f"the first snapshot of {source}"
+    return ""
+
+
 def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Decision:
     """One reconcile step for `health`.  `view` None means discovery could not be read."""
     if not local.mysql_up:
@@ -153,6 +168,10 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
         if target and target != local.node:
             return Decision(HANDOVER, f"switchover to {target} requested", lock, target=target)
         return Decision(PRIMARY, "holds the lock", lock)
+    other = bootstrap_taken_over(view, local)
+    if other and local.read_only:
+        return Decision(GIVE_WAY, f"{other} replaced this node's bootstrap, whose data was never writable: stopping "
+                        f"mysqld so that the next start moves it aside and clones", lock)
     if not local.read_only:
         if lock is None:
             why = "writable without the lock (lock is free: it expired or was released)"

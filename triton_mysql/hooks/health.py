@@ -18,6 +18,8 @@ from ..ha.act import Agent, Observed
 from ..ha.view import ClusterView
 from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
+from ..mysql.fence import stop_mysqld
+from ..mysql.server_config import pid_file_for
 from .. import node_state
 
 log = logging.getLogger("triton_mysql.health")
@@ -106,6 +108,10 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
     assert server is not None
     if action == d.FENCE:
         agent.fence(decision.reason)
+        return True
+    if action == d.GIVE_WAY:
+        log.warning("giving way: %s", decision.reason)
+        stop_mysqld(pid_file_for(agent.config), timeout=60)  # never writable: nothing a client wrote is lost
         return True
     if action == d.TAKE_BOOTSTRAP_LOCK:
         assert session is not None and view is not None

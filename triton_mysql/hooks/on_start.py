@@ -147,17 +147,29 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
 
     Waiting nodes look once a second: they restore as soon as `snapshots/last`
     appears, and when the claim is gone (its winner's session ended) with
-    still no snapshot anywhere, they enter the race again.  BOOTSTRAP_WAIT
+    still no snapshot anywhere, they enter the race again — unless the
+    claimant still publishes its node record (a slow winner whose session
+    lapsed is not a dead one: it claims again itself).  BOOTSTRAP_WAIT
     bounds the wait for one winner (it starts again when another node claims).
     """
     waiting_for: str | None = None
     deadline = 0.0
+    stalled_logged = False
     while True:
         if waiting_for is None or discovery.get(keys.snapshots_last) is not None:
             manifest = _restore(config, discovery, datadir, server_id)
             if manifest is not None:
                 return _restored(config, datadir, manifest)
         name, _ = bootstrap.owner(discovery, keys)
+        if name is None and waiting_for not in (None, config.node_name):
+            seen = bootstrap.seen_ago(discovery, keys, waiting_for)
+            if seen is not None and seen < bootstrap.ALIVE_FACTOR * config.session_ttl:
+                if not stalled_logged:
+                    log.info("the bootstrap claim of %s is gone, but %s published its record %.0f s ago: still "
+                             "waiting for it (a slow node, not a dead one)", waiting_for, waiting_for, seen)
+                    stalled_logged = True
+                time.sleep(1.0)
+                continue
         if name is None or name == config.node_name:
             if waiting_for is not None and name is None:
                 manifest = _restore(config, discovery, datadir, server_id)  # no snapshot anywhere: storage too
@@ -172,6 +184,7 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
             name, _ = bootstrap.owner(discovery, keys)
         if name is not None and name != waiting_for and name != config.node_name:
             waiting_for = name
+            stalled_logged = False
             deadline = time.monotonic() + config.bootstrap_wait
             log.info("%s is bootstrapping the cluster; waiting up to BOOTSTRAP_WAIT=%g s for its first snapshot",
                      name, config.bootstrap_wait)

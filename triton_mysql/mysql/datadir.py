@@ -226,14 +226,22 @@ def initialize(config: Config, flavor: Flavor, target: str | os.PathLike | None 
         raise DatadirError(f"refusing to initialise {datadir}: it is not empty")
     datadir.mkdir(parents=True, exist_ok=True)
     chown_mysql(datadir)
-    argv = flavor.initialize_argv(config.mysql_cnf, config.mysqld) + [f"--datadir={datadir}"]
+    # A private tmpdir: bootstraps running side by side on one host (several nodes, no container)
+    # otherwise collide on the temporary tables they create in a shared /tmp (seen: error 1051).
+    scratch = Path(tempfile.mkdtemp(prefix="triton-mysql-init-"))
+    chown_mysql(scratch)
+    argv = flavor.initialize_argv(config.mysql_cnf, config.mysqld) + [f"--datadir={datadir}", f"--tmpdir={scratch}"]
     logger.info("initialising a new datadir in %s (%s)", datadir, " ".join(argv[:1]))
     try:
         result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DatadirError(f"{argv[0]} failed: {exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
-        tail = "\n".join(result.stdout.strip().splitlines()[-15:])
+        lines = result.stdout.strip().splitlines()
+        errors = [line for line in lines if "ERROR" in line or "Could not" in line][:5]  # the cause, before the advice
+        tail = "\n".join(errors + lines[-15:])
         raise DatadirError(f"{argv[0]} exited {result.returncode}:\n{tail}")
     chown_mysql(datadir)
