@@ -130,7 +130,7 @@ def _destroy(discovery: Discovery, session: str) -> None:
 #: A claimant whose durable node record was updated within ALIVE_FACTOR × SESSION_TTL is alive (slow, not
 #: dead): waiting nodes do not take its lapsed claim over.  A dead winner's record stops at its death, so
 #: the cluster still forms within 2 × SESSION_TTL + a minute of it.
-ALIVE_FACTOR = 3.0
+ALIVE_FACTOR = 2.0
 
 
 def seen_ago(discovery: Discovery, keys: ClusterKeys, node: str, now: float | None = None) -> float | None:
