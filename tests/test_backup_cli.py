@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.test_backup_helpers import ROOT, cli, env_for
+from tests.test_backup_helpers import ROOT, backups_url, cli, env_for, hold_primary_lock
 from triton_mysql.keys import ClusterKeys, decode
 
 
@@ -20,12 +20,14 @@ def node(mariadb_factory, etcd_server, tmp_path):
     server.sql("CREATE DATABASE app")
     server.sql("CREATE TABLE app.t (id INT PRIMARY KEY)")
     server.sql("INSERT INTO app.t VALUES (1), (2), (3)")
-    env = env_for(server, f"file://{tmp_path}/backups", {"ETCD": etcd_server.endpoint, "SNAPSHOT_KEEP": "1"})
+    env = env_for(server, backups_url(tmp_path), {"ETCD": etcd_server.endpoint, "SNAPSHOT_KEEP": "1"})
     from triton_mysql.discovery import connect_endpoints
     host, port = etcd_server.endpoint.split(":")
     discovery = connect_endpoints(etcd=[(host, int(port))])
+    keys = ClusterKeys("/triton-mysql/mysql")
+    hold_primary_lock(discovery, keys)
     try:
-        yield server, env, discovery, ClusterKeys("/triton-mysql/mysql")
+        yield server, env, discovery, keys
     finally:
         discovery.close()
 
@@ -115,7 +117,7 @@ def test_snapshot_task_on_a_replica_is_a_cheap_no_op(node):
         assert snapshot.run(config) == 0
         print(sorted(m for m in ("boto3", "botocore", "manta", "pymysql") if m in sys.modules))
     """)
-    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env,
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env, "NODE_NAME": "n2",  # n1 holds
                             "BACKUP_URL": "s3://some-bucket/prefix"}, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

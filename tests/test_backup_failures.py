@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.harness.procs import descendants, wait_for
-from tests.test_backup_helpers import cli, cli_popen, config_for, env_for, source  # noqa: F401
+from tests.test_backup_helpers import (backups_url, cli, cli_popen, config_for, env_for,  # noqa: F401
+                                       hold_primary_lock, source)
 from triton_mysql.backup.manifest import data_key, list_complete, manifest_key
 from triton_mysql.backup.progress import process_read_bytes
 from triton_mysql.backup.restore import RestoreError, restore
 from triton_mysql.backup.snapshot import take_snapshot
 from triton_mysql.keys import ClusterKeys, decode
 from triton_mysql.storage import open_storage
+from triton_mysql.storage.marker import MARKER_KEY
 
 
 def _child(pid: int, name: str) -> int | None:
@@ -36,10 +38,12 @@ def _started_id(stderr: str) -> str:
 
 @pytest.fixture
 def cluster_env(source, discovery_server, tmp_path):  # noqa: F811
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     env = env_for(source, url, discovery_server.env())
     keys = ClusterKeys(discovery_server.kv_root("mysql"))
-    return env, url, keys, discovery_server.client()
+    discovery = discovery_server.client()
+    hold_primary_lock(discovery, keys)
+    return env, url, keys, discovery
 
 
 def test_backup_killed_midway_leaves_nothing_and_releases_the_lock(source, cluster_env):  # noqa: F811
@@ -98,13 +102,14 @@ def test_sigterm_stops_the_backup_cleanly(source, cluster_env):  # noqa: F811
     assert "interrupted by SIGTERM" in stderr.strip().splitlines()[-1]
     assert discovery.get(keys.snapshots_lock) is None
     assert discovery.get(keys.snapshots_last) is None
-    assert open_storage(url, config_for(source, url)).list() == []
+    # Nothing but the cluster marker (written before the backup started).
+    assert [info.key for info in open_storage(url, config_for(source, url)).list()] == [MARKER_KEY]
     wait_for(lambda: process_read_bytes(backup_pid) is None, 10, what="mariabackup to be gone")
 
 
 @pytest.fixture
 def snapshot(source, tmp_path):  # noqa: F811
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(source, url)
     manifest = take_snapshot(config)
     return url, config, manifest, Path(tmp_path / "backups" / data_key(manifest["id"]))
@@ -219,7 +224,7 @@ def test_zstd_killed_midway_fails_the_backup(source, tmp_path):  # noqa: F811
 
     from triton_mysql.backup.snapshot import SnapshotError
 
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(source, url)
 
     def kill_zstd_midway(backup) -> None:

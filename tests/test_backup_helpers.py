@@ -73,6 +73,21 @@ def env_for(server: MariaDBServer, url: str, extra: dict[str, str] | None = None
     }
 
 
+def backups_url(tmp_path: Path, name: str = "backups") -> str:
+    """A file:// BACKUP_URL whose root exists (a missing root is an error, not "no snapshots")."""
+    (tmp_path / name).mkdir(parents=True, exist_ok=True)
+    return f"file://{tmp_path}/{name}"
+
+
+def hold_primary_lock(discovery: Any, keys: Any, node: str = "n1", ttl: float = 600) -> str:
+    """Make `node` the lock holder in discovery, as the cluster would (only the lock holder or a
+    healthy replica may write BACKUP_URL's clone source); returns the session (destroy it to let go)."""
+    from triton_mysql.keys import encode
+    session = discovery.create_session(f"test-primary-{node}", ttl)
+    assert discovery.acquire(keys.primary, encode({"node": node, "address": "127.0.0.1", "port": 3306}), session)
+    return session
+
+
 def config_for(server: MariaDBServer, url: str, extra: dict[str, str] | None = None, node: str = "n1") -> Config:
     return Config.from_env(env_for(server, url, extra, node))
 

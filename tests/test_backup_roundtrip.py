@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from tests.test_backup_helpers import (Ticker, checksums, config_for, gtid_seq, seed, source, spare,  # noqa: F401
-                                       start_restored)
+from tests.test_backup_helpers import (Ticker, backups_url, checksums, config_for, gtid_seq, seed,  # noqa: F401
+                                       source, spare, start_restored)
 from triton_mysql.backup.manifest import FIELDS, data_key, list_complete, manifest_key
 from triton_mysql.backup.restore import restore
 from triton_mysql.backup.snapshot import take_snapshot
@@ -24,7 +24,7 @@ from triton_mysql.storage import open_storage
 def backend_url(request, tmp_path, monkeypatch):
     kind = request.param
     if kind == "file":
-        return f"file://{tmp_path}/backups", {}
+        return backups_url(tmp_path), {}
     if kind == "s3":
         s3 = request.getfixturevalue("s3_server")
         for name, value in s3.env().items():
@@ -60,7 +60,7 @@ def test_round_trip_under_writes(source, spare, backend_url):  # noqa: F811
     target = spare()
     used = restore(storage, manifest["id"], str(target.datadir))
     assert used == manifest
-    assert not [p for p in os.listdir(target.datadir.parent) if ".restore-" in p], "staging left behind"
+    assert not [p for p in os.listdir(target.datadir.parent) if ".new-" in p or ".restore-" in p], "staging left behind"
     start_restored(target)
 
     assert checksums(target, exclude=("app.ticks",)) == static

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.harness.procs import wait_for
-from tests.test_backup_helpers import cli, config_for, env_for, seed, spare, start_restored  # noqa: F401
+from tests.test_backup_helpers import (backups_url, cli, config_for, env_for, hold_primary_lock, seed,  # noqa: F401
+                                       spare, start_restored)
 from triton_mysql.backup import manifest as mf
 from triton_mysql.backup._db import LocalServer
 from triton_mysql.backup.binlogs import purge
@@ -48,7 +49,7 @@ def _complete(storage) -> list[str]:
 
 
 def test_snapshot_hook_due_rules(small, discovery_server, tmp_path):
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(small, url, {**discovery_server.env(), "SNAPSHOT_INTERVAL": "3600"})
     storage = open_storage(url, config)
     discovery = discovery_server.client()
@@ -87,7 +88,7 @@ def test_snapshot_hook_due_rules(small, discovery_server, tmp_path):
 
 
 def test_a_running_snapshot_blocks_others(small, discovery_server, tmp_path):
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     env = env_for(small, url, discovery_server.env())
     config = config_for(small, url, discovery_server.env())
     discovery = discovery_server.client()
@@ -109,13 +110,18 @@ def test_a_running_snapshot_blocks_others(small, discovery_server, tmp_path):
 
 
 def test_two_nodes_at_once_take_one_snapshot(small, discovery_server, tmp_path):
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     discovery = discovery_server.client()
     barrier = threading.Barrier(2)
     outcome: dict[str, object] = {}
+    # Both may write the clone source: n1 holds the lock, n2 is a healthy replica (a fresh member record).
+    keys = ClusterKeys(discovery_server.kv_root("mysql"))
+    hold_primary_lock(discovery, keys, "n1")
+    discovery.put(keys.member("n2"), encode({"node": "n2", "role": "replica", "healthy": True,
+                                            "updated": time.time()}))
 
     def node(name: str) -> None:
-        config = config_for(small, url, discovery_server.env(), node=name)
+        config = config_for(small, url, {**discovery_server.env(), "SESSION_TTL": "60"}, node=name)
         barrier.wait()
         try:
             outcome[name] = take_snapshot(config, discovery=discovery)["id"]
@@ -134,7 +140,7 @@ def test_two_nodes_at_once_take_one_snapshot(small, discovery_server, tmp_path):
 
 
 def test_same_second_backups_get_distinct_ids(small, tmp_path):
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(small, url)
     when = datetime.now(timezone.utc)
     storage = open_storage(url, config)
@@ -213,7 +219,7 @@ def test_lost_lock_is_noticed(discovery_server):
 # -- retention ---------------------------------------------------------------------------------
 
 def test_retention_keeps_exactly_the_newest(small, tmp_path):
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     keep = 2
     config = config_for(small, url, {"SNAPSHOT_KEEP": str(keep)})
     storage = open_storage(url, config)
@@ -244,7 +250,7 @@ def _binlogs(server) -> list[str]:
 
 
 def test_purge_removes_only_binlogs_older_than_the_newest_snapshot(small, spare, tmp_path):  # noqa: F811
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(small, url)
     storage = open_storage(url, config)
     take_snapshot(config)
@@ -293,10 +299,11 @@ def test_purge_removes_only_binlogs_older_than_the_newest_snapshot(small, spare,
 def test_restore_newest_prefers_discovery_then_storage(small, discovery_server, tmp_path):
     from triton_mysql.backup.restore import restore_newest
 
-    url = f"file://{tmp_path}/backups"
+    url = backups_url(tmp_path)
     config = config_for(small, url, discovery_server.env())
     discovery = discovery_server.client()
     keys = ClusterKeys.for_config(config)
+    hold_primary_lock(discovery, keys)
     assert restore_newest(config, discovery, str(tmp_path / "d0")) is None        # nothing anywhere
     assert not (tmp_path / "d0").exists() or os.listdir(tmp_path / "d0") == []
 

@@ -12,7 +12,7 @@ import time
 import pymysql
 import pytest
 
-from tests.harness.cluster import APP_DATABASE, REPL_PASSWORD, REPL_USER, Cluster, Node
+from tests.harness.cluster import APP_DATABASE, REPL_PASSWORD, REPL_USER, ROOT_PASSWORD, Cluster, Node
 from tests.harness.mariadb import MariaDBServer, chown_mysql
 from tests.harness.procs import wait_for
 
@@ -89,6 +89,15 @@ def test_cluster_builds_itself_and_clones_replicas(cluster_factory, etcd_server,
     with pytest.raises(pymysql.err.OperationalError) as refused:
         write_rows(replicas[0], 5000, 1)
     assert refused.value.args[0] == 1290
+    # So is root over TCP (MYSQL_ROOT_PASSWORD): root@'%' lacks READ ONLY ADMIN (issue 13 item 7).
+    root = pymysql.connect(host=replicas[0].address, port=replicas[0].port, user="root", password=ROOT_PASSWORD,
+                           connect_timeout=3, autocommit=True)
+    try:
+        with root.cursor() as cur, pytest.raises(pymysql.err.OperationalError) as refused:
+            cur.execute(f"INSERT INTO {APP_DATABASE}.t VALUES (5001, 'root')")
+        assert refused.value.args[0] == 1290
+    finally:
+        root.close()
 
     # A fourth node restores from the newest snapshot, then catches up.
     snapshot = wait_for(lambda: cluster.record("snapshots/last"), 60, what="a first snapshot")

@@ -1,6 +1,8 @@
 """Table tests of the pure HA decisions: one small case per transition (Patroni's test_ha style)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from triton_mysql.ha import decide as d
@@ -75,13 +77,55 @@ ERRANT_VS_A = d.Verdict(d.ERRANT, "0-3-5", "a")
     ("lock free, bootstrap winner", view(None, bootstrap={"node": "b"}), local("b", bootstrap_pending=True),
      d.TAKE_BOOTSTRAP_LOCK),
     ("lock free, bootstrap key names another", view(None, bootstrap={"node": "c"}),
-     local("b", bootstrap_pending=True), d.NO_PRIMARY),
+     local("b", bootstrap_pending=True), d.GIVE_WAY),
     ("lock free, bootstrap already done", view(None, bootstrap={"node": "b"}), local("b"), d.NO_PRIMARY),
+    ("lock free, my claim expired while I stalled", view(None), local("b", bootstrap_pending=True),
+     d.TAKE_BOOTSTRAP_LOCK),
+    ("lock free, claim gone, another node's cluster has a snapshot",
+     dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "c"}),
+     local("b", bootstrap_pending=True), d.GIVE_WAY),
+    ("lock free, claim gone, the first snapshot is mine",
+     dataclasses.replace(view(None), snapshot_last={"id": "s", "source_node": "b"}),
+     local("b", bootstrap_pending=True), d.TAKE_BOOTSTRAP_LOCK),
     ("lock names me under a dead session", view(lock("b", "gone")), local("b", session="new"), d.NO_PRIMARY),
     ("no session at all", view(lock("b", "s-b")), local("b", session=None), d.NO_PRIMARY),
 ])
 def test_decide_health(case, v, me, action):
     assert d.decide_health(v, me, TIMING).action == action, case
+
+
+def test_a_new_cluster_turns_writable_only_once_its_first_snapshot_exists():
+    """Issue 13 item 5: if the bootstrap winner dies before its first snapshot, another node bootstraps
+    instead; no client write may have been acknowledged on the dead one's data."""
+    winner = local("a", bootstrap_pending=True, read_only=True)
+    no_snapshot = view(lock(), bootstrap={"node": "a", "session": "s-a"})
+    decision = d.decide_health(no_snapshot, winner, TIMING)
+    assert decision.action == d.BOOTSTRAP_SNAPSHOT
+    assert d.verdict(decision, winner, 30)[0] is False  # not serving as primary yet
+    snapshot = dataclasses.replace(no_snapshot, snapshot_last={"id": "mysql-20260101T000000Z"})
+    assert d.decide_health(snapshot, winner, TIMING).action == d.PRIMARY
+    # A holder past its bootstrap (or one an older version already made writable) is an ordinary primary.
+    assert d.decide_health(no_snapshot, local("a", read_only=True), TIMING).action == d.PRIMARY
+    assert d.decide_health(no_snapshot, local("a", bootstrap_pending=True, read_only=False), TIMING).action == \
+        d.PRIMARY
+    # Nor does onChange's election make it writable first (the lock is free before health takes it).
+    assert d.decide_election(view(None, bootstrap={"node": "a"}), winner, TIMING).action == d.NOT_CANDIDATE
+
+
+@pytest.mark.parametrize("case, v, action", [
+    ("another node's claim", view(None, bootstrap={"node": "c"}), d.GIVE_WAY),
+    ("another node's claim and lock", view(lock("c", "s-c"), bootstrap={"node": "c"}), d.GIVE_WAY),
+    ("another node's first snapshot", dataclasses.replace(view(lock("c", "s-c")),
+                                                          snapshot_last={"id": "s", "source_node": "c"}), d.GIVE_WAY),
+    ("my own claim", view(None, bootstrap={"node": "b"}), d.TAKE_BOOTSTRAP_LOCK),
+    ("my own first snapshot", dataclasses.replace(view(None, bootstrap={"node": "b"}),
+                                                  snapshot_last={"id": "s", "source_node": "b"}), d.TAKE_BOOTSTRAP_LOCK),
+])
+def test_a_replaced_bootstrap_gives_way(case, v, action):
+    """Its claim lapsed while it stalled and another node bootstrapped: its never-writable data goes
+    (the next onStart moves it aside and clones), instead of sitting unhealthy for ever."""
+    assert d.decide_health(v, local("b", bootstrap_pending=True, read_only=True), TIMING).action == action, case
+    assert d.decide_health(v, local("b", read_only=True), TIMING).action != d.GIVE_WAY, case  # only if pending
 
 
 def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
@@ -101,6 +145,7 @@ def test_health_never_promotes_on_a_free_lock_even_when_most_advanced():
     ({"backup_running": True}, False),
     ({"nofailover": True}, False),
     ({"mysql_up": False}, False),
+    ({"bootstrap_pending": True}, False),  # never writable through an election before the first snapshot
 ])
 def test_is_candidate(kw, ok):
     assert d.is_candidate(local("b", **kw))[0] is ok

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from triton_mysql import node_state
 from triton_mysql.config import Config
-from triton_mysql.mysql.accounts import AccountsError, ensure_accounts
+from triton_mysql.mysql import fence
+from triton_mysql.mysql.accounts import (ACCOUNTS_VERSION, AccountsError, ensure_accounts,
+                                         read_only_bypass_privileges, upgrade_once)
 from triton_mysql.mysql.connection import DBError, connect_local, connect_tcp
-from triton_mysql.mysql.flavor import MARIADB
+from triton_mysql.mysql.flavor import MARIADB, from_version
 
 REPL = ("repl", "repl#pw 1")
 APP = ("app", "app#pw 2")
@@ -79,20 +82,104 @@ def test_application_account_has_its_database_only(mariadb_factory):
     assert "GRANT USAGE ON *.*" in text
 
 
-def test_replication_account_only_replicates(mariadb_factory):
+def test_replication_account_only_replicates_and_fences(mariadb_factory):
     (server,) = mariadb_factory(1)
     ensure(server, config())
     with connect_tcp(server.address, server.port, REPL[0], REPL[1]) as conn:
         assert conn.scalar("SELECT @@GLOBAL.gtid_binlog_state") is not None  # the errant check reads it
         assert conn.query("SHOW MASTER STATUS")  # binlog monitoring is allowed
-        for statement in (f"CREATE TABLE {DB}.x (i INT)", "CREATE DATABASE nope", "SET GLOBAL read_only = OFF",
-                          "SELECT * FROM mysql.user", "STOP SLAVE"):
+        for statement in (f"CREATE TABLE {DB}.x (i INT)", "CREATE DATABASE nope", "SELECT * FROM mysql.user",
+                          "STOP SLAVE", "CREATE USER x@'%'"):
             with pytest.raises(DBError) as info:
                 conn.execute(statement)
             assert info.value.errno in (1044, 1142, 1227), statement
     text = " ".join(next(iter(g.values())) for g in server.sql("SHOW GRANTS FOR 'repl'@'%'"))
-    for forbidden in ("SUPER", "ALL PRIVILEGES", "READ ONLY ADMIN", "REPLICATION SLAVE ADMIN"):
+    for forbidden in ("SUPER", "ALL PRIVILEGES", "REPLICATION SLAVE ADMIN", "SELECT", "INSERT"):
         assert forbidden not in text
+    for needed in ("READ_ONLY ADMIN", "CONNECTION ADMIN", "PROCESS"):
+        assert needed in text
+
+
+def test_a_peer_fences_a_server_over_sql_with_the_replication_account(mariadb_factory):
+    """Issue 13 items 7/13: the repl account turns read_only on and kills client connections
+    (the fencing code itself, over TCP), and still cannot write a table."""
+    (server,) = mariadb_factory(1)
+    ensure(server, config())
+    with app_conn(server) as app:
+        app.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+        app.execute("BEGIN")
+        app.execute("INSERT INTO t VALUES (1)")  # an open transaction the fence must roll back
+        with connect_tcp(server.address, server.port, REPL[0], REPL[1]) as peer:
+            assert fence.kill_client_connections(peer) == 1
+            fence.set_read_only(peer, MARIADB, True)
+            assert fence.is_read_only(peer, MARIADB)
+            for statement in (f"INSERT INTO {DB}.t VALUES (2)", f"CREATE TABLE {DB}.y (i INT)",
+                              f"DELETE FROM {DB}.t"):
+                with pytest.raises(DBError) as info:
+                    peer.execute(statement)
+                assert info.value.errno in (1044, 1142), statement
+        with pytest.raises(DBError):
+            app.execute("COMMIT")  # its connection was killed
+    assert server.scalar(f"SELECT COUNT(*) FROM {DB}.t") == 0
+    with app_conn(server) as app, pytest.raises(DBError) as refused:
+        app.execute("INSERT INTO t VALUES (3)")
+    assert refused.value.errno == 1290
+
+
+def drop_harness_tcp_root(server) -> None:
+    """As a datadir made by datadir.initialize: root@localhost only (the harness adds TCP root accounts)."""
+    for row in server.sql("SELECT host FROM mysql.user WHERE user='root' AND host <> 'localhost'"):
+        server.sql("DROP USER 'root'@%s", (next(iter(row.values())),))
+
+
+def test_tcp_root_is_stopped_by_read_only(mariadb_factory):
+    """Issue 13 item 7: root@'%' has every privilege but READ ONLY ADMIN: a fenced node refuses its writes."""
+    (server,) = mariadb_factory(1)
+    drop_harness_tcp_root(server)
+    ensure(server, config(mysql_root_password="root#pw 3"))
+    text = server.scalar("SHOW GRANTS FOR 'root'@'%'")
+    assert "READ_ONLY ADMIN" not in text and "ALL PRIVILEGES" not in text
+    assert "INSERT" in text and "CREATE USER" in text and "WITH GRANT OPTION" in text
+    with connect_tcp(server.address, server.port, "root", "root#pw 3") as root:
+        root.execute(f"CREATE TABLE {DB}.t (id INT PRIMARY KEY)")
+        root.execute(f"INSERT INTO {DB}.t VALUES (1)")
+        server.sql("SET GLOBAL read_only = ON")
+        for statement in (f"INSERT INTO {DB}.t VALUES (2)", "CREATE DATABASE other", "CREATE USER x@'%'"):
+            with pytest.raises(DBError) as info:
+                root.execute(statement)
+            assert info.value.errno == 1290, statement
+        assert root.scalar(f"SELECT COUNT(*) FROM {DB}.t") == 1
+
+
+def test_existing_accounts_get_the_new_grants_once(mariadb_factory):
+    """Accounts made by an older version (repl without the fencing privileges, root@'%' with ALL)."""
+    (server,) = mariadb_factory(1)
+    drop_harness_tcp_root(server)
+    server.sql("CREATE USER %s@%s IDENTIFIED BY %s", ("repl", "%", REPL[1]))
+    server.sql("GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO %s@%s", ("repl", "%"))
+    server.sql("CREATE USER %s@%s IDENTIFIED BY %s", ("root", "%", "root#pw 3"))
+    server.sql("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", ("root", "%"))
+    server.sql("ALTER USER root@localhost IDENTIFIED VIA unix_socket OR mysql_native_password "
+               "USING PASSWORD('root#pw 3')")
+    cfg = config(mysql_root_password="root#pw 3", mysql_datadir=str(server.datadir))
+    node_state.save(server.datadir, node_state.NodeState(node="n1", server_id=1))  # an old node state
+    with connect_local(server.socket) as conn:
+        done = upgrade_once(conn, MARIADB, cfg)
+    assert "granted READ ONLY ADMIN, CONNECTION ADMIN, PROCESS ON *.* to 'repl'@'%' (so a peer can fence " \
+           "this server)" in done
+    assert "revoked READ ONLY ADMIN from 'root'@'%' (read_only must stop it)" in done
+    assert node_state.load(server.datadir).accounts_version == ACCOUNTS_VERSION
+    gtid = server.scalar("SELECT @@gtid_binlog_pos")
+    with connect_local(server.socket) as conn:
+        assert upgrade_once(conn, MARIADB, cfg) == []  # once: the node state says it is done
+        assert ensure_accounts(conn, MARIADB, cfg) == []  # and the grants are right
+    assert server.scalar("SELECT @@gtid_binlog_pos") == gtid
+
+
+def test_read_only_bypass_privileges_by_version():
+    assert read_only_bypass_privileges(from_version("10.11.6-MariaDB-0+deb12u1")) == ["READ ONLY ADMIN"]
+    assert read_only_bypass_privileges(from_version("10.6.16-MariaDB")) == ["READ ONLY ADMIN", "SUPER"]
+    assert read_only_bypass_privileges(from_version("8.0.36")) == []  # MySQL: super_read_only stops SUPER
 
 
 def test_replication_account_can_wait_for_a_gtid(mariadb_factory):
@@ -104,9 +191,7 @@ def test_replication_account_can_wait_for_a_gtid(mariadb_factory):
 
 def test_root_password_gives_tcp_root_and_keeps_socket_auth(mariadb_factory):
     (server,) = mariadb_factory(1)
-    # As a datadir made by datadir.initialize: root@localhost only (the harness adds TCP root accounts).
-    for row in server.sql("SELECT host FROM mysql.user WHERE user='root' AND host <> 'localhost'"):
-        server.sql("DROP USER 'root'@%s", (next(iter(row.values())),))
+    drop_harness_tcp_root(server)
     server.sql("ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING 'invalid' OR unix_socket")
     ensure(server, config())
     assert server.scalar("SELECT COUNT(*) FROM mysql.user WHERE user='root' AND host='%'") == 0

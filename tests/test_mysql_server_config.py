@@ -45,7 +45,9 @@ def test_mariadb_cnf_contents(tmp_path):
                      f"pid-file={Path(config.mysql_socket).parent}/mysqld.pid", f"port={config.mysql_port}",
                      f"bind-address={config.mysql_bind_address}", "server_id=4242", "gtid_domain_id=0",
                      "gtid_strict_mode=ON", "log_bin=mysql-bin", "relay_log=relay-bin", "log_slave_updates=ON",
-                     "binlog_format=ROW", "read_only=ON", "skip_slave_start=ON", "slave_net_timeout=5"]:
+                     "binlog_format=ROW", "read_only=ON", "skip_slave_start=ON", "slave_net_timeout=5",
+                     "sync_binlog=1", "innodb_flush_log_at_trx_commit=1", "binlog_expire_logs_seconds=0",
+                     "skip_name_resolve=ON"]:
         assert expected in lines
     assert "gtid_mode=ON" not in lines and "super_read_only=ON" not in lines
     assert text.rstrip().splitlines()[-1] == f"!includedir {config.mysql_conf_dir}"
@@ -57,7 +59,10 @@ def test_mysql_cnf_contents(tmp_path):
     config = node_config()
     lines = mysqld_lines(server_config.render_cnf(config, MYSQL, 9, as_root=False))
     for expected in ["gtid_mode=ON", "enforce_gtid_consistency=ON", "log_replica_updates=ON", "read_only=ON",
-                     "super_read_only=ON", "skip_replica_start=ON", "server_id=9", "binlog_format=ROW"]:
+                     "super_read_only=ON", "skip_replica_start=ON", "server_id=9", "binlog_format=ROW",
+                     "sync_binlog=1", "innodb_flush_log_at_trx_commit=1",
+                     # MySQL 8 expires binlogs after 30 days by default; only the purge rule may (SPEC §6).
+                     "binlog_expire_logs_seconds=0"]:
         assert expected in lines
     assert not [line for line in lines if line.startswith("gtid_domain_id") or line.startswith("gtid_strict")]
 
@@ -118,11 +123,13 @@ def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tm
             row = conn.one("SELECT @@read_only AS ro, @@server_id AS id, @@gtid_strict_mode AS strict, "
                            "@@gtid_domain_id AS domain, @@log_bin AS log_bin, @@log_slave_updates AS lsu, "
                            "@@max_connections AS maxc, @@port AS port, @@bind_address AS bind, "
-                           "@@log_bin_basename AS basename, @@pid_file AS pid")
+                           "@@log_bin_basename AS basename, @@pid_file AS pid, @@sync_binlog AS sync, "
+                           "@@innodb_flush_log_at_trx_commit AS flush")
+            # The user's tuning in MYSQL_CONF_DIR (the tests' fast settings) overrides the durable defaults.
             assert row == {"ro": 1, "id": 31337, "strict": 1, "domain": 0, "log_bin": 1, "lsu": 1, "maxc": 77,
                            "port": config.mysql_port, "bind": config.mysql_bind_address,
                            "basename": f"{config.mysql_datadir}/mysql-bin",
-                           "pid": server_config.pid_file_for(config)}
+                           "pid": server_config.pid_file_for(config), "sync": 0, "flush": 2}
             assert conn.query("SHOW SLAVE STATUS") == []
             # A new datadir has root@localhost only, by unix_socket (no usable password yet).
             assert conn.query("SELECT host AS h FROM mysql.user WHERE user='root'") == [{"h": "localhost"}]
@@ -131,5 +138,20 @@ def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tm
             assert conn.scalar("SELECT @@gtid_binlog_state") == ""
         assert Path(server_config.pid_file_for(config)).exists()
         assert not list(Path(config.mysql_datadir).glob("*.pid"))
+    finally:
+        proc.stop()
+
+
+def test_durability_defaults_on_a_real_server(tmp_path):
+    """Issue 13 item 10: without user tuning the server syncs the binlog and the redo log at every commit."""
+    config = node_config()
+    server_config.write_cnf(config, MARIADB, 7)
+    datadir.initialize(config, MARIADB)
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, tmp_path / "mysqld.log")
+    try:
+        with connect_local(config.mysql_socket) as conn:
+            row = conn.one("SELECT @@sync_binlog AS sync, @@innodb_flush_log_at_trx_commit AS flush, "
+                           "@@binlog_expire_logs_seconds AS expire, @@expire_logs_days AS days")
+        assert row["sync"] == 1 and row["flush"] == 1 and row["expire"] == 0 and float(row["days"]) == 0
     finally:
         proc.stop()

@@ -210,3 +210,22 @@ def test_mysql_accounts_statements():
     assert "CREATE DATABASE IF NOT EXISTS `app_db`" in sent
     assert not any("PASSWORD(" in text for text in sent)  # MySQL 8 has no PASSWORD()
     assert not any(pw in " ".join(done) for pw in ("rpw", "apw", "root-pw"))
+    # Fencing over SQL by a peer (issue 13 item 7): the MySQL names of the privileges.
+    assert ("GRANT SYSTEM_VARIABLES_ADMIN, CONNECTION_ADMIN, PROCESS ON *.* TO %s@%s", ("repl", "%")) in conn.sent
+    # root@'%' keeps ALL on MySQL: super_read_only (set at boot and by fencing) stops SUPER holders too.
+    assert ("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", ("root", "%")) in conn.sent
+    assert not any(text.startswith("REVOKE") for text in sent)
+    assert [s.text for s in MYSQL.set_read_only(True)] == ["SET GLOBAL super_read_only = ON"]
+
+
+def test_mariadb_root_loses_read_only_admin_statements():
+    conn = Recorder({"SELECT @@GLOBAL.read_only": [{"ro": 0}],
+                     "SHOW GRANTS FOR": [{"g": "GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION"}]})
+    cfg = Config(mysql_root_password="root-pw")
+    done = accounts.ensure_accounts(conn, from_version("10.11.6-MariaDB"), cfg)
+    assert ("REVOKE READ ONLY ADMIN ON *.* FROM %s@%s", ("root", "%")) in conn.sent
+    assert "revoked READ ONLY ADMIN from 'root'@'%' (read_only must stop it)" in done
+    conn = Recorder({"SELECT @@GLOBAL.read_only": [{"ro": 0}],
+                     "SHOW GRANTS FOR": [{"g": "GRANT ALL PRIVILEGES ON *.* TO `root`@`%` WITH GRANT OPTION"}]})
+    accounts.ensure_accounts(conn, from_version("10.6.16-MariaDB"), cfg)  # SUPER ignored read_only before 10.11
+    assert ("REVOKE READ ONLY ADMIN, SUPER ON *.* FROM %s@%s", ("root", "%")) in conn.sent

@@ -20,6 +20,7 @@ def _config(env: dict[str, str]):
 def storage(request, tmp_path):
     kind = request.param
     if kind == "file":
+        (tmp_path / "backups").mkdir()
         url = f"file://{tmp_path}/backups"
         yield open_storage(url, _config({"BACKUP_URL": url}))
     elif kind == "s3":

@@ -37,7 +37,9 @@ def test_missing_bucket_is_a_clear_error_unless_creation_is_allowed(s3_env):
         storage.put_bytes("x/manifest.json", b"{}")
     assert f"bucket {bucket} does not exist" in str(info.value)
     assert "S3_CREATE_BUCKET=true" in str(info.value)
-    assert storage.list() == []  # listing a missing bucket: nothing stored yet
+    with pytest.raises(StorageError, match=f"bucket {bucket} does not exist"):
+        storage.list()  # missing storage is an error, never "no snapshots"
+    assert _storage(s3_env, bucket, create=True).list() == []  # a bucket it may create: nothing stored yet
 
     storage = _storage(s3_env, bucket, create=True)
     storage.put_bytes("x/manifest.json", b"{}")

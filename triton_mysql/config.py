@@ -281,13 +281,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("MYSQL_CONF_DIR", _abs_path, "/etc/mysql/triton-mysql.d", "`*.cnf` files here are included after the generated settings (user tuning)"),
     Var("MYSQL_SOCKET", _abs_path, "/run/mysqld/mysqld.sock", "local socket the hooks use (root by unix_socket)"),
     Var("MYSQLD", _text, None, "server binary (default: `mariadbd`, else `mysqld`, from PATH)"),
-    Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set", secret=True),
+    Var("MYSQL_ROOT_PASSWORD", _text, None, "root password; root gets TCP access only when set (without READ ONLY "
+        "ADMIN: read_only stops it)", secret=True),
     Var("MYSQL_ROOT_PASSWORD_FILE", _file, None, "file holding `MYSQL_ROOT_PASSWORD`", file_of="MYSQL_ROOT_PASSWORD"),
     Var("MYSQL_USER", _sql_user, None, "application account, created once on the first primary (no admin privilege)"),
     Var("MYSQL_PASSWORD", _text, None, "application account password", secret=True),
     Var("MYSQL_PASSWORD_FILE", _file, None, "file holding `MYSQL_PASSWORD`", file_of="MYSQL_PASSWORD"),
     Var("MYSQL_DATABASE", _database, None, "application schema, created once on the first primary"),
-    Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges only); required by the hooks"),
+    Var("MYSQL_REPL_USER", _sql_user, None, "replication account (replication privileges, plus READ ONLY ADMIN and "
+        "CONNECTION ADMIN so a peer can fence a node; no table privilege); required by the hooks"),
     Var("MYSQL_REPL_PASSWORD", _text, None, "replication account password; required by the hooks", secret=True),
     Var("MYSQL_REPL_PASSWORD_FILE", _file, None, "file holding `MYSQL_REPL_PASSWORD`", file_of="MYSQL_REPL_PASSWORD"),
     Var("MYSQL_TLS_CA", _file, None, "CA certificate (PEM) of the nodes' certificates: TLS replication and peer connections"),

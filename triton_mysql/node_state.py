@@ -9,8 +9,11 @@ does not know; a restore writes a new one).  It holds:
 * where the data came from (`origin`: bootstrap / restore / existing) and,
   after a restore, the snapshot id and GTID position still to be seeded into
   the binary log state (`seeded` turns true once `health` has done it);
+* `complete` — the file itself is the mark of a finished initialisation or
+  restore: it is written last (mysql.datadir.install), so a datadir without it
+  (or with `complete: false`) is never started as data;
 * `bootstrap_pending` — this node initialised the cluster and has not yet
-  taken the lock for the first time;
+  turned writable (it does once the cluster's first snapshot exists);
 * `reclone` — set when errant transactions were found and AUTO_RECLONE is on:
   the next `onStart` moves the data aside and clones again;
 * `terms` — every term in which this datadir's server held the primary lock:
@@ -49,6 +52,10 @@ class NodeState:
     reclone: dict[str, Any] | None = None
     terms: tuple[dict[str, Any], ...] = ()
     verdict: dict[str, Any] | None = None
+    complete: bool = True
+    """The mark of a finished initialisation or restore (mysql.datadir.install writes it last)."""
+    accounts_version: int = 0
+    """The accounts.ACCOUNTS_VERSION whose grants this node's primary pass last ensured."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, **changes: Any) -> "NodeState":

@@ -215,6 +215,8 @@ class Cluster:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.discovery_env = dict(discovery_env)
+        if backup_url is None:
+            (self.workdir / "backups").mkdir(exist_ok=True)  # a missing storage root is an error
         self.backup_url = backup_url or f"file://{self.workdir / 'backups'}"
         self.env = dict(env or {})
         self.service_name = service_name

@@ -105,6 +105,7 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     work = mysql_tmp_dir("demo")
     etcd = EtcdServer(work / "etcd")
+    (work / "backups").mkdir(parents=True, exist_ok=True)  # a missing storage root is an error
     cluster = Cluster(work / "cluster", {}, backup_url=f"file://{work / 'backups'}")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     code = 0

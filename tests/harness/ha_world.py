@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from triton_mysql import node_state
+from triton_mysql.mysql.accounts import ACCOUNTS_VERSION
 from triton_mysql.config import Config
 from triton_mysql.ha import act as act_module
 from triton_mysql.ha import view as view_module
@@ -88,7 +89,9 @@ class World:
                                   "MYSQL_DATADIR": str(home / "data"), "MYSQL_SOCKET": str(home / "run" / "sock"),
                                   "MYSQL_CNF": str(home / "my.cnf"), **env})
         self.configs[name] = config
-        node_state.save(config.mysql_datadir, node_state.NodeState(node=name, server_id=server_id))
+        # The accounts exist (as after a real first boot): the fake server answers no account statements.
+        node_state.save(config.mysql_datadir, node_state.NodeState(node=name, server_id=server_id,
+                                                                   accounts_version=ACCOUNTS_VERSION))
         return self.net.add(name, server_id, address, config.mysql_socket)
 
     def server(self, name: str) -> FakeServer:

@@ -2,34 +2,35 @@
 
 The object is streamed once: Python reads it from storage, hashes and counts
 it, and feeds zstd, which feeds the extractor through an OS pipe; the files
-land in a staging directory *next to* the datadir (same file system, so the
-final move is a rename), never in the datadir itself.  Only when the whole
-object was read and its size and sha256 equal the manifest's, both tools
-succeeded, the backup was prepared and its recorded GTID position equals the
-manifest's, are the files moved into the datadir.  Any mismatch or failure
-stops before the datadir is touched, with a one-line RestoreError; the
+land in a staging directory on the datadir's own file system (a sibling, or a
+hidden directory inside a mount-point datadir: mysql.datadir.new_staging),
+never in the datadir itself.  Only when the whole object was read and its size
+and sha256 equal the manifest's, both tools succeeded, the backup was prepared
+and its recorded GTID position equals the manifest's, does the prepared
+directory become the datadir (mysql.datadir.install: one rename, the node
+state file — the mark of a finished restore — inside it).  Any mismatch or
+failure stops before the datadir is touched, with a one-line RestoreError; the
 staging directory is always removed.
 
-The move mirrors the tool's own `--move-back`: every file of the prepared
-backup except the tool's metadata (backup-my.cnf, xtrabackup_binlog_info,
-xtrabackup_checkpoints, …) is renamed into the datadir; run as root, the
-result is chowned to `mysql` (mysqld runs as that user).
+What becomes the datadir mirrors the tool's own `--move-back`: every file of
+the prepared backup except the tool's metadata (backup-my.cnf,
+xtrabackup_binlog_info, xtrabackup_checkpoints, …); run as root, the result is
+chowned to `mysql` (mysqld runs as that user).
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from .. import node_state
 from ..mysql import gtid as gtids
-from ..mysql.datadir import entries
+from ..mysql.datadir import DatadirError, entries, install, new_staging
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
 from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
@@ -62,11 +63,15 @@ def datadir_is_empty(datadir: str) -> bool:
 # -- the public entry points ---------------------------------------------------------
 
 def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
-            progress: bool | Progress | None = None, chown: bool | None = None) -> dict[str, Any]:
+            progress: bool | Progress | None = None, chown: bool | None = None,
+            mark: node_state.NodeState | None = None) -> dict[str, Any]:
     """Restore `snapshot` (an id or a manifest) into the empty `datadir`; returns the manifest used.
 
     `progress`: True for the default reporter (bar on a terminal, log lines
     otherwise), or a Progress.  `chown`: default: when running as root.
+    `mark`: the node state the restored datadir gets (onStart passes its own);
+    default: a restore for no node yet (`node` empty), which onStart adopts
+    with a server_id of its own and seeds from the snapshot's GTID position.
     """
     manifest = _manifest(storage, snapshot)
     snapshot_id = manifest["id"]
@@ -81,14 +86,14 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
     if left:
         shown = ", ".join(left[:3]) + (", …" if len(left) > 3 else "")
         raise RestoreError(f"{datadir} is not empty ({shown}): restore needs an empty datadir")
-    parent = os.path.dirname(datadir)
     try:
         os.makedirs(datadir, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{os.path.basename(datadir)}.restore-", dir=parent))
+        staging = new_staging(datadir)
     except OSError as exc:
-        raise RestoreError(f"cannot create a staging directory next to {datadir}: {exc.strerror or exc}") from None
+        raise RestoreError(f"cannot create a staging directory for {datadir}: {exc.strerror or exc}") from None
     log.info("restoring snapshot %s (%s, GTID %s) into %s", snapshot_id, _size(manifest["size"]),
              manifest["gtid"] or "''", datadir)
+    chown = chown if chown is not None else os.geteuid() == 0
     try:
         backup_dir, logs = staging / "backup", staging / "logs"
         backup_dir.mkdir()
@@ -96,21 +101,30 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
         _stream_extract(storage, manifest, flavor, backup_dir, logs, progress)
         _prepare(flavor, backup_dir, logs)
         _check_position(manifest, backup_dir)
-        _move_into(backup_dir, Path(datadir))
+        _drop_tool_files(backup_dir, logs)
+        if mark is None:
+            mark = node_state.NodeState(node="", server_id=0, origin="restore", snapshot_id=snapshot_id,
+                                        snapshot_gtid=manifest["gtid"] or "", seeded=False)
+        install(backup_dir, datadir, mark)
+    except DatadirError as exc:
+        if isinstance(progress, Progress):
+            progress.finish(ok=False)
+        raise RestoreError(str(exc)) from None
     except BaseException:
         if isinstance(progress, Progress):
             progress.finish(ok=False)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if chown if chown is not None else os.geteuid() == 0:
+    if chown:
         _chown_mysql(datadir)
     log.info("restored snapshot %s into %s", snapshot_id, datadir)
     return manifest
 
 
 def restore_newest(config: Any, discovery: Any | None, datadir: str, *,
-                   progress: bool | Progress | None = True) -> dict[str, Any] | None:
+                   progress: bool | Progress | None = True,
+                   mark: Callable[[dict[str, Any]], node_state.NodeState] | None = None) -> dict[str, Any] | None:
     """Restore the newest complete snapshot at BACKUP_URL into `datadir` (the onStart clone).
 
     Prefers the snapshot `snapshots/last` names in discovery (when it is
@@ -133,7 +147,7 @@ def restore_newest(config: Any, discovery: Any | None, datadir: str, *,
     if chosen is None:
         log.info("no complete snapshot in %s", storage.describe())
         return None
-    return restore(storage, chosen, datadir, progress=progress)
+    return restore(storage, chosen, datadir, progress=progress, mark=mark(chosen) if mark else None)
 
 
 def _from_discovery(config: Any, discovery: Any, storage: Storage) -> dict[str, Any] | None:
@@ -290,30 +304,11 @@ def _check_position(manifest: dict[str, Any], target: Path) -> None:
                            f"GTID {gtid!r} differs from its manifest's; refusing it")
 
 
-def _move_into(source: Path, datadir: Path) -> None:
-    """Rename every prepared file into the datadir; on failure, take them out again."""
-    moved: list[Path] = []
-    try:
-        for entry in sorted(os.listdir(source)):
-            if entry in NOT_MOVED:
-                continue
-            destination = datadir / entry
-            try:
-                os.rename(source / entry, destination)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                shutil.move(str(source / entry), str(destination))  # another file system: copy
-            moved.append(destination)
-    except BaseException as exc:  # also SIGTERM (Terminated): leave the datadir empty again
-        for path in moved:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise RestoreError(f"moving the restored files into {datadir} failed: {exc.strerror or exc}") from None
-        raise
+def _drop_tool_files(backup_dir: Path, logs: Path) -> None:
+    """Take the tool's metadata out of the prepared backup (what --move-back leaves behind)."""
+    for name in NOT_MOVED:
+        if (backup_dir / name).exists():
+            os.rename(backup_dir / name, logs / name)
 
 
 def _chown_mysql(datadir: str) -> None:

@@ -12,6 +12,14 @@ released, and SnapshotError carries a one-line reason.
 A snapshot stored anywhere but BACKUP_URL (`backup --url`) is an export: it
 gets its manifest but does not become `snapshots/last`, and neither retention
 nor binlog purge follow from it.
+
+Every complete snapshot at BACKUP_URL is a clone source (new nodes, re-clones,
+a wiped discovery's fallback), so only the lock holder or a healthy replica
+without errant transactions (a fresh member record saying so) may write one
+there (issue 13 item 8): checked before the backup starts and again before the
+manifest makes it complete.  Anything else is refused with a clear message;
+`--url` exports are not restricted.  Writing there also requires the storage
+root to be the cluster's (its marker, storage/marker.py).
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from typing import Any, Callable, Iterator
 from ..discovery import Discovery, DiscoveryError
 from ..keys import ClusterKeys, decode, encode
 from ..storage import Storage, StorageError, open_storage
+from ..storage.marker import MARKER_KEY, read_marker, write_marker
 from . import binlogs, manifest as mf, retention
 from ._db import DatabaseError, LocalServer
 from .lock import LockBusy, SnapshotLock
@@ -150,6 +159,9 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
     snapshot_id: str | None = None
     stored = False
     try:
+        if is_main and discovery is not None:
+            _require_clone_source(config, discovery, keys)
+            _require_marker(config, discovery, storage, keys)
         flavor = server.flavor
         server_id = server.server_id()
         version = server.version()
@@ -204,6 +216,8 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             "source_bytes": result.source_bytes,
         }
         mf.validate(manifest)
+        if is_main and discovery is not None:
+            _require_clone_source(config, discovery, keys)  # still true now that the backup is done?
         try:
             storage.put_bytes(mf.manifest_key(snapshot_id), mf.encode(manifest))
         except StorageError as exc:
@@ -226,6 +240,61 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             if lock is not None:
                 lock.release()
             server.close()
+
+
+def clone_source_refusal(config: Any, discovery: Discovery, keys: ClusterKeys,
+                         now: float | None = None) -> str | None:
+    """Why this node may not write the cluster's clone source, or None when it may.
+
+    It may when it holds the primary lock, or when its member record is fresh
+    (updated within SESSION_TTL), healthy (a replica whose threads run within
+    MAX_LAG) and names no errant transactions.
+    """
+    now = time.time() if now is None else now
+    lock = discovery.holder(keys.primary)
+    holder = (decode(lock.value) or {}).get("node") if lock else None
+    if holder == config.node_name:
+        return None
+    kv = discovery.get(keys.member(config.node_name))
+    record = decode(kv.value) if kv else None
+    if record is None:
+        return "it has no member record (not running as a cluster member)"
+    age = now - float(record.get("updated") or 0.0)
+    if age > config.session_ttl:
+        return f"its member record is {age:.0f} s old (more than SESSION_TTL={config.session_ttl:g} s)"
+    if record.get("errant"):
+        return f"it has errant transactions {record['errant']}"
+    verdict = record.get("verdict")
+    if verdict:
+        return f"it diverged from the primary ({verdict.get('kind')}: {verdict.get('gtids')})"
+    if record.get("role") != "replica" or not record.get("healthy"):
+        return f"it is not a healthy replica (role {record.get('role')}, healthy {bool(record.get('healthy'))})"
+    return None
+
+
+def _require_clone_source(config: Any, discovery: Discovery, keys: ClusterKeys) -> None:
+    try:
+        why = clone_source_refusal(config, discovery, keys)
+    except DiscoveryError as exc:
+        raise SnapshotError(f"cannot check that this node may write the cluster's snapshots: {exc}") from None
+    if why is not None:
+        raise SnapshotError(f"refused: {config.node_name} is neither the primary nor a healthy replica without "
+                            f"errant transactions ({why}); a snapshot at BACKUP_URL becomes the clone source of "
+                            f"new nodes. Use --url URL to export one elsewhere")
+
+
+def _require_marker(config: Any, discovery: Discovery, storage: Storage, keys: ClusterKeys) -> None:
+    """The storage root must be the cluster's: it has the marker, or (a cluster from before the
+    marker) it holds the snapshot `snapshots/last` names, and then gets the marker now."""
+    if read_marker(storage) is not None:
+        return
+    kv = discovery.get(keys.snapshots_last)
+    last = decode(kv.value) if kv else None
+    if last and last.get("id") and not storage.exists(mf.manifest_key(str(last["id"]))):
+        raise SnapshotError(f"{storage.describe()} has no cluster marker ({MARKER_KEY}) and not the snapshot "
+                            f"{last['id']} that snapshots/last names: is the backup volume mounted and BACKUP_URL "
+                            f"right? Not writing the cluster's snapshots there")
+    write_marker(storage, config.service_name, config.node_name)
 
 
 def _estimate(server: LocalServer, datadir: str) -> int:

@@ -195,11 +195,15 @@ class Agent:
 
     # -- sessions -------------------------------------------------------------
     def my_session(self, view: ClusterView) -> str | None:
-        """The session this node already has: the lock's (if it names us) or the member record's."""
+        """The session this node already has: the lock's (if it names us), the member record's, or
+        the bootstrap claim's (onStart bound it to a session of this node that health adopts)."""
         lock = view.lock
         if lock is not None and lock.node == self.config.node_name and lock.session:
             return lock.session
-        return view.member_sessions.get(self.config.node_name)
+        bootstrap = view.bootstrap or {}
+        claimed = str(bootstrap["session"]) if bootstrap.get("node") == self.config.node_name and \
+            bootstrap.get("session") else None
+        return view.member_sessions.get(self.config.node_name) or claimed
 
     def ensure_session(self, view: ClusterView) -> str:
         """Renew this node's session, or create one when it is gone."""

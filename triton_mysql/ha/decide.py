@@ -30,6 +30,8 @@ from .view import PROMOTING, ClusterView, Lock
 STARTING = "starting"            # mysqld not reachable yet: nothing to do
 PRIMARY = "primary"              # hold the lock: be writable, advertise as primary
 TAKE_BOOTSTRAP_LOCK = "take_bootstrap_lock"  # first primary of a new cluster
+BOOTSTRAP_SNAPSHOT = "bootstrap_snapshot"  # new cluster's holder: read-only until its first snapshot exists
+GIVE_WAY = "give_way"            # another node's bootstrap replaced ours: stop; the next start clones
 WAIT_PROMOTION = "wait_promotion"  # a promotion is under way (ours or someone's): stay put
 ABANDON_PROMOTION = "abandon_promotion"  # we hold a 'promoting' lock nobody is working on: release it
 HANDOVER = "handover"            # switchover requested (or maintenance): fence, wait for target, release
@@ -210,6 +212,8 @@ def is_candidate(local: Local) -> tuple[bool, str]:
         return False, f"replication SQL thread in error: {local.sql_error}"
     if local.verdict is not None:
         return False, str(local.verdict)
+    if local.bootstrap_pending:
+        return False, "it bootstrapped a new cluster: health takes the lock, read-only until the first snapshot"
     return True, ""
 
 
@@ -294,6 +298,20 @@ def cooldown_left(view: ClusterView, timing: Timing) -> float:
 # ---------------------------------------------------------------------------
 # health
 
+def bootstrap_taken_over(view: ClusterView, local: Local) -> str:
+    """For a node whose bootstrap is pending: what replaced it ('' when nothing did) — another node's
+    bootstrap claim (this node's lapsed while it stalled) or another node's first snapshot."""
+    if not local.bootstrap_pending:
+        return ""
+    claimant = (view.bootstrap or {}).get("node")
+    if claimant and claimant != local.node:
+        return f"the bootstrap of {claimant}"
+    source = (view.snapshot_last or {}).get("source_node")
+    if source and source != local.node:
+        return f"the first snapshot of {source}"
+    return ""
+
+
 def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Decision:
     """One reconcile step for `health`.  `view` None means discovery could not be read."""
     if not local.mysql_up:
@@ -312,10 +330,19 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
                 return Decision(ABANDON_PROMOTION, f"lock has been 'promoting' for {view.now - lock.since:.0f} s "
                                 f"and no onChange is working on it", lock)
             return Decision(WAIT_PROMOTION, "promotion under way (onChange is applying the relay log)", lock)
+        if local.bootstrap_pending and view.snapshot_last is None and local.read_only:
+            # No client write may exist that a node bootstrapping in its place (if this one dies
+            # now) would not have: writable only once the cluster's first snapshot exists.
+            return Decision(BOOTSTRAP_SNAPSHOT, "holds the lock of a new cluster; read-only until its first "
+                            "snapshot exists", lock)
         target = switchover_target(view, timing)
         if target and target != local.node:
             return Decision(HANDOVER, f"switchover to {target} requested", lock, target=target)
         return Decision(PRIMARY, "holds the lock", lock)
+    other = bootstrap_taken_over(view, local)
+    if other and local.read_only:
+        return Decision(GIVE_WAY, f"{other} replaced this node's bootstrap, whose data was never writable: stopping "
+                        f"mysqld so that the next start moves it aside and clones", lock)
     if not local.read_only:
         if lock is None:
             why = "writable without the lock (lock is free: it expired or was released)"
@@ -326,7 +353,10 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
         return Decision(FENCE, why, lock)
     if lock is None:
         bootstrap = view.bootstrap or {}
-        if local.bootstrap_pending and bootstrap.get("node") == local.node:
+        # Its claim may have expired while it stalled (then it claims again, create-only), but never
+        # once another node's snapshot exists: that node's cluster formed instead of this one.
+        first = view.snapshot_last is None or view.snapshot_last.get("source_node") == local.node
+        if local.bootstrap_pending and first and bootstrap.get("node") in (None, local.node):
             return Decision(TAKE_BOOTSTRAP_LOCK, "this node initialised the cluster; lock is free")
         return Decision(NO_PRIMARY, "lock is free; the election runs in onChange")
     if lock.node == local.node:

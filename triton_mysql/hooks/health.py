@@ -16,12 +16,14 @@ import logging
 import time
 
 from ..discovery import DiscoveryError
+from ..keys import encode
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.view import READY, ClusterView
-from ..keys import encode
-from ..mysql.accounts import ensure_accounts
+from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
+from ..mysql.fence import stop_mysqld
+from ..mysql.server_config import pid_file_for
 from .. import node_state
 
 log = logging.getLogger("triton_mysql.health")
@@ -54,6 +56,8 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
             session = agent.my_session(view)
             if not check_only and observed.server is not None and not agent.maintenance:
                 session = agent.ensure_session(view)
+            elif not check_only and _starting_bootstrap(observed, view, session):
+                agent.discovery.renew_session(session)  # keep the bootstrap claim while mysqld starts
     except DiscoveryError as exc:
         log.warning("discovery unreachable: %s", exc)
         view = None
@@ -94,11 +98,16 @@ def _first_boot(agent: Agent, observed: Observed) -> Observed:
     """Once per datadir: seed the GTID state after a restore; create accounts on a new cluster."""
     observed = agent.seed_if_restored(observed)
     state = observed.state
-    if state is not None and state.bootstrap_pending:
+    if state is not None and state.bootstrap_pending and state.accounts_version < ACCOUNTS_VERSION:
         observed = agent.open_term(observed)  # the accounts below are this node's writes as the first primary
+        state = observed.state
+        assert state is not None
         done = ensure_accounts(agent.conn(), agent.flavor, agent.config, allow_read_only=True)
         if done:
             log.info("first boot of a new cluster: %s", "; ".join(done))
+        state = state.update(accounts_version=ACCOUNTS_VERSION)  # once: every pass until the snapshot is costly
+        node_state.save(agent.config.mysql_datadir, state)
+        observed = Observed(observed.server, state)
     return observed
 
 
@@ -107,20 +116,24 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
     """Carry the decision out.  Returns the observation (node state updated) and whether something changed."""
     server = observed.server
     action = decision.action
-    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION, d.MAINTENANCE):
+    if action in (d.STARTING, d.NO_DISCOVERY, d.WAIT_PROMOTION, d.MAINTENANCE, d.BOOTSTRAP_SNAPSHOT):
         return observed, False
     assert server is not None
     if action == d.FENCE:
         agent.fence(decision.reason)
         return observed, True
+    if action == d.GIVE_WAY:
+        log.warning("giving way: %s", decision.reason)
+        stop_mysqld(pid_file_for(agent.config), timeout=60)  # never writable: nothing a client wrote is lost
+        return observed, True
     if action == d.TAKE_BOOTSTRAP_LOCK:
-        assert session is not None
+        assert session is not None and view is not None
+        if view.bootstrap is None and not _claim_again(agent, session):
+            return observed, False
         if not agent.acquire_lock(session, server, READY):
             log.info("bootstrap: the lock was taken by another node first")
             return observed, False
-        log.info("took the primary lock: this node bootstrapped the cluster")
-        observed = _primary(agent, observed, "took the bootstrap lock")
-        _clear_bootstrap(agent, observed)
+        log.info("took the primary lock: this node bootstrapped the cluster (read-only until its first snapshot)")
         return observed, True
     if action == d.ABANDON_PROMOTION or action == d.RELEASE:
         assert session is not None
@@ -135,6 +148,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         observed = _primary(agent, observed, "holds the lock")
         if observed.state is not None and observed.state.bootstrap_pending:
             _clear_bootstrap(agent, observed)
+        upgrade_once(agent.conn(), agent.flavor, agent.config)  # grants of a newer version, once per datadir
         return observed, changed
     if action == d.HANDOVER:
         return observed, _handover_step(agent, decision, observed, view, session)
@@ -167,6 +181,25 @@ def _primary(agent: Agent, observed: Observed, reason: str) -> Observed:
         observed = agent.become_writable(observed, reason)
     agent.advertise(primary=True)
     return observed
+
+
+def _claim_again(agent: Agent, session: str) -> bool:
+    """The bootstrap claim expired while this node stalled and nobody claimed since: claim it again."""
+    record = {"node": agent.config.node_name, "at": time.time(), "session": session}
+    if agent.discovery.create(agent.keys.bootstrap, encode(record), session=session):
+        log.warning("bootstrap: this node's claim had expired; claimed the new cluster again (session %s)", session)
+        return True
+    log.info("bootstrap: another node claimed the new cluster first")
+    return False
+
+
+def _starting_bootstrap(observed: Observed, view: ClusterView, session: str | None) -> bool:
+    """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
+    lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
+    state = observed.state
+    return bool(session and state is not None and state.bootstrap_pending
+                and (view.bootstrap or {}).get("session") == session
+                and (view.lock is None or view.lock.session != session))
 
 
 def _clear_bootstrap(agent: Agent, observed: Observed) -> None:

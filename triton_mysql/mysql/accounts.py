@@ -5,21 +5,33 @@ to the binary log, so replicas and every later snapshot get the same accounts.
 Running it on a read-only server would write errant transactions, so it
 refuses unless told otherwise.
 
-- replication account `MYSQL_REPL_USER@'%'`: replication privileges only
-  (no SUPER, no READ ONLY ADMIN, no data access);
+- replication account `MYSQL_REPL_USER@'%'`: replication privileges plus what
+  a peer needs to fence this server over SQL (SPEC §3, §5): `READ ONLY ADMIN`
+  (MySQL: `SYSTEM_VARIABLES_ADMIN`) to set read_only, `CONNECTION ADMIN`
+  (`CONNECTION_ADMIN`) to kill client connections, `PROCESS` to see them.  No
+  table privilege, so it still cannot write data, and no SUPER;
 - application account `MYSQL_USER@'%'`: ALL PRIVILEGES on `MYSQL_DATABASE`.*
   only, so `read_only` stops it (error 1290 on a replica);
 - root: `root@localhost` keeps unix_socket authentication (the hooks use it) and
-  gains `MYSQL_ROOT_PASSWORD` when set; `root@'%'` exists only while it is set.
+  gains `MYSQL_ROOT_PASSWORD` when set; `root@'%'` exists only while it is set,
+  with every privilege except the one that ignores read_only (MariaDB: `READ
+  ONLY ADMIN`, and SUPER before 10.11), so a fenced node refuses its writes too
+  (MySQL: `super_read_only`, which the server config and fencing set, stops it).
 
 Idempotent: an account whose password and grants are already right is not
 touched (MariaDB; MySQL cannot compare passwords, so it re-sets them).
+Existing clusters get the grants of a newer version once: the primary's
+health pass calls `upgrade_once`, which runs `ensure_accounts` when the node
+state's `accounts_version` is older than ACCOUNTS_VERSION.
 Passwords travel as statement parameters and never appear in returned text.
 """
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
+from .. import node_state
 from ..config import Config
 from .connection import Connection
 from .flavor import Flavor
@@ -27,6 +39,9 @@ from .flavor import Flavor
 logger = logging.getLogger(__name__)
 
 ANY_HOST = "%"
+
+#: Bumped whenever ensure_accounts grants something new that existing clusters must get (upgrade_once).
+ACCOUNTS_VERSION = 2
 
 
 class AccountsError(Exception):
@@ -81,6 +96,10 @@ def _ensure_replication(conn: Connection, flavor: Flavor, config: Config, done: 
         return
     _ensure_user(conn, flavor, user, ANY_HOST, password, done)
     _ensure_grant(conn, user, ANY_HOST, flavor.replication_privileges(), "*.*", "REPLICATION SLAVE", done)
+    missing = [p for p in fencing_privileges(flavor) if not _has_global(_grants(conn, user, ANY_HOST), p)]
+    if missing:
+        conn.execute(f"GRANT {', '.join(missing)} ON *.* TO %s@%s", (user, ANY_HOST))
+        done.append(f"granted {', '.join(missing)} ON *.* to '{user}'@'%' (so a peer can fence this server)")
     if config.mysql_tls:
         _ensure_x509(conn, user, ANY_HOST, done)
 
@@ -92,6 +111,36 @@ def _ensure_x509(conn: Connection, user: str, host: str, done: list[str]) -> Non
         return
     conn.execute("ALTER USER %s@%s REQUIRE X509", (user, host))
     done.append(f"'{user}'@'{host}' requires a client certificate (REQUIRE X509)")
+
+
+def fencing_privileges(flavor: Flavor) -> list[str]:
+    """What a peer needs to fence a server over SQL: set read_only, see and kill client connections."""
+    if flavor.is_mariadb:
+        return ["READ ONLY ADMIN", "CONNECTION ADMIN", "PROCESS"]
+    return ["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN", "PROCESS"]
+
+
+def read_only_bypass_privileges(flavor: Flavor) -> list[str]:
+    """Global privileges that let an account write on a read_only server (MariaDB; MySQL has
+    super_read_only instead).  SUPER implied READ ONLY ADMIN before MariaDB 10.11."""
+    if not flavor.is_mariadb:
+        return []
+    if flavor.version is not None and flavor.version < (10, 11, 0):
+        return ["READ ONLY ADMIN", "SUPER"]
+    return ["READ ONLY ADMIN"]
+
+
+def _global_grants(grants: str) -> str:
+    """The privilege lists of the `ON *.*` lines, with `READ_ONLY ADMIN` spelled as in GRANT."""
+    lines = [line.split(" ON *.* ", 1)[0] for line in grants.splitlines() if " ON *.* " in line]
+    return " ".join(lines).replace("_", " ").upper()
+
+
+def _has_global(grants: str, privilege: str) -> bool:
+    text = _global_grants(grants)
+    if "ALL PRIVILEGES" in text:
+        return True
+    return re.search(rf"(?:GRANT |, ){re.escape(privilege.replace('_', ' ').upper())}(?:,|$| GRANT )", text) is not None
 
 
 def _ensure_application(conn: Connection, flavor: Flavor, config: Config, done: list[str]) -> None:
@@ -124,7 +173,24 @@ def _ensure_root(conn: Connection, flavor: Flavor, config: Config, done: list[st
             conn.execute("ALTER USER %s@%s IDENTIFIED BY %s", ("root", "localhost", password))
         done.append("set the password of 'root'@'localhost'")
     _ensure_user(conn, flavor, "root", ANY_HOST, password, done)
-    _ensure_grant(conn, "root", ANY_HOST, "ALL PRIVILEGES", "*.*", "ALL PRIVILEGES ON *.*", done, grant_option=True)
+    _ensure_root_grants(conn, flavor, done)
+
+
+def _ensure_root_grants(conn: Connection, flavor: Flavor, done: list[str]) -> None:
+    """root@'%': every privilege (with grant option) except those that ignore read_only.
+
+    A fenced node must refuse writes from every account this tool creates that
+    can write tables (SPEC §5); root over TCP is one of them.
+    """
+    grants = _grants(conn, "root", ANY_HOST)
+    if not _has_global(grants, "INSERT") or "WITH GRANT OPTION" not in grants:
+        conn.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", ("root", ANY_HOST))
+        done.append("granted ALL PRIVILEGES ON *.* to 'root'@'%'")
+        grants = _grants(conn, "root", ANY_HOST)
+    bypass = [p for p in read_only_bypass_privileges(flavor) if _has_global(grants, p)]
+    if bypass:
+        conn.execute(f"REVOKE {', '.join(bypass)} ON *.* FROM %s@%s", ("root", ANY_HOST))
+        done.append(f"revoked {', '.join(bypass)} from 'root'@'%' (read_only must stop it)")
 
 
 def ensure_accounts(conn: Connection, flavor: Flavor, config: Config, allow_read_only: bool = False) -> list[str]:
@@ -143,3 +209,26 @@ def ensure_accounts(conn: Connection, flavor: Flavor, config: Config, allow_read
         logger.info("accounts: %s", action)
     return done
 
+
+
+def upgrade_once(conn: Connection, flavor: Flavor, config: Config) -> list[str]:
+    """On the primary: bring the accounts of an existing cluster up to ACCOUNTS_VERSION, once.
+
+    Cheap when there is nothing to do (one read of the node state file): the
+    accounts are created once on a cluster's first boot, so grants added by a
+    newer version reach existing clusters only this way.  The node state records
+    the version done; a replica promoted later checks again (a no-op then: the
+    grants came through replication).
+    """
+    state = node_state.load(config.mysql_datadir)
+    if state is None or state.accounts_version >= ACCOUNTS_VERSION:
+        return []
+    try:
+        done = ensure_accounts(conn, flavor, config)
+    except AccountsError as exc:
+        logger.warning("accounts not brought up to version %d yet: %s", ACCOUNTS_VERSION, exc)
+        return []
+    node_state.save(Path(config.mysql_datadir), state.update(accounts_version=ACCOUNTS_VERSION))
+    if done:
+        logger.info("accounts brought up to version %d: %s", ACCOUNTS_VERSION, "; ".join(done))
+    return done

@@ -6,6 +6,19 @@ this file is the whole configuration: what replication and fencing rely on
 boot, replication not started by the server itself), then `!includedir
 $MYSQL_CONF_DIR` last so the user's tuning wins for everything else.
 
+Why sync_binlog=1 and innodb_flush_log_at_trx_commit=1: after a host crash a
+commit must be in both InnoDB and the binary log, or replicas diverge from the
+primary (users may still trade that away in MYSQL_CONF_DIR, as the tests do for
+speed).  Why binlog_expire_logs_seconds=0: binary logs are purged by the snapshot
+rule only (SPEC §6), never by age (MySQL 8 expires them after 30 days by default).
+
+Why skip_name_resolve: without it a TCP client on a loopback address is
+`localhost`, so `root@localhost` (which keeps READ ONLY ADMIN: the hooks write
+on a read-only server over the socket) would also take TCP logins with
+MYSQL_ROOT_PASSWORD and write on a fenced node; with it, every TCP client is
+matched by address (`root@'%'`, which read_only stops), and name lookups never
+delay a login.  The accounts this tool creates all use host '%'.
+
 Why read_only at boot: only the lock holder may be writable; the health hook
 turns it off after it has taken/renewed the lock.  Why skip_slave_start: the
 health hook starts replication only after checking who holds the lock and that
@@ -59,6 +72,10 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         f"log_bin={BINLOG_BASENAME}",
         f"relay_log={RELAY_LOG_BASENAME}",
         "binlog_format=ROW",
+        "sync_binlog=1",
+        "innodb_flush_log_at_trx_commit=1",
+        "binlog_expire_logs_seconds=0",
+        "skip_name_resolve=ON",
     ]
     if flavor.is_mariadb:
         mysqld += [

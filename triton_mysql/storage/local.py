@@ -1,5 +1,11 @@
 """`file://` storage: a directory tree on a local (or mounted) file system.
 
+A root directory that does not exist is an error for every read (`list`,
+`exists`, `open_read`), never "no snapshots": an unmounted or mistyped volume
+must not look like an empty one (issue 13 item 9).  Writes create the
+directories they need (an export to a new directory); the cluster's own root
+is checked through its marker first (storage/marker.py).
+
 Atomicity comes from the file system: an object is written to a hidden
 temporary name in its final directory and renamed into place on commit, so a
 reader (or `list`) never sees a partial object, and a killed writer leaves at
@@ -165,16 +171,29 @@ class LocalStorage(Storage):
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def require_root(self) -> None:
+        """StorageError unless the root directory exists (and is a directory we can read)."""
+        try:
+            if os.path.isdir(self.root):
+                os.listdir(self.root)
+                return
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read the storage root {self.root}: "
+                               f"{exc.strerror or exc}") from None
+        raise StorageError(f"{self.url}: the storage root {self.root} does not exist (is its volume mounted? "
+                           f"create the directory for a new cluster)")
+
     def open_write(self, key: str) -> ObjectWriter:
         return _FileWriter(self, key)
 
     def open_read(self, key: str) -> ObjectReader:
-        return _FileReader(self.path(key), key, self.url)
+        path = self.path(key)
+        self.require_root()
+        return _FileReader(path, key, self.url)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         out: list[ObjectInfo] = []
-        if not self.root.is_dir():
-            return out
+        self.require_root()
         # Walk only the part of the tree the prefix can match.
         start = self.root
         if "/" in prefix:
@@ -226,7 +245,9 @@ class LocalStorage(Storage):
             directory = directory.parent
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        path = self.path(key)
+        self.require_root()
+        return path.is_file()
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         final = self.path(key)

@@ -234,8 +234,11 @@ class _S3Reader(ObjectReader):
         except Exception as exc:  # noqa: BLE001
             if _error_code(exc) in ("NoSuchKey", "404"):
                 raise NotFound(f"{storage.url}: {key} does not exist") from None
-            if _error_code(exc) == "NoSuchBucket":
-                raise NotFound(f"{storage.url}: bucket {storage.bucket} does not exist") from None
+            if _error_code(exc) == "NoSuchBucket":  # missing storage is an error, not a missing object
+                if storage.create_bucket:
+                    raise NotFound(f"{storage.url}: bucket {storage.bucket} does not exist yet") from None
+                raise StorageError(f"{storage.url}: bucket {storage.bucket} does not exist (create it, or set "
+                                   f"S3_CREATE_BUCKET=true)") from None
             raise StorageError(f"{storage.url}: reading {key} failed: {_describe(exc)}") from None
         self.body = answer["Body"]
         self.size = int(answer.get("ContentLength", 0))
@@ -342,7 +345,10 @@ class S3Storage(Storage):
                     out.append(ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp()))
         except Exception as exc:  # noqa: BLE001
             if _error_code(exc) == "NoSuchBucket":
-                return []
+                if self.create_bucket:
+                    return []  # created with the first object (the cluster marker checks the rest)
+                raise StorageError(f"{self.url}: bucket {self.bucket} does not exist (create it, or set "
+                                   f"S3_CREATE_BUCKET=true)") from None
             raise StorageError(f"{self.url}: listing failed: {_describe(exc)}") from None
         out.sort(key=lambda info: info.key)
         return out
@@ -361,8 +367,22 @@ class S3Storage(Storage):
             return True
         except Exception as exc:  # noqa: BLE001
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                self._require_bucket()  # a HEAD cannot tell a missing object from a missing bucket
                 return False
             raise StorageError(f"{self.url}: checking {key} failed: {_describe(exc)}") from None
+
+    def _require_bucket(self) -> None:
+        """StorageError when the bucket is missing, unless S3_CREATE_BUCKET allows creating it later."""
+        if self._bucket_checked or self.create_bucket:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001
+            if _error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise StorageError(f"{self.url}: bucket {self.bucket} does not exist (create it, or set "
+                                   f"S3_CREATE_BUCKET=true)") from None
+            raise StorageError(f"{self.url}: cannot reach bucket {self.bucket}: {_describe(exc)}") from None
+        self._bucket_checked = True
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         self.ensure_bucket()
