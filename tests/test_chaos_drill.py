@@ -1,0 +1,199 @@
+"""The randomized fault drill of issue 13 (tests/harness/drill.py).
+
+* The drill's own logic, on synthetic data (fast): the schedule replays from
+  its seed, two-writable detection proves simultaneity (and does not report a
+  clean hand-over), GTID coverage, log parsing.
+* `test_short_fixed_drill` (slow, in `make test`): a fixed seed and six rounds
+  covering the main fault kinds on etcd, a few minutes.
+* `test_chaos_drill_from_seed` (slow): the long randomized drill, driven by
+  CHAOS_SEED / CHAOS_ROUNDS (and CHAOS_KINDS, CHAOS_BACKEND, CHAOS_AUTO_RECLONE);
+  `make chaos SEED=… ROUNDS=…` runs it.  Skipped unless one of them is set.
+
+The report (per round and totals) is printed and written to
+`chaos-report.json` in the test's tmp directory.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.chaos import Sample, find_overlaps
+from tests.harness.drill import (KINDS, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
+                                 make_schedule, parse_kinds, parse_line_time, position_covers, state_covers)
+
+# Small InnoDB settings: three servers share a busy 2-core machine.  Durability settings are
+# the product's own (not overridden here).
+DRILL_CNF = """[mysqld]
+innodb_buffer_pool_size=64M
+innodb_log_file_size=16M
+performance_schema=OFF
+max_connections=200
+"""
+
+SHORT_SEED = 13
+SHORT_KINDS = "kill9:primary,sigterm:primary,freeze:primary,maintenance:primary,discovery_wipe,reclone:replica"
+
+
+# -- the schedule ------------------------------------------------------------------
+
+def test_schedule_replays_from_its_seed():
+    assert make_schedule(42, 25) == make_schedule(42, 25)
+    assert make_schedule(42, 25) != make_schedule(43, 25)
+    assert make_schedule(42, 10, "kill9,switchover") == make_schedule(42, 10, ["kill9", "switchover"])
+
+
+def test_schedule_deals_every_kind_once_per_deck():
+    steps = make_schedule(5, 2 * len(KINDS))
+    for deck in (steps[:len(KINDS)], steps[len(KINDS):]):
+        assert sorted(s.kind for s in deck) == sorted(KINDS)
+    for step in steps:
+        assert step.role in KINDS[step.kind] and 0 <= step.u < 1
+
+
+def test_short_schedule_covers_its_kinds_with_their_roles():
+    steps = make_schedule(SHORT_SEED, 6, SHORT_KINDS)
+    wanted = {tuple(item.split(":")) if ":" in item else (item, "cluster") for item in SHORT_KINDS.split(",")}
+    assert {(s.kind, s.role) for s in steps} == wanted
+
+
+def test_kinds_are_checked():
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        parse_kinds("kill9,explode")
+    with pytest.raises(ValueError, match="cannot target"):
+        parse_kinds("hold_sql:primary")
+
+
+# -- two writable nodes --------------------------------------------------------------
+
+def samples(node: str, start: float, end: float, value: bool | None, step: float = 0.05, read: float = 0.002):
+    out, t = [], start
+    while t < end - 1e-9:
+        out.append(Sample(t + read, node, value, t))
+        t += step
+    return out
+
+
+def test_overlap_of_two_writable_nodes_is_found_with_its_samples():
+    a = samples("a", 0.0, 2.0, False)
+    b = samples("b", 0.0, 1.0, True) + samples("b", 1.0, 2.0, False)
+    a_after = samples("a", 2.0, 3.0, True)
+    found = find_overlaps(a + b + a_after)
+    assert len(found) == 1
+    overlap = found[0]
+    assert overlap.nodes == ("a", "b")
+    assert 0.9 <= overlap.start <= 1.1 and 1.85 <= overlap.end <= 2.0
+    assert overlap.samples >= 36  # both nodes, about 20 samples each
+
+
+def test_clean_handover_in_the_same_tick_is_not_two_writable():
+    # a turns read-only at 1.0005, b writable at 1.0015: both reads of the tick at 1.0 could
+    # see "writable" (a read answers for one instant somewhere between send and answer).
+    a = samples("a", 0.0, 1.0, False) + [Sample(1.004, "a", False, 1.0)] + samples("a", 1.05, 2.0, True)
+    b = samples("b", 0.0, 1.0, True) + [Sample(1.004, "b", False, 1.0)] + samples("b", 1.05, 2.0, False)
+    assert find_overlaps(a + b) == []
+
+
+def test_single_writable_read_inside_the_others_run_is_an_overlap():
+    a = samples("a", 0.0, 2.0, False)
+    b = samples("b", 0.0, 1.0, True) + [Sample(1.002, "b", False, 1.0)] + samples("b", 1.05, 2.0, True)
+    found = find_overlaps(a + b)
+    assert len(found) == 1 and found[0].start == 1.0
+
+
+def test_unreachable_reads_end_a_run():
+    # b unreachable in between: no proof it was writable during the gap.
+    a = samples("a", 0.0, 1.0, True) + samples("a", 1.0, 1.4, False) + samples("a", 1.4, 3.0, True)
+    b = samples("b", 0.0, 0.9, False) + samples("b", 0.9, 1.6, None) + samples("b", 1.6, 3.0, False)
+    assert find_overlaps(a + b) == []
+
+
+# -- GTIDs and logs ------------------------------------------------------------------
+
+def test_position_and_state_coverage():
+    assert position_covers("0-2-100", "0-1-99")
+    assert position_covers("0-1-100", "0-1-100")
+    assert not position_covers("0-1-100", "0-1-101")
+    assert not position_covers("", "0-1-1")
+    assert not position_covers("1-1-500", "0-1-1")
+    assert state_covers("0-1-50,0-3-80", (0, 1, 50))
+    assert not state_covers("0-1-50,0-3-80", (0, 1, 51))
+    assert not state_covers("0-3-80", (0, 1, 5))
+
+
+def test_errant_verdicts_are_read_from_log_lines():
+    line = ("2026-12-02T01:36:42.024Z ERROR   triton-mysql[node1]: refusing to replicate from node2: this node has "
+            "errant transactions 0-1-57,0-1-58")
+    assert errant_in_line(line) == "0-1-57,0-1-58"
+    assert errant_in_line("… AUTO_RECLONE: errant transactions 0-3-9; stopping mysqld …") == "0-3-9"
+    assert errant_in_line("node3 is not a candidate: errant: 0-3-9") == "0-3-9"
+    assert errant_in_line("following node1 at 127.0.0.2:3306 (0-1-5)") is None
+    at, level, component = parse_line_time(line)
+    assert (level, component) == ("ERROR", "triton-mysql")
+    assert abs(at - 1796175402.024) < 1e-6
+
+
+# -- the drill on a real cluster ---------------------------------------------------------
+
+def run_drill(cluster_factory, workdir: Path, options: DrillOptions, backend: str = "etcd") -> Report:
+    from tests.harness.consul_double import ConsulDouble
+    from tests.harness.etcd import EtcdServer
+    if backend == "etcd":
+        server = EtcdServer(workdir / "etcd").start()
+        env = {"ETCD": server.endpoint}
+    elif backend == "consul":
+        server = ConsulDouble(workdir / "consul").start()
+        env = server.env()
+    else:
+        raise ValueError(f"CHAOS_BACKEND must be etcd or consul, not {backend!r}")
+    try:
+        cluster = cluster_factory(env, conf=DRILL_CNF)
+        ttl = float(cluster.base_env()["SESSION_TTL"])
+        expiry = 2 * ttl if backend == "consul" else ttl + 0.5
+        drill = Drill(cluster, DiscoveryService(backend, server, env, ttl, expiry), options, workdir)
+        try:
+            report = drill.run()
+        finally:
+            cluster.stop_all(timeout=30)
+    finally:
+        server.stop()
+    sys.stderr.write("\n" + report.text() + "\n")
+    return report
+
+
+def check(report: Report) -> None:
+    assert report.rounds, "no round ran"
+    if report.violations:
+        raise DrillFailed(f"{len(report.violations)} violation(s) (seed {report.seed}):\n  "
+                          + "\n  ".join(report.violations) + f"\nreport: {report.path}")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(raises=DrillFailed, strict=False,
+                   reason="issue 13: this branch still has the bugs the drill exists to catch (maintenance on the "
+                          "primary gives two writable nodes, a wipe loses rows, …); remove once they are fixed")
+def test_short_fixed_drill(cluster_factory, tmp_path):
+    options = DrillOptions(seed=SHORT_SEED, rounds=6, kinds=SHORT_KINDS, auto_reclone=True, converge_timeout=90)
+    report = run_drill(cluster_factory, tmp_path, options)
+    assert len(report.rounds) == 6
+    check(report)
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_env("CHAOS_SEED") or _env("CHAOS_ROUNDS")),
+                    reason="the long randomized drill runs only with CHAOS_SEED and/or CHAOS_ROUNDS set "
+                           "(`make chaos SEED=… ROUNDS=…`)")
+def test_chaos_drill_from_seed(cluster_factory, tmp_path):
+    seed = int(_env("CHAOS_SEED") or int.from_bytes(os.urandom(2), "big"))
+    rounds = int(_env("CHAOS_ROUNDS") or 10)
+    reclone = _env("CHAOS_AUTO_RECLONE").lower()
+    options = DrillOptions(seed=seed, rounds=rounds, kinds=_env("CHAOS_KINDS") or None,
+                           auto_reclone=(reclone in ("1", "true", "yes")) if reclone else bool(seed % 2))
+    sys.stderr.write(f"\nchaos drill seed {seed} ({rounds} rounds)\n")
+    check(run_drill(cluster_factory, tmp_path, options, backend=_env("CHAOS_BACKEND") or "etcd"))
