@@ -58,8 +58,8 @@ chaos: deps
 	@seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N2 -tu2 /dev/urandom | tr -d ' '); \
 	echo "chaos drill: seed $$seed, $(ROUNDS) rounds on $(BACKEND) (replay: make chaos SEED=$$seed ROUNDS=$(ROUNDS))"; \
 	CHAOS_SEED=$$seed CHAOS_ROUNDS=$(ROUNDS) CHAOS_KINDS="$(KINDS)" CHAOS_BACKEND=$(BACKEND) \
-	CHAOS_AUTO_RECLONE="$(RECLONE)" $(PY) -m pytest tests/test_chaos_drill.py -k test_chaos_drill_from_seed \
+	CHAOS_AUTO_RECLONE="$(RECLONE)" CHAOS_REPORT_DIR=.chaos $(PY) -m pytest tests/test_chaos_drill.py -k test_chaos_drill_from_seed \
 	    -s -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .bench build *.egg-info
+	rm -rf $(VENV) .demo .bench .chaos build *.egg-info

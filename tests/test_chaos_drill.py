@@ -10,19 +10,23 @@
   `make chaos SEED=… ROUNDS=…` runs it.  Skipped unless one of them is set.
 
 The report (per round and totals) is printed and written to
-`chaos-report.json` in the test's tmp directory.
+`chaos-report.json` in the test's tmp directory, with the node logs; with
+CHAOS_REPORT_DIR set (`make chaos` sets `.chaos/`) both are copied there.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.harness.chaos import Sample, find_overlaps
 from tests.harness.drill import (KINDS, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
-                                 make_schedule, parse_kinds, parse_line_time, position_covers, state_covers)
+                                 frozen_window, make_schedule, parse_kinds, parse_line_time, position_covers,
+                                 state_covers)
 
 # Small InnoDB settings: three servers share a busy 2-core machine.  Durability settings are
 # the product's own (not overridden here).
@@ -110,6 +114,27 @@ def test_unreachable_reads_end_a_run():
     assert find_overlaps(a + b) == []
 
 
+def test_frozen_window_is_measured_from_sigcont_and_set_apart():
+    # "old" was the primary, frozen from 1.0 to 8.0; "new" writable from 7.0.  A read of "old"
+    # sent at 7.9 during the freeze is answered at 8.02 (writable); "old" fences itself at 9.0.
+    old = samples("old", 0.0, 1.0, False) + [Sample(1.5, "old", None, 1.0), Sample(7.7, "old", None, 7.2),
+                                             Sample(8.02, "old", False, 7.9)]
+    old += samples("old", 8.05, 9.0, False) + samples("old", 9.0, 10.0, True)
+    new = samples("new", 0.0, 7.0, True) + samples("new", 7.0, 10.0, False)
+    window = frozen_window(old + new, "old", 8.0, 10.0)
+    assert 0.95 <= window.seconds <= 1.0 and window.writable == 20
+    found = find_overlaps(window.samples)
+    assert len(found) == 1 and found[0].start >= 8.0
+    assert window.covers(found[0])
+    # Without the clipping the overlap would seem to start while "old" was still frozen.
+    assert find_overlaps(old + new)[0].start < 8.0
+    # A later overlap (the old primary writable again after fencing) is not covered.
+    late = old + new + [Sample(9.52, "old", False, 9.5), Sample(9.57, "old", False, 9.55)]
+    late = [s for s in late if not (s.node == "old" and 9.5 <= s.started < 9.56 and s.read_only)]
+    window = frozen_window(late, "old", 8.0, 10.0)
+    assert [window.covers(o) for o in find_overlaps(window.samples)] == [True, False]
+
+
 # -- GTIDs and logs ------------------------------------------------------------------
 
 def test_position_and_state_coverage():
@@ -159,6 +184,12 @@ def run_drill(cluster_factory, workdir: Path, options: DrillOptions, backend: st
             cluster.stop_all(timeout=30)
     finally:
         server.stop()
+    keep = os.environ.get("CHAOS_REPORT_DIR", "").strip()
+    if keep:
+        # pytest's tmp directories are rotated by every pytest session on the machine: keep a copy.
+        target = Path(keep).resolve() / f"seed-{report.seed}-{time.strftime('%Y%m%dT%H%M%S')}"
+        shutil.copytree(workdir, target, ignore=shutil.ignore_patterns("etcd", "consul"))
+        report.path = str(target / "chaos-report.json")
     sys.stderr.write("\n" + report.text() + "\n")
     return report
 

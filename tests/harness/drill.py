@@ -79,7 +79,7 @@ from typing import Any, Callable
 
 import pymysql
 
-from .chaos import Overlap, Sampler, Write, Writer
+from .chaos import Overlap, Sample, Sampler, Write, Writer, find_overlaps
 from .cluster import APP_DATABASE, Cluster, Node
 
 # ---------------------------------------------------------------------------
@@ -189,6 +189,46 @@ def state_covers(binlog_state: str | None, gtid: tuple[int, int, int]) -> bool:
     """Does a binlog state (last GTID per domain and server) hold this server's transaction `gtid`?"""
     d, s, n = gtid
     return any(hd == d and hs == s and hn >= n for hd, hs, hn in gtids(binlog_state))
+
+
+# ---------------------------------------------------------------------------
+# The frozen-process window (SPEC §5)
+
+@dataclass
+class FrozenWindow:
+    """From SIGCONT of a primary that lost its lock while frozen to its first read-only sample."""
+
+    node: str
+    thawed: float
+    until: float
+    """When its first read-only answer after SIGCONT came (the end of the round when none came)."""
+    seconds: float
+    """From SIGCONT to the last writable answer of the frozen node before `until`."""
+    writable: int
+    """The frozen node's writable samples in the window."""
+    samples: list[Sample]
+    """The round's samples, the frozen node's clipped so that none starts before SIGCONT."""
+
+    def covers(self, overlap: Overlap) -> bool:
+        return self.node in overlap.nodes and self.thawed <= overlap.start and overlap.end <= self.until
+
+
+def frozen_window(samples: list[Sample], node: str, thawed: float, end: float) -> FrozenWindow:
+    """Measure the window, after clipping the frozen node's reads to SIGCONT.
+
+    A frozen server answers nothing, so a read sent during the freeze and
+    answered after SIGCONT tells the state after SIGCONT: its interval starts
+    there (otherwise an overlap with the new primary would seem to begin while
+    the node was still frozen).
+    """
+    clipped = [Sample(s.at, s.node, s.read_only, thawed) if s.node == node and s.started < thawed < s.at else s
+               for s in samples]
+    after = sorted((s for s in clipped if s.node == node and s.started >= thawed), key=lambda s: s.started)
+    first_ro = next((s for s in after if s.read_only is True), None)
+    until = first_ro.at if first_ro is not None else end
+    writable = [s for s in after if s.read_only is False and s.at <= until]
+    seconds = max((s.at for s in writable), default=thawed) - thawed
+    return FrozenWindow(node, thawed, until, seconds, len(writable), clipped)
 
 
 # ---------------------------------------------------------------------------
@@ -520,6 +560,8 @@ class RoundResult:
     """The machine's 1-minute load average at the end of the round (timing is judged against it)."""
     drill_cpu_s: float | None = None
     """CPU seconds the drill process itself (writer, sampler, monitors) used during the round."""
+    hook_timeouts: dict[str, int] = field(default_factory=dict)
+    """Hooks the supervisors killed for running past their timeout, per node (a sign of overload)."""
 
     @property
     def ok(self) -> bool:
@@ -716,15 +758,19 @@ class Drill:
     def setup(self) -> None:
         self.cluster.env["AUTO_RECLONE"] = "true" if self.options.auto_reclone else "false"
         self.cluster.env["SNAPSHOT_POLL"] = f"{self.options.snapshot_poll:g}"
+        self.keeper.start()
         nodes = self.cluster.start(3)
-        primary = self.cluster.wait_for_primary(180)
-        for node in nodes:
-            if node is not primary:
-                self.cluster.wait_replicating(node, primary, 180)
         from .procs import wait_for
+        deadline = time.time() + 300
+        while True:
+            ok, why, primary, _ = self.convergence()
+            if ok:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"the new cluster did not converge within 300 s: {why}")
+            time.sleep(1.0)
         wait_for(lambda: self.cluster.record("snapshots/last"), 180, what="the first snapshot")
         self.topology.start()
-        self.keeper.start()
         self.sampler.start()
         self.writer.start()
         time.sleep(2.0)
@@ -1127,6 +1173,10 @@ class Drill:
                 row = node.sql(f"SELECT COUNT(*) AS c, COALESCE(BIT_XOR(CRC32(CONCAT_WS(',', id, node, at))), 0) "
                                f"AS x FROM {APP_DATABASE}.drill WHERE id <= %s", (last,), timeout=10)[0]
                 sums[node.name] = (int(row["c"]), int(row["x"]))
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args and exc.args[0] == 1146:  # no drill table yet (before the writer starts)
+                return None
+            return f"data check failed: {exc!r}"
         except Exception as exc:  # noqa: BLE001 - a node went away meanwhile: look again
             return f"data check failed: {exc!r}"
         if len(set(sums.values())) > 1:
@@ -1228,24 +1278,18 @@ class Drill:
         result.write_gap_s = round(max(b - a for a, b in zip(times, times[1:])), 3) if len(times) > 1 else None
 
     def check_two_writable(self, result: RoundResult, ctx: FaultContext, start: float, end: float) -> None:
-        overlaps = self.sampler.overlaps(start, end)
-        window: tuple[str, float, float] | None = None
+        samples = [s for s in list(self.sampler.samples) if start <= s.started and s.at <= end]
+        window: FrozenWindow | None = None
         if ctx.frozen is not None:
-            node, thawed = ctx.frozen
-            after = sorted((s for s in list(self.sampler.samples) if s.node == node and s.started >= thawed - 0.2),
-                           key=lambda s: s.started)
-            first_ro = next((s for s in after if s.read_only is True), None)
-            limit = first_ro.at if first_ro is not None else end
-            writable = [s for s in after if s.read_only is False and s.at <= limit]
-            result.frozen_window_s = round(max((s.at for s in writable), default=thawed) - thawed, 3)
-            result.frozen_window_samples = len(writable)
-            window = (node, thawed, limit)
-            if result.frozen_window_s > self.options.frozen_window_limit:
-                result.violations.append(f"frozen-process window: {node} stayed writable {result.frozen_window_s:.2f} s "
+            window = frozen_window(samples, ctx.frozen[0], ctx.frozen[1], end)
+            samples = window.samples
+            result.frozen_window_s = round(window.seconds, 3)
+            result.frozen_window_samples = window.writable
+            if window.seconds > self.options.frozen_window_limit:
+                result.violations.append(f"frozen-process window: {window.node} stayed writable {window.seconds:.2f} s "
                                          f"after SIGCONT (limit {self.options.frozen_window_limit:g} s)")
-        for overlap in overlaps:
-            if window is not None and window[0] in overlap.nodes and window[1] - 0.2 <= overlap.start \
-                    and overlap.end <= window[2] + self.options.sample_interval:
+        for overlap in find_overlaps(samples):
+            if window is not None and window.covers(overlap):
                 result.notes.append(f"frozen-process window: {overlap.nodes[0]} and {overlap.nodes[1]} both writable "
                                     f"{overlap.duration:.2f} s right after SIGCONT ({overlap.samples} samples)")
                 continue
@@ -1428,6 +1472,12 @@ class Drill:
         for at, node in list(self.logs.mysqld_starts):
             if start <= at <= end:
                 result.mysqld_starts[node] = result.mysqld_starts.get(node, 0) + 1
+        for at, node, line in list(self.logs.lines):
+            if start <= at <= end and "timed out after" in line and "containerbuddy[" in line:
+                result.hook_timeouts[node] = result.hook_timeouts.get(node, 0) + 1
+        if result.hook_timeouts:
+            result.notes.append("hooks killed at their timeout: " + ", ".join(
+                f"{n} {c}x" for n, c in sorted(result.hook_timeouts.items())))
         for node, count in result.restarts.items():
             if count > limit:
                 result.violations.append(f"crash loop: {node} exited by itself and was restarted {count} times in the "
