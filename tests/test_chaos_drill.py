@@ -6,7 +6,8 @@
 * `test_short_fixed_drill` (slow, in `make test`): a fixed seed and six rounds
   covering the main fault kinds on etcd, a few minutes.
 * `test_chaos_drill_from_seed` (slow): the long randomized drill, driven by
-  CHAOS_SEED / CHAOS_ROUNDS (and CHAOS_KINDS, CHAOS_BACKEND, CHAOS_AUTO_RECLONE);
+  CHAOS_SEED / CHAOS_ROUNDS (and CHAOS_KINDS, CHAOS_BACKEND, CHAOS_AUTO_RECLONE,
+  CHAOS_SESSION_TTL, CHAOS_HEALTH_POLL);
   `make chaos SEED=… ROUNDS=…` runs it.  Skipped unless one of them is set.
 
 The report (per round and totals) is printed and written to
@@ -162,6 +163,10 @@ def test_errant_verdicts_are_read_from_log_lines():
 
 # -- the drill on a real cluster ---------------------------------------------------------
 
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
 def run_drill(cluster_factory, workdir: Path, options: DrillOptions, backend: str = "etcd") -> Report:
     from tests.harness.consul_double import ConsulDouble
     from tests.harness.etcd import EtcdServer
@@ -173,8 +178,9 @@ def run_drill(cluster_factory, workdir: Path, options: DrillOptions, backend: st
         env = server.env()
     else:
         raise ValueError(f"CHAOS_BACKEND must be etcd or consul, not {backend!r}")
+    timing = {name: value for name in ("SESSION_TTL", "HEALTH_POLL") if (value := _env(f"CHAOS_{name}"))}
     try:
-        cluster = cluster_factory(env, conf=DRILL_CNF)
+        cluster = cluster_factory(env, conf=DRILL_CNF, env=timing)
         ttl = float(cluster.base_env()["SESSION_TTL"])
         expiry = 2 * ttl if backend == "consul" else ttl + 0.5
         drill = Drill(cluster, DiscoveryService(backend, server, env, ttl, expiry), options, workdir)
@@ -210,10 +216,6 @@ def test_short_fixed_drill(cluster_factory, tmp_path):
     report = run_drill(cluster_factory, tmp_path, options)
     assert len(report.rounds) == 6
     check(report)
-
-
-def _env(name: str) -> str:
-    return os.environ.get(name, "").strip()
 
 
 @pytest.mark.slow

@@ -1339,11 +1339,12 @@ class Drill:
         if foreign:
             result.violations.append(f"{len(foreign)} lost row(s) were acknowledged by other nodes than the crashed "
                                      f"primary {crashed}: {describe(foreign)}; {context}")
-        late = [w for w in lost if w.node == crashed and w.at > ctx.cutoff + 0.001]
+        # A write sent after the crash (or the fence) cannot have been acknowledged by that node before it.
+        late = [w for w in lost if w.node == crashed and w.sent > ctx.cutoff]
         if late:
             result.violations.append(f"{len(late)} lost row(s) were acknowledged by {crashed} after it crashed/was "
                                      f"fenced: {describe(late)}")
-        own = sorted((w for w in list(self.writer.acked) if w.node == crashed and w.at <= ctx.cutoff + 0.001),
+        own = sorted((w for w in list(self.writer.acked) if w.node == crashed and w.sent <= ctx.cutoff),
                      key=lambda w: w.row)
         lost_rows = {w.row for w in lost}
         if lost_rows:
@@ -1513,3 +1514,43 @@ class Drill:
         for overlap in between:
             self.report.final.append(f"two writable nodes between rounds: {overlap.nodes} for {overlap.duration:.2f} s "
                                      f"at +{overlap.start - self.t0:.1f} s ({overlap.samples} samples)")
+
+
+# ---------------------------------------------------------------------------
+# BENCHMARKS.md figures from a report file
+
+def markdown(data: dict[str, Any]) -> str:
+    """A report file (chaos-report.json) as Markdown: one table row per round, then the totals."""
+    def fmt(value: Any, unit: str = " s") -> str:
+        return "–" if value is None else f"{value:.1f}{unit}" if isinstance(value, float) else str(value)
+    totals = data.get("totals", {})
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(data.get("started_at") or 0))
+    out = [f"Chaos drill, seed {data['seed']}, {totals.get('rounds_run')} rounds on {data['backend']} "
+           f"({when}, {totals.get('duration_s')} s; options {data.get('options')}); "
+           f"replay: `make chaos SEED={data['seed']} ROUNDS={data['rounds_planned']}`",
+           "",
+           "| round | fault | target | primary | failover | write gap | rows lost | two-writable samples | "
+           "frozen window | converged | load | result |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data.get("rounds", []):
+        lost = f"{r['rows_lost']} ({r['loss_rule']})" if r["rows_lost"] else "0"
+        result = "ok" if r.get("ok") else f"{len(r['violations'])} violation(s)"
+        out.append(f"| {r['round']} | {r['kind']}:{r['role']} | {r.get('target') or '–'} | "
+                   f"{r.get('primary_before')} → {r.get('primary_after')} | {fmt(r.get('failover_s'))} | "
+                   f"{fmt(r.get('write_gap_s'))} | {lost} | {r['two_writable_samples']} | "
+                   f"{fmt(r.get('frozen_window_s'))} | {fmt(r.get('converge_s'))} | {fmt(r.get('load_avg'), '')} | "
+                   f"{result} |")
+    out += ["", f"Totals: {totals.get('rounds_ok')}/{totals.get('rounds_run')} rounds without violation; "
+            f"{totals.get('rows_acked')} rows acknowledged, {totals.get('rows_lost')} lost "
+            f"(crash rounds: {totals.get('crash_rows_lost')}); two-writable samples "
+            f"{totals.get('two_writable_samples')}; frozen windows {totals.get('frozen_windows_s')} s; "
+            f"failover times {totals.get('failover_s')}."]
+    for violation in data.get("violations", []):
+        out.append(f"- {violation}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    for report_file in sys.argv[1:] or ["-"]:
+        text = sys.stdin.read() if report_file == "-" else Path(report_file).read_text()
+        print(markdown(json.loads(text)))
