@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.chaos import Sample, find_overlaps
+from tests.harness.chaos import Sample, Write, find_overlaps
 from tests.harness.drill import (KINDS, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
-                                 frozen_window, make_schedule, parse_kinds, parse_line_time, position_covers,
-                                 state_covers)
+                                 frozen_window, loss_violations, make_schedule, parse_kinds, parse_line_time,
+                                 position_covers, state_covers)
 
 # Small InnoDB settings: three servers share a busy 2-core machine.  Durability settings are
 # the product's own (not overridden here).
@@ -134,6 +134,44 @@ def test_frozen_window_is_measured_from_sigcont_and_set_apart():
     late = [s for s in late if not (s.node == "old" and 9.5 <= s.started < 9.56 and s.read_only)]
     window = frozen_window(late, "old", 8.0, 10.0)
     assert [window.covers(o) for o in find_overlaps(window.samples)] == [True, False]
+
+
+# -- lost rows --------------------------------------------------------------------------
+
+def acks(node: str, first: int, last: int, server_id: int, t0: float) -> list[Write]:
+    """Rows first..last acknowledged by `node` (GTID seq = row), one every 10 ms from t0."""
+    return [Write(r, node, t0 + (r - first) * 0.01 + 0.005, f"0-{server_id}-{r}", t0 + (r - first) * 0.01)
+            for r in range(first, last + 1)]
+
+
+def test_a_planned_operation_loses_nothing():
+    writes = acks("a", 1, 10, 1, 100.0)
+    assert loss_violations([], writes, "none", None, 0, {}, 100.0) == []
+    problems = loss_violations(writes[-2:], writes, "none", None, 0, {}, 100.0)
+    assert len(problems) == 1 and "2 acknowledged row(s) lost on a planned" in problems[0] and "10 (a" in problems[0]
+
+
+def test_a_crash_may_lose_the_unreplicated_tail_only():
+    writes = acks("b", 1, 5, 2, 90.0) + acks("a", 6, 20, 1, 100.0)   # b was primary before a
+    crash = 100.2   # rows 6..25 sent before it; the survivors had received up to row 18
+    positions = {"b": "0-1-18", "c": "0-1-17,0-1-16"}
+    tail = writes[-2:]   # rows 19, 20
+    assert loss_violations(tail, writes, "tail", "a", crash, positions, crash) == []
+    # The lagging winner threw away what it had received: rows 17..20 lost although b had 17 and 18.
+    problems = loss_violations(writes[-4:], writes, "tail", "a", crash, positions, crash)
+    assert problems == ["2 lost row(s) were not in the unreplicated tail: row 17 (GTID 0-1-17) had reached b (its "
+                        "position 0-1-18 right after the fault); row 18 (GTID 0-1-18) had reached b (its position "
+                        "0-1-18 right after the fault)"]
+    # An errant former primary won: the previous primary's rows are gone.
+    problems = loss_violations(writes[2:5] + tail, writes, "tail", "a", crash, positions, crash)
+    assert any("acknowledged by other nodes than the crashed primary a" in p for p in problems)
+    # Not a tail: row 12 lost while later rows of a survived.
+    problems = loss_violations([writes[11]], writes, "tail", "a", crash, {}, crash)
+    assert problems and "not the tail of a's writes: row 12 was lost but 8 later row(s)" in problems[0]
+    # Sent after the crash: cannot be a's own acknowledged write.
+    late = Write(21, "a", crash + 0.05, "0-1-21", crash + 0.04)
+    problems = loss_violations([late], writes + [late], "tail", "a", crash, {}, crash)
+    assert problems and "after it crashed/was fenced" in problems[0]
 
 
 # -- GTIDs and logs ------------------------------------------------------------------

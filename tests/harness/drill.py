@@ -192,6 +192,60 @@ def state_covers(binlog_state: str | None, gtid: tuple[int, int, int]) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# Lost acknowledged rows
+
+def describe_writes(writes: list[Write], zero: float, limit: int = 8) -> str:
+    parts = [f"{w.row} ({w.node}, GTID {w.gtid or '?'}, acked {w.at - zero:+.2f} s)" for w in writes[:limit]]
+    return ", ".join(parts) + (f" … and {len(writes) - limit} more" if len(writes) > limit else "")
+
+
+def loss_violations(lost: list[Write], acks: list[Write], rule: str, crashed: str | None, cutoff: float,
+                    positions: dict[str, str], zero: float) -> list[str]:
+    """Why the rows lost in a round break the rules ([] when they do not).
+
+    rule 'none' (planned operations, faults that take no running primary away):
+    nothing may be lost.  rule 'tail' (the primary `crashed` crashed, froze or
+    was cut off at `cutoff`): only its unreplicated tail — rows it
+    acknowledged (sent no later than `cutoff`), the last ones it acknowledged,
+    and none that a surviving node had received (`positions`: each survivor's
+    received/applied GTID position right after the fault).
+    """
+    if not lost:
+        return []
+    if rule != "tail":
+        return [f"{len(lost)} acknowledged row(s) lost on a planned or non-primary fault: "
+                f"{describe_writes(lost, zero)}"]
+    out = []
+    foreign = [w for w in lost if w.node != crashed]
+    if foreign:
+        out.append(f"{len(foreign)} lost row(s) were acknowledged by other nodes than the crashed primary {crashed}: "
+                   f"{describe_writes(foreign, zero)}")
+    # A write sent after the crash (or the fence) cannot have been acknowledged by that node before it.
+    late = [w for w in lost if w.node == crashed and w.sent > cutoff]
+    if late:
+        out.append(f"{len(late)} lost row(s) were acknowledged by {crashed} after it crashed/was fenced: "
+                   f"{describe_writes(late, zero)}")
+    own = sorted((w for w in acks if w.node == crashed and w.sent <= cutoff), key=lambda w: w.row)
+    lost_rows = {w.row for w in lost}
+    first = min(lost_rows)
+    kept = [w for w in own if w.row > first and w.row not in lost_rows]
+    if kept:
+        out.append(f"the lost rows are not the tail of {crashed}'s writes: row {first} was lost but {len(kept)} "
+                   f"later row(s) it acknowledged survived (e.g. {kept[0].row})")
+    received = []
+    for w in sorted(lost, key=lambda w: w.row):
+        for node, position in sorted(positions.items()):
+            if w.gtid and position and position_covers(position, w.gtid):
+                received.append(f"row {w.row} (GTID {w.gtid}) had reached {node} (its position {position} right "
+                                f"after the fault)")
+                break
+    if received:
+        out.append(f"{len(received)} lost row(s) were not in the unreplicated tail: " + "; ".join(received[:5])
+                   + (" …" if len(received) > 5 else ""))
+    return out
+
+
+# ---------------------------------------------------------------------------
 # The frozen-process window (SPEC §5)
 
 @dataclass
@@ -1326,45 +1380,13 @@ class Drill:
             return
         lost = [acked[r] for r in new]
         where = self.rows_elsewhere(new, final)
-        def describe(ws: list[Write]) -> str:
-            parts = [f"{w.row} ({w.node}, GTID {w.gtid or '?'}, acked {w.at - ctx.fault_at:+.2f} s)" for w in ws[:8]]
-            return ", ".join(parts) + (f" … and {len(ws) - 8} more" if len(ws) > 8 else "")
         context = f"final primary {final.name}" + (f"; present on {where}" if where else "")
-        if ctx.loss_rule != "tail":
-            result.violations.append(f"{len(new)} acknowledged row(s) lost on a planned or non-primary fault: "
-                                     f"{describe(lost)}; {context}")
-            return
-        crashed = ctx.crashed
-        foreign = [w for w in lost if w.node != crashed]
-        if foreign:
-            result.violations.append(f"{len(foreign)} lost row(s) were acknowledged by other nodes than the crashed "
-                                     f"primary {crashed}: {describe(foreign)}; {context}")
-        # A write sent after the crash (or the fence) cannot have been acknowledged by that node before it.
-        late = [w for w in lost if w.node == crashed and w.sent > ctx.cutoff]
-        if late:
-            result.violations.append(f"{len(late)} lost row(s) were acknowledged by {crashed} after it crashed/was "
-                                     f"fenced: {describe(late)}")
-        own = sorted((w for w in list(self.writer.acked) if w.node == crashed and w.sent <= ctx.cutoff),
-                     key=lambda w: w.row)
-        lost_rows = {w.row for w in lost}
-        if lost_rows:
-            first = min(lost_rows)
-            kept = [w for w in own if w.row > first and w.row not in lost_rows]
-            if kept:
-                result.violations.append(f"the lost rows are not the tail of {crashed}'s writes: row {first} was lost "
-                                         f"but {len(kept)} later row(s) it acknowledged survived (e.g. {kept[0].row})")
-        received = []
-        for w in lost:
-            for node, position in sorted(ctx.positions.items()):
-                if w.gtid and position and position_covers(position, w.gtid):
-                    received.append(f"row {w.row} (GTID {w.gtid}) had reached {node} (its position {position} "
-                                    f"right after the fault)")
-                    break
-        if received:
-            result.violations.append(f"{len(received)} lost row(s) were not in the unreplicated tail: "
-                                     + "; ".join(received[:5]) + (" …" if len(received) > 5 else "") + f"; {context}")
-        if not result.violations:
-            result.notes.append(f"crash loss: {len(new)} row(s) from {crashed}'s unreplicated tail: {describe(lost)}")
+        problems = loss_violations(lost, list(self.writer.acked), ctx.loss_rule, ctx.crashed, ctx.cutoff,
+                                   ctx.positions, ctx.fault_at)
+        result.violations += [f"{p}; {context}" for p in problems]
+        if not problems:
+            result.notes.append(f"crash loss: {len(new)} row(s) from {ctx.crashed}'s unreplicated tail: "
+                                f"{describe_writes(lost, ctx.fault_at)}")
 
     def rows_elsewhere(self, rows: list[int], final: Node) -> str:
         found = []
