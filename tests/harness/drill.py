@@ -721,7 +721,9 @@ class DrillOptions:
     settle_unhealthy: float = 15.0
     """A node failing the same way this long (alive, an ERROR line giving the reason) counts as explicitly unhealthy."""
     crash_loop_limit: int = 3
-    frozen_window_limit: float = 5.0
+    frozen_window_limit: float | None = None
+    """Longest acceptable frozen-process window; default SESSION_TTL + 1 s: the window ends with the first
+    health pass after waking, which the supervisor runs at once and kills at its timeout (SESSION_TTL)."""
     sample_interval: float = 0.05
     writer_interval: float = 0.01
     snapshot_poll: float = 10.0
@@ -1339,9 +1341,11 @@ class Drill:
             samples = window.samples
             result.frozen_window_s = round(window.seconds, 3)
             result.frozen_window_samples = window.writable
-            if window.seconds > self.options.frozen_window_limit:
+            limit = self.options.frozen_window_limit or self.discovery.ttl + 1.0
+            if window.seconds > limit:
                 result.violations.append(f"frozen-process window: {window.node} stayed writable {window.seconds:.2f} s "
-                                         f"after SIGCONT (limit {self.options.frozen_window_limit:g} s)")
+                                         f"after SIGCONT (limit {limit:g} s: its first health pass after waking must "
+                                         f"end it within the pass's timeout)")
         for overlap in find_overlaps(samples):
             if window is not None and window.covers(overlap):
                 result.notes.append(f"frozen-process window: {overlap.nodes[0]} and {overlap.nodes[1]} both writable "
