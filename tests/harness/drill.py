@@ -1493,9 +1493,10 @@ class Drill:
         limit = self.options.crash_loop_limit
         for at, node, code in list(self.keeper.restarts)[restarts_before:]:
             result.restarts[node] = result.restarts.get(node, 0) + 1
-            line = self.logs.last_error(node, since=at - 60)
+            why = [line.split(": ", 1)[-1] for t, n, line in list(self.logs.lines)
+                   if n == node and at - 20 <= t <= at and (" ERROR " in line or " WARNING " in line)][-3:]
             result.notes.append(f"{node} exited by itself (exit code {code}) and was restarted by the restart policy"
-                                + (f"; last ERROR: {line}" if line else ""))
+                                + (f"; its last warnings: {' | '.join(why)}" if why else ""))
         for at, node in list(self.logs.mysqld_starts):
             if start <= at <= end:
                 result.mysqld_starts[node] = result.mysqld_starts.get(node, 0) + 1
