@@ -10,12 +10,14 @@ APT_PACKAGES := mariadb-server mariadb-backup etcd-server etcd-client zstd
 NEEDED_BINARIES := mariadbd mariabackup mbstream etcd etcdctl zstd
 PYTEST_ARGS ?=
 # `make chaos`: the randomized fault drill (tests/harness/drill.py). SEED empty = a random one,
-# printed first; replay a run with the same SEED (and KINDS, BACKEND, RECLONE).
+# printed first; replay a run with the same SEED (and KINDS, BACKEND, RECLONE). MAX_LOAD=N waits
+# before each fault until the machine's load average is below N (a shared machine).
 SEED    ?=
 ROUNDS  ?= 10
 KINDS   ?=
 BACKEND ?= etcd
 RECLONE ?=
+MAX_LOAD ?=
 
 .PHONY: all deps apt venv test demo bench chaos clean
 
@@ -58,7 +60,7 @@ chaos: deps
 	@seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N2 -tu2 /dev/urandom | tr -d ' '); \
 	echo "chaos drill: seed $$seed, $(ROUNDS) rounds on $(BACKEND) (replay: make chaos SEED=$$seed ROUNDS=$(ROUNDS))"; \
 	CHAOS_SEED=$$seed CHAOS_ROUNDS=$(ROUNDS) CHAOS_KINDS="$(KINDS)" CHAOS_BACKEND=$(BACKEND) \
-	CHAOS_AUTO_RECLONE="$(RECLONE)" CHAOS_REPORT_DIR=.chaos $(PY) -m pytest tests/test_chaos_drill.py -k test_chaos_drill_from_seed \
+	CHAOS_AUTO_RECLONE="$(RECLONE)" CHAOS_MAX_LOAD="$(MAX_LOAD)" CHAOS_REPORT_DIR=.chaos $(PY) -m pytest tests/test_chaos_drill.py -k test_chaos_drill_from_seed \
 	    -s -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:

@@ -7,7 +7,8 @@
   covering the main fault kinds on etcd, a few minutes.
 * `test_chaos_drill_from_seed` (slow): the long randomized drill, driven by
   CHAOS_SEED / CHAOS_ROUNDS (and CHAOS_KINDS, CHAOS_BACKEND, CHAOS_AUTO_RECLONE,
-  CHAOS_SESSION_TTL, CHAOS_HEALTH_POLL);
+  CHAOS_SESSION_TTL, CHAOS_HEALTH_POLL, CHAOS_MAX_LOAD: wait before each fault until the
+  machine's load average is below it);
   `make chaos SEED=… ROUNDS=…` runs it.  Skipped unless one of them is set.
 
 The report (per round and totals) is printed and written to
@@ -265,6 +266,7 @@ def test_chaos_drill_from_seed(cluster_factory, tmp_path):
     rounds = int(_env("CHAOS_ROUNDS") or 10)
     reclone = _env("CHAOS_AUTO_RECLONE").lower()
     options = DrillOptions(seed=seed, rounds=rounds, kinds=_env("CHAOS_KINDS") or None,
-                           auto_reclone=(reclone in ("1", "true", "yes")) if reclone else bool(seed % 2))
+                           auto_reclone=(reclone in ("1", "true", "yes")) if reclone else bool(seed % 2),
+                           max_load=float(_env("CHAOS_MAX_LOAD") or 0) or None)
     sys.stderr.write(f"\nchaos drill seed {seed} ({rounds} rounds)\n")
     check(run_drill(cluster_factory, tmp_path, options, backend=_env("CHAOS_BACKEND") or "etcd"))

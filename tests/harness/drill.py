@@ -727,6 +727,9 @@ class DrillOptions:
     sample_interval: float = 0.05
     writer_interval: float = 0.01
     snapshot_poll: float = 10.0
+    max_load: float | None = None
+    """Before each fault, wait (at most `max_load_wait` s) until the 1-minute load average is below this."""
+    max_load_wait: float = 600.0
     """SNAPSHOT_POLL of the nodes: the snapshot task is a process start per node every poll."""
 
 
@@ -866,6 +869,7 @@ class Drill:
                 result.aborted = True
                 result.ended_at = time.time()
                 return result
+        self.wait_for_quiet(result)
         needs_candidate = step.role == PRIMARY or step.kind in ("switchover", "discovery_wipe", "discovery_stop")
         primary = self.repair(result, everything=needs_candidate and not self.healthy_replicas(primary)) or primary
         result.primary_before = primary.name
@@ -898,6 +902,17 @@ class Drill:
         result.load_avg = round(os.getloadavg()[0], 2)
         result.drill_cpu_s = round(self.cpu() - cpu_before, 2)
         return result
+
+    def wait_for_quiet(self, result: RoundResult) -> None:
+        """Opt-in (max_load): on a shared machine, inject the fault only once the load has dropped."""
+        limit = self.options.max_load
+        if not limit or os.getloadavg()[0] <= limit:
+            return
+        start = time.time()
+        while os.getloadavg()[0] > limit and time.time() - start < self.options.max_load_wait:
+            time.sleep(5.0)
+        result.notes.append(f"waited {time.time() - start:.0f} s for the load average to drop below {limit:g} "
+                            f"(now {os.getloadavg()[0]:.1f})")
 
     @staticmethod
     def cpu() -> float:
