@@ -1055,8 +1055,10 @@ class Drill:
         ctx.fault_at = time.time()
         self._down(node, node.kill)
         if ctx.was_primary:
+            # The tail is judged from when every process was dead: killing a whole tree takes a while
+            # under load, and the old primary acknowledges writes until its mysqld is gone.
+            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, time.time()
             ctx.positions = self.read_positions(exclude=node)
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, ctx.fault_at
             self.wait_new_primary(node, ctx)
         time.sleep(hold)
         self._up(node)
@@ -1067,8 +1069,8 @@ class Drill:
         ctx.fault_at = time.time()
         pids = node.freeze()
         if ctx.was_primary:
+            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, time.time()
             ctx.positions = self.read_positions(exclude=node)
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, ctx.fault_at
         time.sleep(max(0.0, ctx.fault_at + hold - time.time()))
         holder = self.holder()
         thawed = time.time()
@@ -1120,8 +1122,8 @@ class Drill:
             time.sleep(min(3.0, hold / 3))
             ctx.fault_at = time.time()
             self._down(primary, primary.kill)
+            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", primary.name, time.time()
             ctx.positions = self.read_positions(exclude=primary)
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", primary.name, ctx.fault_at
             view = read_node(lagging)
             ctx.notes.append(f"{lagging.name} held back from {locked_at - ctx.fault_at:+.1f} s: applied "
                              f"{view.current_pos or '?'}, received {view.io_pos or '?'} when {primary.name} was killed")
