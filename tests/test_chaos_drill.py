@@ -223,7 +223,9 @@ def run_drill(cluster_factory, workdir: Path, options: DrillOptions, backend: st
         env = server.env()
     else:
         raise ValueError(f"CHAOS_BACKEND must be etcd or consul, not {backend!r}")
-    timing = {name: value for name in ("SESSION_TTL", "HEALTH_POLL") if (value := _env(f"CHAOS_{name}"))}
+    # The product's default timings (SESSION_TTL=10, HEALTH_POLL=2), not the 5 s / 1 s shortcut of the
+    # other end-to-end tests: on a busy shared machine a health pass alone can take several seconds.
+    timing = {"SESSION_TTL": _env("CHAOS_SESSION_TTL") or "10", "HEALTH_POLL": _env("CHAOS_HEALTH_POLL") or "2"}
     try:
         cluster = cluster_factory(env, conf=DRILL_CNF, env=timing)
         ttl = float(cluster.base_env()["SESSION_TTL"])

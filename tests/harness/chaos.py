@@ -223,7 +223,8 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
         for thread in list(self._threads.values()):
             thread.join(10)
 

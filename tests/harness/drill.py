@@ -46,7 +46,7 @@ The checks (after every round, and over the whole run at the end)
   GTIDs after the verdict, and the final primary holds none;
 * convergence: one writable lock holder in state `ready`, every other node
   replicating from it with both threads running and the same rows (checksum
-  up to the primary's last id, after MASTER_GTID_WAIT) — or explicitly
+  up to the primary's last id, once they have applied its position) — or explicitly
   unhealthy, with its reason in an ERROR line of its log;
 * no crash loop: at most `crash_loop_limit` restarts (by the Keeper) and
   mysqld starts per node and round.
@@ -1239,10 +1239,8 @@ class Drill:
             position = primary.scalar("SELECT @@gtid_binlog_pos", timeout=5)
             sums = {}
             for node in [primary] + replicas:
-                if node is not primary:
-                    waited = node.scalar("SELECT MASTER_GTID_WAIT(%s, 10)", (position,), timeout=15)
-                    if int(waited) != 0:
-                        return f"{node.name} did not apply {position} within 10 s"
+                if node is not primary and not self.applied(node, position, 10.0):
+                    return f"{node.name} did not apply {position} within 10 s"
                 row = node.sql(f"SELECT COUNT(*) AS c, COALESCE(BIT_XOR(CRC32(CONCAT_WS(',', id, node, at))), 0) "
                                f"AS x FROM {APP_DATABASE}.drill WHERE id <= %s", (last,), timeout=10)[0]
                 sums[node.name] = (int(row["c"]), int(row["x"]))
@@ -1255,6 +1253,19 @@ class Drill:
         if len(set(sums.values())) > 1:
             return f"rows up to id {last} differ (count, checksum): {sums}"
         return None
+
+    @staticmethod
+    def applied(node: Node, position: str, timeout: float) -> bool:
+        """Poll the replica's applied position (not MASTER_GTID_WAIT: a pending wait stalls the
+        hooks' SHOW SLAVE STATUS on MariaDB, issue 13 #14, and the drill must not cause that)."""
+        deadline = time.time() + timeout
+        while True:
+            if position_covers(str(node.scalar("SELECT @@gtid_current_pos", timeout=5) or ""), position) \
+                    or not gtids(position):
+                return True
+            if time.time() > deadline:
+                return False
+            time.sleep(0.2)
 
     def wait_converged(self, result: RoundResult) -> tuple[bool, str, Node | None]:
         """Wait (bounded) until converged, or converged apart from explicitly unhealthy nodes."""
