@@ -783,6 +783,7 @@ class Drill:
         self.lost: set[int] = set()
         self.unhealthy_since: dict[str, int] = {}
         self.asides = 0
+        self.reported_reuse: set[int] = set()
         self.t0 = 0.0
         self.report = Report(options.seed, options.rounds, discovery.name,
                              {"kinds": options.kinds, "auto_reclone": options.auto_reclone,
@@ -1343,6 +1344,11 @@ class Drill:
     def check_round(self, result: RoundResult, ctx: FaultContext, final: Node | None, restarts_before: int) -> None:
         start, end = result.started_at, result.ended_at
         self.logs.scan(self.topology.server_id_at)
+        for sid, holders in self.reused_server_ids().items():
+            if sid not in self.reported_reuse:
+                self.reported_reuse.add(sid)
+                result.notes.append(f"server_id {sid} was handed out again: {', '.join(holders)} (a replica skips "
+                                    f"events carrying its own server_id; the row checksums show whether data diverged)")
         acks = self.writer.acks_between(start, end)
         result.rows_acked = len(acks)
         self.check_failover(result, ctx)
@@ -1479,8 +1485,9 @@ class Drill:
                          f"while it held errant transactions {verdict.gtids}")
                     break
             # Nobody may acquire the errant GTIDs after the verdict.
+            reused = self.server_id_reused(own, verdict, standing_until, views)
             for name in nodes:
-                if name == verdict.node or self.server_id_reused(own, verdict.node):
+                if name == verdict.node or reused:
                     continue
                 before = self.view_near(name, verdict.at, views)
                 had = {g for g in own if before is not None and state_covers(before.binlog_state, g)}
@@ -1505,9 +1512,26 @@ class Drill:
                 return view.at
         return float("inf")
 
-    def server_id_reused(self, own: list[tuple[int, int, int]], owner: str) -> bool:
+    @staticmethod
+    def server_id_reused(own: list[tuple[int, int, int]], verdict: Verdict, standing_until: float,
+                         views: list[NodeView]) -> bool:
+        """Did another incarnation write with these server_ids (another node, or the same node after
+        its data was replaced)?  A binlog state keeps one seq_no per server_id, so its later
+        transactions would seem to contain the errant ones."""
         ids = {g[1] for g in own}
-        return any(v.node != owner and v.server_id in ids for v in list(self.topology.views))
+        return any(v.server_id in ids and (v.node != verdict.node or v.at >= standing_until) for v in views)
+
+    def reused_server_ids(self) -> dict[int, list[str]]:
+        """server_id -> the incarnations (node, first seen) that had it, for ids held by more than one."""
+        runs: dict[int, list[tuple[str, float]]] = {}
+        last: dict[str, int | None] = {}
+        for view in sorted((v for v in list(self.topology.views) if v.reachable), key=lambda v: v.at):
+            if view.server_id is None or last.get(view.node) == view.server_id:
+                continue
+            last[view.node] = view.server_id
+            runs.setdefault(view.server_id, []).append((view.node, view.at))
+        return {sid: [f"{node} from +{at - self.t0:.0f} s" for node, at in found]
+                for sid, found in runs.items() if len(found) > 1}
 
     @staticmethod
     def view_near(node: str, at: float, views: list[NodeView]) -> NodeView | None:
@@ -1554,9 +1578,10 @@ class Drill:
             if verdict.node == final.name:
                 continue
             own = [g for g in gtids(verdict.gtids) if verdict.server_id is None or g[1] == verdict.server_id]
-            if self.server_id_reused(own, verdict.node):
+            views = [v for v in list(self.topology.views) if v.reachable]
+            if not own or self.server_id_reused(own, verdict, self.verdict_end(verdict, own, views), views):
                 continue
-            before = self.view_near(final.name, verdict.at, [v for v in self.topology.views if v.reachable])
+            before = self.view_near(final.name, verdict.at, views)
             held = [g for g in own if state_covers(view.binlog_state, g)
                     and not (before is not None and state_covers(before.binlog_state, g))]
             if held:
