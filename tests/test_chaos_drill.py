@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.chaos import Sample, Write, find_overlaps
-from tests.harness.drill import (KINDS, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
+from tests.harness.drill import (KINDS, Crash, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
                                  frozen_window, loss_violations, make_schedule, parse_kinds, parse_line_time,
                                  position_covers, state_covers)
 
@@ -153,32 +153,43 @@ def acks(node: str, first: int, last: int, server_id: int, t0: float) -> list[Wr
 
 def test_a_planned_operation_loses_nothing():
     writes = acks("a", 1, 10, 1, 100.0)
-    assert loss_violations([], writes, "none", None, 0, {}, 100.0) == []
-    problems = loss_violations(writes[-2:], writes, "none", None, 0, {}, 100.0)
+    assert loss_violations([], writes, [], 100.0) == []
+    problems = loss_violations(writes[-2:], writes, [], 100.0)
     assert len(problems) == 1 and "2 acknowledged row(s) lost on a planned" in problems[0] and "10 (a" in problems[0]
 
 
 def test_a_crash_may_lose_the_unreplicated_tail_only():
     writes = acks("b", 1, 5, 2, 90.0) + acks("a", 6, 20, 1, 100.0)   # b was primary before a
-    crash = 100.2   # rows 6..25 sent before it; the survivors had received up to row 18
-    positions = {"b": "0-1-18", "c": "0-1-17,0-1-16"}
+    crash = Crash("a", 100.2, {"b": "0-1-18", "c": "0-1-17,0-1-16"})  # the survivors had received up to row 18
     tail = writes[-2:]   # rows 19, 20
-    assert loss_violations(tail, writes, "tail", "a", crash, positions, crash) == []
+    assert loss_violations(tail, writes, [crash], crash.cutoff) == []
     # The lagging winner threw away what it had received: rows 17..20 lost although b had 17 and 18.
-    problems = loss_violations(writes[-4:], writes, "tail", "a", crash, positions, crash)
-    assert problems == ["2 lost row(s) were not in the unreplicated tail: row 17 (GTID 0-1-17) had reached b (its "
-                        "position 0-1-18 right after the fault); row 18 (GTID 0-1-18) had reached b (its position "
-                        "0-1-18 right after the fault)"]
+    problems = loss_violations(writes[-4:], writes, [crash], crash.cutoff)
+    assert problems == ["2 lost row(s) were not in a's unreplicated tail: row 17 (GTID 0-1-17) had reached b (its "
+                        "position 0-1-18 right after a crashed); row 18 (GTID 0-1-18) had reached b (its position "
+                        "0-1-18 right after a crashed)"]
     # An errant former primary won: the previous primary's rows are gone.
-    problems = loss_violations(writes[2:5] + tail, writes, "tail", "a", crash, positions, crash)
-    assert any("acknowledged by other nodes than the crashed primary a" in p for p in problems)
+    problems = loss_violations(writes[2:5] + tail, writes, [crash], crash.cutoff)
+    assert any("acknowledged by other nodes than the crashed primary (a)" in p for p in problems)
     # Not a tail: row 12 lost while later rows of a survived.
-    problems = loss_violations([writes[11]], writes, "tail", "a", crash, {}, crash)
+    problems = loss_violations([writes[11]], writes, [Crash("a", 100.2)], 100.2)
     assert problems and "not the tail of a's writes: row 12 was lost but 8 later row(s)" in problems[0]
     # Sent after the crash: cannot be a's own acknowledged write.
-    late = Write(21, "a", crash + 0.05, "0-1-21", crash + 0.04)
-    problems = loss_violations([late], writes + [late], "tail", "a", crash, {}, crash)
+    late = Write(21, "a", 100.25, "0-1-21", 100.24)
+    problems = loss_violations([late], writes + [late], [Crash("a", 100.2)], 100.2)
     assert problems and "after it crashed/was fenced" in problems[0]
+
+
+def test_two_crashes_in_a_round_each_lose_only_their_own_tail():
+    # a wrote rows 1..10 alone (nobody received 6..10) and crashed; b wrote 11..13, which c received,
+    # and crashed too.  If the errant a wins, b's rows are lost although c had them.
+    writes = acks("a", 1, 10, 1, 100.0) + acks("b", 11, 13, 2, 110.0)
+    first = Crash("a", 100.2, {"b": "0-1-5", "c": "0-1-5"})
+    second = Crash("b", 110.5, {"a": "0-1-10", "c": "0-2-13"})
+    assert loss_violations(writes[5:10], writes, [first, second], 100.0) == []
+    problems = loss_violations(writes[10:], writes, [first, second], 100.0)
+    assert len(problems) == 1 and "3 lost row(s) were not in b's unreplicated tail" in problems[0] \
+        and "had reached c" in problems[0]
 
 
 # -- GTIDs and logs ------------------------------------------------------------------

@@ -51,6 +51,7 @@ class Writer:
     _next: int = 1
     _discovery: Any = None
     _lock_key: str = ""
+    _paused: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> "Writer":
         primary = self.cluster.wait_for_primary(60)
@@ -67,6 +68,13 @@ class Writer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+    def pause(self) -> None:
+        """The application goes quiet (no new INSERT is sent until resume())."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def _target(self) -> tuple[str, str, int] | None:
         """The ready lock holder, read from discovery as a client would (one client, kept)."""
@@ -94,6 +102,9 @@ class Writer:
         where: tuple[str, str, int] | None = None
         last_lookup = 0.0
         while not self._stop.is_set():
+            if self._paused.is_set():
+                time.sleep(0.01)
+                continue
             now = time.monotonic()
             if conn is None or now - last_lookup > 0.2:
                 target = self._target()

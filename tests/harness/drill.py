@@ -99,10 +99,11 @@ KINDS: dict[str, tuple[str, ...]] = {
     "restart": (PRIMARY, REPLICA),        # SIGTERM and start again at once, with its data
     "reclone": (PRIMARY, REPLICA),        # stopped, datadir moved away, started: clones the newest snapshot
     "lagging_crash": (PRIMARY,),          # hold_sql on a replica, then kill -9 of the primary while it lags
+    "errant_rejoin": (PRIMARY,),          # the primary writes alone, dies, comes back errant; the next one dies
 }
 
 #: The kinds whose loss rule is "only the crashed primary's unreplicated tail" (when aimed at the primary).
-CRASH_KINDS = {"kill9", "freeze", "lagging_crash", "discovery_wipe"}
+CRASH_KINDS = {"kill9", "freeze", "lagging_crash", "discovery_wipe", "errant_rejoin"}
 
 
 @dataclass(frozen=True)
@@ -199,49 +200,64 @@ def describe_writes(writes: list[Write], zero: float, limit: int = 8) -> str:
     return ", ".join(parts) + (f" … and {len(writes) - limit} more" if len(writes) > limit else "")
 
 
-def loss_violations(lost: list[Write], acks: list[Write], rule: str, crashed: str | None, cutoff: float,
-                    positions: dict[str, str], zero: float) -> list[str]:
+@dataclass
+class Crash:
+    """A primary that crashed, froze or was cut off during a round."""
+
+    node: str
+    cutoff: float
+    """Writes sent after this moment cannot be its acknowledged tail (its processes were dead/stopped)."""
+    positions: dict[str, str] = field(default_factory=dict)
+    """Each other node's received/applied GTID position right after the crash."""
+
+
+def loss_violations(lost: list[Write], acks: list[Write], crashes: list[Crash], zero: float) -> list[str]:
     """Why the rows lost in a round break the rules ([] when they do not).
 
-    rule 'none' (planned operations, faults that take no running primary away):
-    nothing may be lost.  rule 'tail' (the primary `crashed` crashed, froze or
-    was cut off at `cutoff`): only its unreplicated tail — rows it
-    acknowledged (sent no later than `cutoff`), the last ones it acknowledged,
-    and none that a surviving node had received (`positions`: each survivor's
-    received/applied GTID position right after the fault).
+    No crash (planned operations, faults that take no running primary away):
+    nothing may be lost.  Otherwise only the crashed primaries' unreplicated
+    tails: every lost row was acknowledged by a crashed primary (sent no later
+    than its crash), the lost rows of each are the last ones it acknowledged
+    before its crash, and no surviving node had received their GTIDs.
     """
     if not lost:
         return []
-    if rule != "tail":
+    if not crashes:
         return [f"{len(lost)} acknowledged row(s) lost on a planned or non-primary fault: "
                 f"{describe_writes(lost, zero)}"]
     out = []
-    foreign = [w for w in lost if w.node != crashed]
+    by_node = {c.node: c for c in crashes}
+    names = ", ".join(sorted(by_node))
+    foreign = [w for w in lost if w.node not in by_node]
     if foreign:
-        out.append(f"{len(foreign)} lost row(s) were acknowledged by other nodes than the crashed primary {crashed}: "
+        out.append(f"{len(foreign)} lost row(s) were acknowledged by other nodes than the crashed primary ({names}): "
                    f"{describe_writes(foreign, zero)}")
-    # A write sent after the crash (or the fence) cannot have been acknowledged by that node before it.
-    late = [w for w in lost if w.node == crashed and w.sent > cutoff]
-    if late:
-        out.append(f"{len(late)} lost row(s) were acknowledged by {crashed} after it crashed/was fenced: "
-                   f"{describe_writes(late, zero)}")
-    own = sorted((w for w in acks if w.node == crashed and w.sent <= cutoff), key=lambda w: w.row)
-    lost_rows = {w.row for w in lost}
-    first = min(lost_rows)
-    kept = [w for w in own if w.row > first and w.row not in lost_rows]
-    if kept:
-        out.append(f"the lost rows are not the tail of {crashed}'s writes: row {first} was lost but {len(kept)} "
-                   f"later row(s) it acknowledged survived (e.g. {kept[0].row})")
-    received = []
-    for w in sorted(lost, key=lambda w: w.row):
-        for node, position in sorted(positions.items()):
-            if w.gtid and position and position_covers(position, w.gtid):
-                received.append(f"row {w.row} (GTID {w.gtid}) had reached {node} (its position {position} right "
-                                f"after the fault)")
-                break
-    if received:
-        out.append(f"{len(received)} lost row(s) were not in the unreplicated tail: " + "; ".join(received[:5])
-                   + (" …" if len(received) > 5 else ""))
+    for crash in crashes:
+        mine = [w for w in lost if w.node == crash.node]
+        if not mine:
+            continue
+        # A write sent after the crash (or the fence) cannot have been acknowledged by that node before it.
+        late = [w for w in mine if w.sent > crash.cutoff]
+        if late:
+            out.append(f"{len(late)} lost row(s) were acknowledged by {crash.node} after it crashed/was fenced: "
+                       f"{describe_writes(late, zero)}")
+        own = sorted((w for w in acks if w.node == crash.node and w.sent <= crash.cutoff), key=lambda w: w.row)
+        lost_rows = {w.row for w in mine}
+        first = min(lost_rows)
+        kept = [w for w in own if w.row > first and w.row not in lost_rows]
+        if kept:
+            out.append(f"the lost rows are not the tail of {crash.node}'s writes: row {first} was lost but "
+                       f"{len(kept)} later row(s) it acknowledged survived (e.g. {kept[0].row})")
+        received = []
+        for w in sorted(mine, key=lambda w: w.row):
+            for node, position in sorted(crash.positions.items()):
+                if w.gtid and position and position_covers(position, w.gtid):
+                    received.append(f"row {w.row} (GTID {w.gtid}) had reached {node} (its position {position} right "
+                                    f"after {crash.node} crashed)")
+                    break
+        if received:
+            out.append(f"{len(received)} lost row(s) were not in {crash.node}'s unreplicated tail: "
+                       + "; ".join(received[:5]) + (" …" if len(received) > 5 else ""))
     return out
 
 
@@ -661,7 +677,7 @@ class Report:
         for r in self.rounds:
             if r.failover_s is not None:
                 by_kind.setdefault(f"{r.kind}:{r.role}", []).append(r.failover_s)
-        crash_loss = [r.rows_lost for r in self.rounds if r.loss_rule == "tail"]
+        crash_loss = [r.rows_lost for r in self.rounds if r.loss_rule.startswith("tail")]
         return {
             "rounds_run": len(self.rounds),
             "rounds_ok": sum(1 for r in self.rounds if r.ok),
@@ -740,13 +756,8 @@ class FaultContext:
     fault_at: float = 0.0
     target: Node | None = None
     was_primary: bool = False
-    loss_rule: str = "none"
-    """'none': no acknowledged row may be lost; 'tail': only the crashed primary's unreplicated tail."""
-    crashed: str | None = None
-    cutoff: float = 0.0
-    """Acknowledgements by the crashed node after this moment cannot be part of its tail."""
-    positions: dict[str, str] = field(default_factory=dict)
-    """Survivors' received/applied positions right after the fault (node -> merged text)."""
+    crashes: list[Crash] = field(default_factory=list)
+    """Primaries that crashed, froze or were cut off: their unreplicated tails may be lost, nothing else."""
     frozen: tuple[str, float] | None = None
     hold_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -888,7 +899,8 @@ class Drill:
             self.bring_back(ctx)
         if not ctx.fault_at:
             ctx.fault_at = result.started_at
-        result.fault_at, result.hold_s, result.loss_rule = ctx.fault_at, ctx.hold_s, ctx.loss_rule
+        result.fault_at, result.hold_s = ctx.fault_at, ctx.hold_s
+        result.loss_rule = "tail of " + ",".join(c.node for c in ctx.crashes) if ctx.crashes else "none"
         result.notes += ctx.notes
         result.violations += ctx.violations
         converge_start = time.time()
@@ -958,6 +970,8 @@ class Drill:
             seconds = 2 + 6 * u
         elif kind == "lagging_crash":
             seconds = expiry + 10 + 4 * u
+        elif kind == "errant_rejoin":
+            seconds = 1 + 2 * u  # how long the primary writes while no replica receives
         elif kind in ("sigterm", "kill9"):
             seconds = 1 + 4 * u
         else:
@@ -977,6 +991,13 @@ class Drill:
                 node.kill()  # leftovers of a crashed tree
                 node.start()
             node.wanted_down = False
+
+    def crashed(self, ctx: FaultContext, node: Node, cutoff: float | None = None) -> Crash:
+        """Record that `node`, the primary, is gone: from now (or `cutoff`), and what the others had then."""
+        crash = Crash(node.name, time.time() if cutoff is None else cutoff)
+        crash.positions = self.read_positions(exclude=node)
+        ctx.crashes.append(crash)
+        return crash
 
     def bring_back(self, ctx: FaultContext) -> None:
         for node in self.cluster.nodes:
@@ -1058,8 +1079,7 @@ class Drill:
         if ctx.was_primary:
             # The tail is judged from when every process was dead: killing a whole tree takes a while
             # under load, and the old primary acknowledges writes until its mysqld is gone.
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, time.time()
-            ctx.positions = self.read_positions(exclude=node)
+            self.crashed(ctx, node)
             self.wait_new_primary(node, ctx)
         time.sleep(hold)
         self._up(node)
@@ -1070,8 +1090,7 @@ class Drill:
         ctx.fault_at = time.time()
         pids = node.freeze()
         if ctx.was_primary:
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", node.name, time.time()
-            ctx.positions = self.read_positions(exclude=node)
+            self.crashed(ctx, node)
         time.sleep(max(0.0, ctx.fault_at + hold - time.time()))
         holder = self.holder()
         thawed = time.time()
@@ -1101,8 +1120,7 @@ class Drill:
         while time.time() < deadline and primary.read_only() is False:
             time.sleep(0.05)
         fenced = time.time()
-        ctx.positions = self.read_positions(exclude=primary)
-        ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", primary.name, fenced
+        self.crashed(ctx, primary, cutoff=fenced)
         ctx.notes.append(f"every key under the prefix deleted; {primary.name} read-only after "
                          f"{fenced - ctx.fault_at:.2f} s")
 
@@ -1123,14 +1141,76 @@ class Drill:
             time.sleep(min(3.0, hold / 3))
             ctx.fault_at = time.time()
             self._down(primary, primary.kill)
-            ctx.loss_rule, ctx.crashed, ctx.cutoff = "tail", primary.name, time.time()
-            ctx.positions = self.read_positions(exclude=primary)
+            self.crashed(ctx, primary)
             view = read_node(lagging)
             ctx.notes.append(f"{lagging.name} held back from {locked_at - ctx.fault_at:+.1f} s: applied "
                              f"{view.current_pos or '?'}, received {view.io_pos or '?'} when {primary.name} was killed")
             time.sleep(max(0.0, locked_at + hold - time.time()))
         self.wait_new_primary(primary, ctx, bound=30)
         self._up(primary)
+
+    def fault_errant_rejoin(self, step: Step, ctx: FaultContext, primary: Node) -> None:
+        """Issue 13 #1's sequence: A acknowledges writes no replica receives (the replicas' mysqld is
+        stopped for a second or two, as when replication traffic is cut), then A crashes; B is promoted
+        while the application is quiet; A comes back holding transactions nobody else has; B writes a
+        few rows (fewer than A's tail) and crashes too.  A must not win: B's rows would be lost."""
+        a = primary
+        others = [n for n in self.cluster.nodes if n is not a]
+        hold = self.hold(step, ctx)
+        stopped = []
+        try:
+            for node in others:
+                pid = node.mysqld_pid()
+                if pid is not None:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            time.sleep(hold)
+            ctx.fault_at = time.time()
+            self._down(a, a.kill)
+            cutoff = time.time()
+            self.writer.pause()
+        finally:
+            for pid in stopped:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        try:
+            self.crashed(ctx, a, cutoff=cutoff)
+            b_name = self.wait_new_primary(a, ctx)
+            if b_name is None:
+                raise RuntimeError(f"no new primary after {a.name} crashed")
+            b = self.cluster.node(b_name)
+            self._up(a)
+            deadline = time.time() + 90
+            state = "did not come back within 90 s"
+            while time.time() < deadline:
+                verdicts = [v for v in self.topology.verdicts() if v.node == a.name and v.at >= ctx.fault_at]
+                view = read_node(a, timeout=2.0)
+                if verdicts:
+                    state = f"judged errant ({verdicts[0].gtids})"
+                    break
+                if view.reachable and view.io and view.sql:
+                    state = "replicating again (nothing errant)"
+                    break
+                if not a.alive():
+                    state = "exited (re-clone)"
+                    break
+                time.sleep(0.5)
+            self.writer.resume()
+            time.sleep(0.3)
+            self.writer.pause()
+            time.sleep(0.5)  # B's few rows reach the third node
+            ctx.notes.append(f"{a.name} wrote {hold:.1f} s alone and crashed; {b.name} promoted; {a.name} came back "
+                             f"and was {state}; {b.name} wrote "
+                             f"{len([w for w in self.writer.acked if w.node == b.name and w.at > ctx.fault_at])} "
+                             f"row(s), then crashed too")
+            self._down(b, b.kill)
+            self.crashed(ctx, b)
+        finally:
+            self.writer.resume()
+        self.wait_new_primary(b, ctx)
+        self._up(b)
 
     class _TableLock:
         def __init__(self, drill: "Drill", node: Node, ctx: FaultContext) -> None:
@@ -1419,11 +1499,10 @@ class Drill:
         lost = [acked[r] for r in new]
         where = self.rows_elsewhere(new, final)
         context = f"final primary {final.name}" + (f"; present on {where}" if where else "")
-        problems = loss_violations(lost, list(self.writer.acked), ctx.loss_rule, ctx.crashed, ctx.cutoff,
-                                   ctx.positions, ctx.fault_at)
+        problems = loss_violations(lost, list(self.writer.acked), ctx.crashes, ctx.fault_at)
         result.violations += [f"{p}; {context}" for p in problems]
         if not problems:
-            result.notes.append(f"crash loss: {len(new)} row(s) from {ctx.crashed}'s unreplicated tail: "
+            result.notes.append(f"crash loss: {len(new)} row(s) from the unreplicated tail: "
                                 f"{describe_writes(lost, ctx.fault_at)}")
 
     def rows_elsewhere(self, rows: list[int], final: Node) -> str:
