@@ -80,7 +80,7 @@ from typing import Any, Callable
 import pymysql
 
 from .chaos import Overlap, Sample, Sampler, Write, Writer, find_overlaps
-from .cluster import APP_DATABASE, Cluster, Node
+from .cluster import APP_DATABASE, REPL_USER, Cluster, Node
 
 # ---------------------------------------------------------------------------
 # Fault kinds and the schedule
@@ -1150,31 +1150,18 @@ class Drill:
         self._up(primary)
 
     def fault_errant_rejoin(self, step: Step, ctx: FaultContext, primary: Node) -> None:
-        """Issue 13 #1's sequence: A acknowledges writes no replica receives (the replicas' mysqld is
-        stopped for a second or two, as when replication traffic is cut), then A crashes; B is promoted
-        while the application is quiet; A comes back holding transactions nobody else has; B writes a
-        few rows (fewer than A's tail) and crashes too.  A must not win: B's rows would be lost."""
+        """Issue 13 #1's sequence: A acknowledges writes no replica receives (replication from A is cut),
+        then A crashes; B is promoted while the application is quiet; A comes back holding transactions
+        nobody else has; B writes a few rows (fewer than A's tail) and crashes too.  A must not win:
+        B's rows would be lost."""
         a = primary
-        others = [n for n in self.cluster.nodes if n is not a]
         hold = self.hold(step, ctx)
-        stopped = []
-        try:
-            for node in others:
-                pid = node.mysqld_pid()
-                if pid is not None:
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.append(pid)
-            time.sleep(hold)
-            ctx.fault_at = time.time()
-            self._down(a, a.kill)
-            cutoff = time.time()
-            self.writer.pause()
-        finally:
-            for pid in stopped:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+        self.cut_replication(a)
+        time.sleep(hold)
+        ctx.fault_at = time.time()
+        self._down(a, a.kill)
+        cutoff = time.time()
+        self.writer.pause()
         try:
             self.crashed(ctx, a, cutoff=cutoff)
             b_name = self.wait_new_primary(a, ctx)
@@ -1182,35 +1169,85 @@ class Drill:
                 raise RuntimeError(f"no new primary after {a.name} crashed")
             b = self.cluster.node(b_name)
             self._up(a)
-            deadline = time.time() + 90
-            state = "did not come back within 90 s"
-            while time.time() < deadline:
-                verdicts = [v for v in self.topology.verdicts() if v.node == a.name and v.at >= ctx.fault_at]
-                view = read_node(a, timeout=2.0)
-                if verdicts:
-                    state = f"judged errant ({verdicts[0].gtids})"
-                    break
-                if view.reachable and view.io and view.sql:
-                    state = "replicating again (nothing errant)"
-                    break
-                if not a.alive():
-                    state = "exited (re-clone)"
-                    break
-                time.sleep(0.5)
+            state = self.rejoin_state(a, ctx.fault_at)
+            # B writes a few rows, fewer than A's tail (so A's position is the higher one).
+            tail = len([w for w in list(self.writer.acked) if w.node == a.name and w.sent <= cutoff
+                        and not position_covers(ctx.crashes[0].positions.get(b.name, ""), w.gtid or "0-0-0")])
+            wanted = max(1, min(3, tail - 1))
             self.writer.resume()
-            time.sleep(0.3)
+            deadline = time.time() + 10
+            while time.time() < deadline and \
+                    len([w for w in list(self.writer.acked) if w.node == b.name and w.at > ctx.fault_at]) < wanted:
+                time.sleep(0.02)
             self.writer.pause()
             time.sleep(0.5)  # B's few rows reach the third node
-            ctx.notes.append(f"{a.name} wrote {hold:.1f} s alone and crashed; {b.name} promoted; {a.name} came back "
-                             f"and was {state}; {b.name} wrote "
-                             f"{len([w for w in self.writer.acked if w.node == b.name and w.at > ctx.fault_at])} "
-                             f"row(s), then crashed too")
+            wrote = len([w for w in list(self.writer.acked) if w.node == b.name and w.at > ctx.fault_at])
+            ctx.notes.append(f"{a.name} wrote {hold:.1f} s without replicas ({tail} row(s) nobody received) and crashed; "
+                             f"{b.name} promoted; "
+                             f"{a.name} came back and was {state}; {b.name} wrote {wrote} row(s), then crashed too")
             self._down(b, b.kill)
             self.crashed(ctx, b)
         finally:
             self.writer.resume()
         self.wait_new_primary(b, ctx)
         self._up(b)
+
+    def cut_replication(self, node: Node) -> None:
+        """Keep `node`'s binlog from reaching anyone (as when replication traffic is cut): lock the
+        replication account there, unlogged, and end its binlog dump threads; the replicas' reconnects
+        are refused.  (Stopping the replicas is not enough: their sockets still buffer the events.)"""
+        conn = pymysql.connect(unix_socket=node.socket, user="root", connect_timeout=5, read_timeout=10,
+                               autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute(f"ALTER USER '{REPL_USER}'@'%' ACCOUNT LOCK")
+                cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+                for (thread,) in cur.fetchall():
+                    try:
+                        cur.execute(f"KILL {int(thread)}")
+                    except pymysql.err.MySQLError:
+                        pass
+        finally:
+            conn.close()
+
+    def restore_replication(self, node: Node, timeout: float = 90.0) -> bool:
+        """Undo cut_replication on `node` as soon as its mysqld answers again (unlogged)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                conn = pymysql.connect(unix_socket=node.socket, user="root", connect_timeout=1, read_timeout=10,
+                                       autocommit=True)
+            except pymysql.err.MySQLError:
+                time.sleep(0.1)
+                continue
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET SESSION sql_log_bin = 0")
+                    cur.execute(f"ALTER USER '{REPL_USER}'@'%' ACCOUNT UNLOCK")
+                return True
+            except pymysql.err.MySQLError:
+                time.sleep(0.1)
+            finally:
+                conn.close()
+        return False
+
+    def rejoin_state(self, node: Node, since: float, timeout: float = 90.0) -> str:
+        """After `node` restarted: judged errant, replicating again, or exited (re-clone)?"""
+        if not self.restore_replication(node, timeout):
+            return "unreachable (the replication account could not be unlocked)"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            verdicts = [v for v in self.topology.verdicts() if v.node == node.name and v.at >= since]
+            if verdicts:
+                return f"judged errant ({verdicts[0].gtids})"
+            view = read_node(node, timeout=2.0)
+            if view.reachable and view.io and view.sql:
+                return "replicating again (nothing errant)"
+            if not node.alive():
+                return "exited (re-clone)"
+            time.sleep(0.5)
+        return f"neither judged errant nor replicating within {timeout:g} s"
 
     class _TableLock:
         def __init__(self, drill: "Drill", node: Node, ctx: FaultContext) -> None:
@@ -1548,16 +1585,19 @@ class Drill:
                 continue
             standing_until = self.verdict_end(verdict, own, views)
             target = nodes.get(verdict.node)
+            seen: dict[str, list[float]] = {}
             for view in views:
                 if not (max(verdict.at, start) <= view.at <= min(standing_until, end)):
                     continue
                 if view.node == verdict.node and view.read_only is False:
-                    once(f"{verdict.node} was writable at {view.at - start:+.1f} s into the round while it held errant "
-                         f"transactions {verdict.gtids} (judged at {verdict.at - start:+.1f} s)")
+                    seen.setdefault(f"{verdict.node} was writable", []).append(view.at)
                 if view.node != verdict.node and target is not None and view.io \
                         and view.source == (target.address, target.port):
-                    once(f"{view.node} replicated from {verdict.node} at {view.at - start:+.1f} s into the round while "
-                         f"{verdict.node} held errant transactions {verdict.gtids}")
+                    seen.setdefault(f"{view.node} replicated from {verdict.node}", []).append(view.at)
+            for what, times in sorted(seen.items()):
+                once(f"{what} while {verdict.node} held errant transactions {verdict.gtids} (judged at "
+                     f"{verdict.at - start:+.1f} s into the round): {len(times)} observation(s) from "
+                     f"{min(times) - start:+.1f} s to {max(times) - start:+.1f} s")
             for lock in list(self.topology.locks):
                 if max(verdict.at, start) <= lock.at <= min(standing_until, end) and lock.holder == verdict.node:
                     once(f"{verdict.node} held the primary lock ({lock.state}) at {lock.at - start:+.1f} s into the round "
