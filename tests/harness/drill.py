@@ -795,6 +795,7 @@ class Drill:
         self.unhealthy_since: dict[str, int] = {}
         self.asides = 0
         self.reported_reuse: set[int] = set()
+        self.reported_errant: set[tuple] = set()
         self.t0 = 0.0
         self.report = Report(options.seed, options.rounds, discovery.name,
                              {"kinds": options.kinds, "auto_reclone": options.auto_reclone,
@@ -1561,11 +1562,11 @@ class Drill:
         verdicts = self.topology.verdicts()
         views = [v for v in list(self.topology.views) if v.reachable]
         nodes = {n.name: n for n in self.cluster.nodes}
-        reported: set[str] = set()
-
-        def once(message: str) -> None:
-            if message not in reported:
-                reported.add(message)
+        def once(message: str, key: tuple | None = None) -> None:
+            """Report a breach once per run: a standing verdict must not fill every later round."""
+            key = key or (message,)
+            if key not in self.reported_errant:
+                self.reported_errant.add(key)
                 result.violations.append(message)
 
         for verdict in verdicts:
@@ -1597,11 +1598,12 @@ class Drill:
             for what, times in sorted(seen.items()):
                 once(f"{what} while {verdict.node} held errant transactions {verdict.gtids} (judged at "
                      f"{verdict.at - start:+.1f} s into the round): {len(times)} observation(s) from "
-                     f"{min(times) - start:+.1f} s to {max(times) - start:+.1f} s")
+                     f"{min(times) - start:+.1f} s to {max(times) - start:+.1f} s",
+                     key=(verdict.node, verdict.gtids, what))
             for lock in list(self.topology.locks):
                 if max(verdict.at, start) <= lock.at <= min(standing_until, end) and lock.holder == verdict.node:
                     once(f"{verdict.node} held the primary lock ({lock.state}) at {lock.at - start:+.1f} s into the round "
-                         f"while it held errant transactions {verdict.gtids}")
+                         f"while it held errant transactions {verdict.gtids}", key=(verdict.node, verdict.gtids, "lock"))
                     break
             # Nobody may acquire the errant GTIDs after the verdict.
             reused = self.server_id_reused(own, verdict, standing_until, views)
@@ -1618,7 +1620,7 @@ class Drill:
                         once(f"{name} acquired {verdict.node}'s errant transaction(s) "
                              f"{','.join('%d-%d-%d' % g for g in gained)} after the verdict at "
                              f"{verdict.at - start:+.1f} s (its binlog state at {view.at - start:+.1f} s: "
-                             f"{view.binlog_state})")
+                             f"{view.binlog_state})", key=(verdict.node, verdict.gtids, "acquired", name))
                         break
 
     def verdict_end(self, verdict: Verdict, own: list[tuple[int, int, int]], views: list[NodeView]) -> float:
