@@ -796,6 +796,8 @@ class Drill:
         self.asides = 0
         self.reported_reuse: set[int] = set()
         self.reported_errant: set[tuple] = set()
+        self.repl_locked: set[str] = set()
+        """Nodes whose replication account the drill locked (errant_rejoin) and has not unlocked yet."""
         self.t0 = 0.0
         self.report = Report(options.seed, options.rounds, discovery.name,
                              {"kinds": options.kinds, "auto_reclone": options.auto_reclone,
@@ -882,6 +884,11 @@ class Drill:
                 result.aborted = True
                 result.ended_at = time.time()
                 return result
+        for name in sorted(self.repl_locked):
+            if self.restore_replication(self.cluster.node(name), timeout=10):
+                self.repl_locked.discard(name)
+                result.notes.append(f"the replication account of {name}, locked by an earlier errant_rejoin, "
+                                    f"is unlocked again")
         self.wait_for_quiet(result)
         needs_candidate = step.role == PRIMARY or step.kind in ("switchover", "discovery_wipe", "discovery_stop")
         primary = self.repair(result, everything=needs_candidate and not self.healthy_replicas(primary)) or primary
@@ -1157,6 +1164,7 @@ class Drill:
         B's rows would be lost."""
         a = primary
         hold = self.hold(step, ctx)
+        self.repl_locked.add(a.name)
         self.cut_replication(a)
         time.sleep(hold)
         ctx.fault_at = time.time()
@@ -1237,6 +1245,7 @@ class Drill:
         """After `node` restarted: judged errant, replicating again, or exited (re-clone)?"""
         if not self.restore_replication(node, timeout):
             return "unreachable (the replication account could not be unlocked)"
+        self.repl_locked.discard(node.name)
         deadline = time.time() + timeout
         while time.time() < deadline:
             verdicts = [v for v in self.topology.verdicts() if v.node == node.name and v.at >= since]
