@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.chaos import Sample, Write, find_overlaps
-from tests.harness.drill import (KINDS, Crash, Drill, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
+from tests.harness.drill import (KINDS, Crash, Drill, RoundResult, markdown, DrillFailed, DrillOptions, DiscoveryService, Report, errant_in_line,
                                  frozen_window, loss_violations, make_schedule, parse_kinds, parse_line_time,
                                  position_covers, state_covers)
 
@@ -218,6 +218,37 @@ def test_errant_verdicts_are_read_from_log_lines():
     at, level, component = parse_line_time(line)
     assert (level, component) == ("ERROR", "triton-mysql")
     assert abs(at - 1796175402.024) < 1e-6
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def test_report_text_json_and_markdown(tmp_path):
+    import json
+    report = Report(7, 3, "etcd", {"kinds": None}, ["kill9 (the primary, u=0.100)"] * 3, started_at=1000.0)
+    ok = RoundResult(1, 7, "kill9 (the primary, u=0.100)", "kill9", "primary", target="node1", primary_before="node1",
+                     primary_after="node2", started_at=1000.0, fault_at=1001.0, ended_at=1030.0, failover_s=6.2,
+                     write_gap_s=6.0, converge_s=9.5, rows_lost=1, loss_rule="tail of node1", load_avg=3.5)
+    bad = RoundResult(2, 7, "maintenance (the primary, u=0.500)", "maintenance", "primary", target="node2",
+                      primary_before="node2", primary_after="node3", two_writable_samples=40,
+                      violations=["two writable nodes: node2 and node3 for 2.00 s"])
+    aborted = RoundResult(3, 7, "discovery_wipe (the cluster, u=0.200)", "discovery_wipe", "cluster", aborted=True,
+                          violations=["the cluster did not converge"])
+    report.rounds += [ok, bad, aborted]
+    report.ended_at = 1100.0
+    text = report.text()
+    assert "round  1 kill9" in text and "failover 6.2 s" in text and "VIOLATION: two writable" in text
+    assert "replay: make chaos SEED=7 ROUNDS=3" in text
+    assert report.violations == ["round 2 (maintenance (the primary, u=0.500)): two writable nodes: node2 and node3 "
+                                 "for 2.00 s", "round 3 (discovery_wipe (the cluster, u=0.200)): the cluster did not "
+                                 "converge"]
+    totals = report.totals()
+    assert totals["rounds_ok"] == 1 and totals["crash_rows_lost"]["total"] == 1
+    assert totals["failover_s"] == {"kill9:primary": {"n": 1, "min": 6.2, "median": 6.2, "max": 6.2}}
+    data = json.loads(report.write(tmp_path / "r.json").read_text())
+    assert data["rounds"][0]["ok"] and not data["rounds"][1]["ok"] and len(data["violations"]) == 2
+    table = markdown(data)
+    assert "| 1 | kill9:primary | node1 | node1 → node2 | 6.2 s | 6.0 s | 1 (tail of node1) | 0 |" in table
+    assert "| 3 | discovery_wipe:cluster | – | None → None | – |" in table
 
 
 # -- the drill on a real cluster ---------------------------------------------------------
