@@ -9,8 +9,17 @@ APT_PACKAGES := mariadb-server mariadb-backup etcd-server etcd-client zstd hapro
 # One binary per apt package: when all are present the apt step is skipped.
 NEEDED_BINARIES := mariadbd mariabackup mbstream etcd etcdctl zstd haproxy
 PYTEST_ARGS ?=
+# `make chaos`: the randomized fault drill (tests/harness/drill.py). SEED empty = a random one,
+# printed first; replay a run with the same SEED (and KINDS, BACKEND, RECLONE). MAX_LOAD=N waits
+# before each fault until the machine's load average is below N (a shared machine).
+SEED    ?=
+ROUNDS  ?= 10
+KINDS   ?=
+BACKEND ?= etcd
+RECLONE ?=
+MAX_LOAD ?=
 
-.PHONY: all deps apt venv test demo bench clean
+.PHONY: all deps apt venv test demo bench chaos clean
 
 all: test
 
@@ -47,5 +56,12 @@ demo: deps
 bench: deps
 	$(PY) -m bench
 
+chaos: deps
+	@seed="$(SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N2 -tu2 /dev/urandom | tr -d ' '); \
+	echo "chaos drill: seed $$seed, $(ROUNDS) rounds on $(BACKEND) (replay: make chaos SEED=$$seed ROUNDS=$(ROUNDS))"; \
+	CHAOS_SEED=$$seed CHAOS_ROUNDS=$(ROUNDS) CHAOS_KINDS="$(KINDS)" CHAOS_BACKEND=$(BACKEND) \
+	CHAOS_AUTO_RECLONE="$(RECLONE)" CHAOS_MAX_LOAD="$(MAX_LOAD)" CHAOS_REPORT_DIR=.chaos $(PY) -m pytest tests/test_chaos_drill.py -k test_chaos_drill_from_seed \
+	    -s -p no:cacheprovider $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) .demo .bench build *.egg-info
+	rm -rf $(VENV) .demo .bench .chaos build *.egg-info

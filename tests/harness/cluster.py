@@ -41,6 +41,9 @@ class Node:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: Proc | None = None
         self.extra_env: dict[str, str] = {}
+        self.wanted_down = False
+        """Set while a drill keeps the node down on purpose (a restart policy leaves it alone)."""
+        self.starts = 0
         self.config_path = self.dir / "containerbuddy.json"
         if not self.config_path.exists():
             shutil.copy(ROOT / "etc" / "containerbuddy.json", self.config_path)
@@ -80,12 +83,36 @@ class Node:
     # -- process control ----------------------------------------------------
     def start(self) -> "Node":
         (self.dir / "run").mkdir(exist_ok=True)
+        if self.cluster.conf is not None:
+            conf_dir = self.dir / "conf.d"
+            conf_dir.mkdir(exist_ok=True)
+            (conf_dir / "harness.cnf").write_text(self.cluster.conf)
+        self.starts += 1
         argv = [str(VENV_BIN / "containerbuddy"), str(ROOT / "bin" / "triton-mysqld")]
         self.proc = Proc(f"node {self.name}", argv, self.log_path, env=self.env())
         return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
+
+    def exit_code(self) -> int | None:
+        """The supervisor's exit code once it has exited (None while it runs or before any start)."""
+        if self.proc is None or self.proc.alive():
+            return None
+        return self.proc.popen.returncode
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the supervisor (SIGUSR1 toggles maintenance, SIGHUP reloads)."""
+        if self.proc is not None:
+            self.proc.send(sig)
+
+    def move_datadir_aside(self, tag: str) -> Path:
+        """Move the (stopped) node's datadir away, leaving it empty: the next start clones afresh."""
+        assert not self.alive(), f"{self.name} must be stopped before its datadir is moved"
+        aside = self.dir / f"data.{tag}"
+        if self.datadir.exists():
+            self.datadir.rename(aside)
+        return aside
 
     def pids(self) -> list[int]:
         """The supervisor and everything below it (mysqld, hooks)."""
@@ -195,6 +222,13 @@ class Node:
             return None, f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
+    def slave_status(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """`SHOW SLAVE STATUS` as a dict ({} when the node is no replica, None when unreachable)."""
+        try:
+            rows = self.sql("SHOW SLAVE STATUS", timeout=timeout)
+        except Exception:  # noqa: BLE001 - down, frozen or starting
+            return None
+        return rows[0] if rows else {}
 
     def read_only(self) -> bool | None:
         try:
@@ -211,7 +245,7 @@ class Cluster:
     """Nodes that share one discovery service and one snapshot location."""
 
     def __init__(self, workdir: Path, discovery_env: dict[str, str], *, backup_url: str | None = None,
-                 env: dict[str, str] | None = None, service_name: str = "mysql") -> None:
+                 env: dict[str, str] | None = None, service_name: str = "mysql", conf: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.discovery_env = dict(discovery_env)
@@ -220,6 +254,8 @@ class Cluster:
         self.backup_url = backup_url or f"file://{self.workdir / 'backups'}"
         self.env = dict(env or {})
         self.service_name = service_name
+        self.conf = conf
+        """Server settings written to every node's MYSQL_CONF_DIR (harness.cnf) before each start."""
         self.nodes: list[Node] = []
         self.http_port = free_port("0.0.0.0")
         """Every node serves its HTTP endpoints on this port of its own address (as in compose)."""
@@ -261,6 +297,10 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
+    def node_at(self, host: str, port: int) -> Node | None:
+        """The node listening on host:port (how SHOW SLAVE STATUS names a source)."""
+        return next((n for n in self.nodes if n.address == host and n.port == int(port)), None)
+
     # -- discovery view -------------------------------------------------------
     def discovery(self):
         from triton_mysql.discovery import connect
@@ -289,6 +329,27 @@ class Cluster:
             return decode(kv.value) if kv else None
         finally:
             discovery.close()
+
+    def wipe_discovery(self) -> None:
+        """Delete every key under the cluster's prefix, as an operator or a lost discovery volume would.
+
+        etcd: `etcdctl del --prefix <ETCD_PREFIX>/` (member records, lock, services,
+        counters: everything).  Consul: `DELETE /v1/kv/triton-mysql/?recurse` (the KV
+        tree; sessions and the agent's services are not KV and stay).
+        """
+        env = self.base_env()
+        if env.get("ETCD"):
+            import subprocess
+            prefix = env.get("ETCD_PREFIX") or "/triton-mysql"
+            endpoints = ",".join(f"http://{e.strip()}" for e in env["ETCD"].split(","))
+            subprocess.run(["etcdctl", f"--endpoints={endpoints}", "--dial-timeout=2s", "--command-timeout=5s",
+                            "del", "--prefix", prefix.rstrip("/") + "/"],
+                           env={**os.environ, "ETCDCTL_API": "3"}, check=True, capture_output=True, timeout=20)
+            return
+        import urllib.request
+        request = urllib.request.Request(f"http://{env['CONSUL']}/v1/kv/triton-mysql/?recurse", method="DELETE")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            answer.read()
 
     def primary(self) -> Node | None:
         """The node holding the lock and writable, as a client would find it."""
