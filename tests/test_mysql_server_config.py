@@ -133,3 +133,39 @@ def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tm
         assert not list(Path(config.mysql_datadir).glob("*.pid"))
     finally:
         proc.stop()
+
+
+def test_semisync_settings_per_mode():
+    semi = mysqld_lines(server_config.render_cnf(node_config(), MARIADB, 5, as_root=False))
+    for expected in ["rpl_semi_sync_slave_enabled=ON", "rpl_semi_sync_master_enabled=OFF",
+                     "rpl_semi_sync_master_wait_point=AFTER_SYNC", "rpl_semi_sync_master_timeout=10000",
+                     "init_rpl_role=SLAVE"]:
+        assert expected in semi
+    strict = mysqld_lines(server_config.render_cnf(node_config(sync_replication="strict", sync_timeout=2.5),
+                                                   MARIADB, 5, as_root=False))
+    assert "rpl_semi_sync_master_timeout=2500" in strict and "init_rpl_role=SLAVE" in strict
+    off = mysqld_lines(server_config.render_cnf(node_config(sync_replication="off"), MARIADB, 5, as_root=False))
+    assert not [line for line in off if "semi_sync" in line or "rpl_role" in line]
+    mysql = mysqld_lines(server_config.render_cnf(node_config(), MYSQL, 5, as_root=False))
+    for expected in ["plugin-load-add=semisync_source.so", "plugin-load-add=semisync_replica.so",
+                     "loose-rpl_semi_sync_replica_enabled=ON", "loose-rpl_semi_sync_source_enabled=OFF",
+                     "loose-rpl_semi_sync_source_wait_point=AFTER_SYNC", "loose-rpl_semi_sync_source_timeout=10000"]:
+        assert expected in mysql
+    assert not [line for line in mysql if "rpl_role" in line]  # MariaDB only
+
+
+def test_generated_semisync_settings_take_effect_on_a_real_server(tmp_path):
+    """mariadb-install-db and mariadbd accept the semi-sync lines and init_rpl_role (start-up only)."""
+    config = node_config(sync_timeout=3)
+    server_config.write_cnf(config, MARIADB, 8)
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf())
+    datadir.initialize(config, MARIADB)
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, tmp_path / "mysqld.log")
+    try:
+        with connect_local(config.mysql_socket) as conn:
+            row = conn.one("SELECT @@rpl_semi_sync_master_enabled AS src, @@rpl_semi_sync_slave_enabled AS rep, "
+                           "@@rpl_semi_sync_master_wait_point AS point, @@rpl_semi_sync_master_timeout AS t")
+            assert row == {"src": 0, "rep": 1, "point": "AFTER_SYNC", "t": 3000}
+    finally:
+        proc.stop()
+    assert "unknown variable" not in (tmp_path / "mysqld.log").read_text().lower()

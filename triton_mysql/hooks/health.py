@@ -14,6 +14,7 @@ import time
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
+from ..ha.sync import sync_pass
 from ..ha.view import ClusterView
 from ..mysql.accounts import ensure_accounts
 from ..mysql.connection import DBError
@@ -74,7 +75,8 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
         observed = agent.observe()
         local = agent.local(observed, view, session)
     healthy, why = d.verdict(decision, local, config.max_lag)
-    _publish(agent, decision, observed, local, session, healthy)
+    sync = sync_pass(agent, decision, observed, local, view)  # semi-sync: decide, set, report (ha/sync.py)
+    _publish(agent, decision, observed, local, session, healthy, sync)
     (log.info if changed else log.debug)("%s; verdict: %s (%s)", decision, "healthy" if healthy else "unhealthy", why)
     return 0 if healthy else 1
 
@@ -187,7 +189,7 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
 
 
 def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Local, session: str | None,
-             healthy: bool) -> None:
+             healthy: bool, sync: dict | None = None) -> None:
     if observed.server is None:
         role = "starting"
     elif decision.action in (d.PRIMARY, d.TAKE_BOOTSTRAP_LOCK, d.FINISH_PROMOTION) and not local.read_only:
@@ -201,7 +203,10 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
     else:
         role = "fenced"
     candidate = role in ("replica", "fenced") and agent.candidate(local)
+    record = agent.member_record(observed, role, healthy, candidate)
+    if sync is not None:
+        record["sync"] = sync
     try:
-        agent.publish(session, agent.member_record(observed, role, healthy, candidate))
+        agent.publish(session, record)
     except DiscoveryError as exc:
         log.warning("could not publish the member record: %s", exc)

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import Config
+from . import semisync
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
             "skip_replica_start=ON",
             f"replica_net_timeout={NET_TIMEOUT}",
         ]
+    if config.sync_replication != "off":  # semi-sync: mysql/semisync.py; the source side is turned on by health
+        mysqld += flavor.semisync_cnf(semisync.timeout_ms(config.sync_timeout))
     sections = [
         HEADER,
         "[client]", *client, "",
