@@ -16,9 +16,10 @@ last changed.
 Hooks are separate processes, so what must outlive one pass lives elsewhere:
 the previous `sync` record is read back from this node's `nodes/<node>` record
 in the view (a change is logged once, when the record first shows it), and
-whether a replica has acknowledged in this primary term (`strict`) is kept in
-the node state in the datadir, keyed by the lock's `since` (a new term — a
-failover, a restart — starts again in the "waiting for a replica" phase).
+whether a replica has acknowledged since the source side turned on (`strict`)
+is kept in the node state in the datadir.  The source side is off on every
+node but the primary and after every restart, so a new term (a failover, a
+restart) starts again in the "waiting for a replica" phase, unacknowledged.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def sync_pass(agent, decision: d.Decision, observed, local: d.Local, view) -> di
         if not primary and state.replica_loaded and not state.replica_enabled:
             semisync.ensure_replica_side(conn, agent.flavor, mode, local.io_running)
         term = decision.lock.since if (primary and decision.lock is not None) else None
-        acknowledged = _acknowledged(agent, observed, state, term, mode)
+        acknowledged = _acknowledged(agent, observed, state, mode)
         facts = d.SyncFacts(mode=mode, primary=primary, source_enabled=state.source_enabled,
                             clients=state.clients, caught_up=state.dump_caught_up,
                             wait_sessions=state.wait_sessions, acknowledged=acknowledged)
@@ -63,7 +64,7 @@ def sync_pass(agent, decision: d.Decision, observed, local: d.Local, view) -> di
         if state.available and semisync.apply_source(conn, agent.flavor, state, plan.source_enabled,
                                                      plan.timeout_ms):
             if plan.source_enabled and not state.source_enabled:
-                _remember_term(agent, observed, term, state.yes_tx, mode)
+                _remember_enable(agent, observed, term, state.yes_tx, mode)
             log.debug("semi-sync source side %s: %s", "on" if plan.source_enabled else "off", plan.reason)
             state = semisync.read(conn, agent.flavor)
     except DBError as exc:
@@ -123,24 +124,31 @@ def _log_change(previous: dict[str, Any] | None, record: dict[str, Any], primary
                  "(%d replica(s) connected)", timeout, clients)
 
 
-def _acknowledged(agent, observed, state: semisync.SemisyncState, term: float | None, mode: str) -> bool:
-    """Strict: has a replica acknowledged a commit in this primary term?  (kept in the node state)"""
-    if mode != "strict" or term is None or observed.state is None:
+def _acknowledged(agent, observed, state: semisync.SemisyncState, mode: str) -> bool:
+    """Strict: has a replica acknowledged a commit since the source side last turned on?
+
+    Kept in the node state (a later pass is another process).  Turning the
+    source side on starts a new count (`_remember_enable`); it is off on every
+    node but the primary and after every restart, so a new term or a restarted
+    server always starts again from "not acknowledged".
+    """
+    if mode != "strict" or not state.source_enabled or observed.state is None:
         return False
-    stored = observed.state.extra.get(STATE_KEY) or {}
-    if stored.get("term") != term:
+    stored = observed.state.extra.get(STATE_KEY)
+    if not isinstance(stored, dict):  # on, but never recorded (e.g. the state file was replaced): count from now
+        _save(agent, observed, {"yes_tx": state.yes_tx, "acknowledged": False, "enabled_at": time.time()})
         return False
     if stored.get("acknowledged"):
         return True
-    if state.source_enabled and state.yes_tx > int(stored.get("yes_tx") or 0):
+    if state.yes_tx > int(stored.get("yes_tx") or 0):
         _save(agent, observed, {**stored, "acknowledged": True, "acknowledged_at": time.time()})
         return True
     return False
 
 
-def _remember_term(agent, observed, term: float | None, yes_tx: int, mode: str) -> None:
-    """Strict: the source side turned on in this term; acknowledgements count from `yes_tx` on."""
-    if mode != "strict" or term is None or observed.state is None:
+def _remember_enable(agent, observed, term: float | None, yes_tx: int, mode: str) -> None:
+    """Strict: the source side just turned on; acknowledgements count from `yes_tx` on."""
+    if mode != "strict" or observed.state is None:
         return
     _save(agent, observed, {"term": term, "yes_tx": yes_tx, "acknowledged": False, "enabled_at": time.time()})
 
