@@ -154,3 +154,29 @@ def test_mariadb_source_and_replica_sides_on_real_servers(mariadb_factory):
         wait_for(lambda: replica.scalar("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='s'")
                  == 1, 10, what="the replica applying")
         assert time.monotonic() - started < 2.5  # no wait for an acknowledgement on the replica
+
+
+def test_promotion_stop_of_a_semisync_replica_whose_source_is_frozen(mariadb_factory):
+    """A semi-sync replica's STOP SLAVE first connects to its source to kill its dump thread: with a frozen
+    source it waits rpl_semi_sync_slave_kill_conn_timeout (the generated config: 1 s, default 5 s).
+    The promotion's stop_and_clear must outlast it instead of failing on the client's read timeout."""
+    import os
+    import signal
+    from triton_mysql.mysql import replication
+    settings = dict(line.split("=", 1) for line in MARIADB.semisync_cnf(10_000))
+    primary, replica = mariadb_factory(2, extra_cnf=settings)
+    primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    replica.replicate_from(primary)
+    with conn_of(primary) as p:
+        wait_for(lambda: semisync.read(p, MARIADB).clients == 1, 20, what="a semi-sync client")
+    os.kill(primary.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.3)
+        with connect_local(replica.socket, timeout=2) as r:  # the hooks' default read timeout
+            started = time.monotonic()
+            replication.stop_and_clear(r, MARIADB)
+            took = time.monotonic() - started
+    finally:
+        os.kill(primary.pid, signal.SIGCONT)
+    assert replica.sql("SHOW SLAVE STATUS") == []
+    assert 0.5 < took < replication.STOP_TIMEOUT, took  # it did wait for the frozen source, within the bound

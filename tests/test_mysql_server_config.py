@@ -139,7 +139,7 @@ def test_semisync_settings_per_mode():
     semi = mysqld_lines(server_config.render_cnf(node_config(), MARIADB, 5, as_root=False))
     for expected in ["rpl_semi_sync_slave_enabled=ON", "rpl_semi_sync_master_enabled=OFF",
                      "rpl_semi_sync_master_wait_point=AFTER_SYNC", "rpl_semi_sync_master_timeout=10000",
-                     "init_rpl_role=SLAVE"]:
+                     "rpl_semi_sync_slave_kill_conn_timeout=1", "init_rpl_role=SLAVE"]:
         assert expected in semi
     strict = mysqld_lines(server_config.render_cnf(node_config(sync_replication="strict", sync_timeout=2.5),
                                                    MARIADB, 5, as_root=False))

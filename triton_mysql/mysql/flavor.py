@@ -332,9 +332,12 @@ class MariaDBFlavor(Flavor):
         # init_rpl_role=SLAVE: after a crash the server truncates the binlog tail it had
         # prepared but not committed (written, never acknowledged) instead of committing it;
         # MariaDB 10.6.19/10.11.9+ (MDEV-33465), read at start-up only.
+        # rpl_semi_sync_slave_kill_conn_timeout: a semi-sync replica's STOP SLAVE first connects to its
+        # source to kill its dump thread; with a frozen or cut-off source that waits this long (default
+        # 5 s), which a promotion pays.  Measured here: 2.5 s with the default, 1.4 s with 1.
         return ["rpl_semi_sync_master_enabled=OFF", "rpl_semi_sync_slave_enabled=ON",
                 "rpl_semi_sync_master_wait_point=AFTER_SYNC", f"rpl_semi_sync_master_timeout={int(timeout_ms)}",
-                "init_rpl_role=SLAVE"]
+                "rpl_semi_sync_slave_kill_conn_timeout=1", "init_rpl_role=SLAVE"]
 
 
 @dataclass(frozen=True, eq=False)
