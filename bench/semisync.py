@@ -206,6 +206,10 @@ class RawServers:
         from triton_mysql.mysql.flavor import MARIADB
         for i, node in enumerate(self.nodes, 1):
             server_config.write_cnf(node["config"], MARIADB, 900 + i)
+            # A private temp dir (not part of the tool's config): bootstraps side by side must not share /tmp.
+            (node["dir"] / "tmp").mkdir(parents=True, exist_ok=True)
+            Path(node["config"].mysql_conf_dir, "10-tmpdir.cnf").write_text(f"[mysqld]\ntmpdir={node['dir']}/tmp\n")
+            chown_mysql(node["dir"])
             datadir.initialize(node["config"], MARIADB)
         chown_mysql(self.base)
         for node in self.nodes:
@@ -217,7 +221,7 @@ class RawServers:
         primary = self.nodes[0]
         self.sql(primary, "SET GLOBAL read_only = OFF")
         self.sql(primary, f"CREATE DATABASE {APP_DATABASE}")
-        self.sql(primary, f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY %s", (APP_PASSWORD,))
+        self.sql(primary, f"CREATE USER '{APP_USER}'@'%%' IDENTIFIED BY %s", (APP_PASSWORD,))
         self.sql(primary, f"GRANT ALL ON {APP_DATABASE}.* TO '{APP_USER}'@'%'")
         self.sql(primary, "CREATE USER 'repl'@'%' IDENTIFIED BY 'repl'")
         self.sql(primary, "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%'")
@@ -301,7 +305,7 @@ class Galera:
         chown_mysql(self.base)
         self.start_node(first, new_cluster=True)
         self.sql(first, f"CREATE DATABASE {APP_DATABASE}")
-        self.sql(first, f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY %s", (APP_PASSWORD,))
+        self.sql(first, f"CREATE USER '{APP_USER}'@'%%' IDENTIFIED BY %s", (APP_PASSWORD,))
         self.sql(first, f"GRANT ALL ON {APP_DATABASE}.* TO '{APP_USER}'@'%'")
         for n in self.nodes[1:]:
             self.start_node(n)
