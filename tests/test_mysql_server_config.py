@@ -169,3 +169,71 @@ def test_generated_semisync_settings_take_effect_on_a_real_server(tmp_path):
     finally:
         proc.stop()
     assert "unknown variable" not in (tmp_path / "mysqld.log").read_text().lower()
+
+
+@pytest.mark.parametrize("mode, cut", [("semi", True), ("off", False)])
+def test_a_restarted_former_primary_cuts_its_unacknowledged_tail(tmp_path, mariadb_factory, mode, cut):
+    """The generated config of a crashed primary: with semi-sync (init_rpl_role=SLAVE) the restart removes
+    the commit that waited for an acknowledgement (written and prepared, never acknowledged) and logs its
+    GTID; with `off` the same restart commits it (the old behaviour, which diverges from the new primary)."""
+    import contextlib
+    import signal
+    import threading
+    import time as _time
+
+    import pymysql
+
+    from tests.harness.procs import wait_for
+    config = node_config(sync_replication=mode)
+    server_config.write_cnf(config, MARIADB, 71)
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf())
+    datadir.initialize(config, MARIADB)
+    log = tmp_path / "primary.log"
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, log)
+    (replica,) = mariadb_factory(1, extra_cnf={"rpl_semi_sync_slave_enabled": "ON"})
+    try:
+        with connect_local(config.mysql_socket) as conn:
+            conn.execute("SET SESSION sql_log_bin = 0")
+            conn.execute("CREATE USER 'r'@'%' IDENTIFIED BY 'r'")
+            conn.execute("GRANT ALL ON *.* TO 'r'@'%'")  # the test's client and the replica
+            conn.execute("SET SESSION sql_log_bin = 1")
+            conn.execute("SET GLOBAL read_only = OFF")
+            conn.execute("CREATE DATABASE t")
+            conn.execute("CREATE TABLE t.t (id INT PRIMARY KEY)")
+        replica.sql("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER='r', MASTER_PASSWORD='r', "
+                    "MASTER_USE_GTID=slave_pos", (config.mysql_bind_address, config.mysql_port))
+        replica.sql("START SLAVE")
+        with connect_local(config.mysql_socket) as conn:
+            wait_for(lambda: conn.scalar("SELECT @@gtid_binlog_pos") == replica.scalar("SELECT @@gtid_slave_pos"),
+                     30, what="the replica caught up")
+            conn.execute("SET GLOBAL rpl_semi_sync_master_timeout = 600000")
+            conn.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+        replica.sql("STOP SLAVE IO_THREAD")  # no acknowledgement will come
+
+        def insert():
+            with pymysql.connect(host=config.mysql_bind_address, port=config.mysql_port, user="r", password="r",
+                                 read_timeout=60, autocommit=True) as client:
+                with contextlib.suppress(pymysql.err.MySQLError), client.cursor() as cur:
+                    cur.execute("INSERT INTO t.t VALUES (1)")
+
+        threading.Thread(target=insert, daemon=True).start()
+        with connect_local(config.mysql_socket) as conn:
+            wait_for(lambda: int(conn.one("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")["Value"])
+                     == 1, 10, what="the commit waiting for an acknowledgement")
+            tail = conn.scalar("SELECT @@gtid_binlog_pos")
+        proc.send(signal.SIGKILL)  # the crash
+        proc.stop(timeout=10)
+        _time.sleep(0.2)
+        proc = run_mysqld(config.mysql_cnf, config.mysql_socket, log)
+        with connect_local(config.mysql_socket) as conn:
+            rows = conn.scalar("SELECT COUNT(*) FROM t.t")
+            position = conn.scalar("SELECT @@gtid_binlog_pos")
+        text = log.read_text()
+        if cut:
+            assert rows == 0 and position != tail
+            assert f"to remove transactions starting from GTID {tail}" in text
+        else:
+            assert rows == 1 and position == tail
+            assert "Successfully truncated binlog" not in text
+    finally:
+        proc.stop()
