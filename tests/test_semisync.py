@@ -4,8 +4,8 @@
   `semi`: the waiting commit returns after the timeout and writes go on
   asynchronously; `strict`: writes stay blocked.  Either way `status` shows it
   within a pass, and semi-sync comes back by itself once the replicas wake.
-* The crash drill: a writer at full speed through discovery, kill -9 of the
-  primary's whole node, rounds of it; with `semi` no acknowledged row may be
+* The crash drill: writers at full speed through discovery (3; `SYNC_DRILL_WRITERS`),
+  kill -9 of the primary's whole node, rounds of it; with `semi` no acknowledged row may be
   missing while a replica was acknowledging; `off` is measured for comparison.
   `SYNC_DRILL_ROUNDS=N` (default 3) sets the semi rounds, `SYNC_DRILL_OFF_ROUNDS`
   (default 1) the off rounds: `SYNC_DRILL_ROUNDS=10 python -m pytest
@@ -244,45 +244,53 @@ class Round:
     old_primary: str
 
 
-def crash_round(cluster: Cluster, mode: str, index: int) -> Round:
-    """One kill -9 of the primary under a full-speed writer.  A failover that the machine's load causes
-    before the kill (a health pass overrunning its timeout) starts the round again; the rows that
-    attempt's writer had acknowledged are checked on the final primary all the same."""
+def first_ack_after(writers: list[Writer], moment: float, exclude: str):
+    found = [w for w in (x.first_ack_after(moment, exclude_node=exclude) for x in writers) if w is not None]
+    return min(found, key=lambda w: w.at) if found else None
+
+
+def crash_round(cluster: Cluster, mode: str, index: int, writers: int) -> Round:
+    """One kill -9 of the primary under `writers` full-speed writers.  A failover that the machine's load
+    causes before the kill (a health pass overrunning its timeout) starts the round again; the rows
+    that attempt's writers had acknowledged are checked on the final primary all the same."""
     earlier: list[Writer] = []
     for attempt in range(3):
         primary = converge(cluster)
         if mode == "semi":
             wait_sync(cluster, primary, "on", 60)
-        writer = Writer(cluster, table=f"drill_{index}_{attempt}", interval=0.0).start()
+        running = [Writer(cluster, table=f"drill_{index}_{attempt}_{k}", interval=0.0).start()
+                   for k in range(writers)]
+        lead = running[0]
         try:
-            wait_for(lambda: sum(1 for w in writer.acked if w.node == primary.name) >= 300
-                     or (writer.acked and writer.acked[-1].node != primary.name), 60, interval=0.05,
-                     what="the writer at full speed on the primary")
-            if writer.acked[-1].node != primary.name or cluster.lock()["node"] != primary.name:
+            wait_for(lambda: sum(1 for w in lead.acked if w.node == primary.name) >= 300
+                     or (lead.acked and lead.acked[-1].node != primary.name), 60, interval=0.05,
+                     what="the writers at full speed on the primary")
+            if lead.acked[-1].node != primary.name or cluster.lock()["node"] != primary.name:
                 sys.stderr.write(f"round {index + 1}: the primary changed before the kill (machine load); "
                                  f"starting the round again\n")
-                earlier.append(writer)
+                earlier.extend(running)
                 continue
             status = source_status(primary) if mode == "semi" else {}
             acknowledging = status.get("Rpl_semi_sync_master_status") == "ON" and \
                 int(status.get("Rpl_semi_sync_master_clients", 0)) >= 1
             killed_at = time.time()
             primary.kill()
-            first = wait_for(lambda: writer.first_ack_after(killed_at, exclude_node=primary.name), 120,
+            first = wait_for(lambda: first_ack_after(running, killed_at, primary.name), 120,
                              interval=0.05, what="the first acknowledged write on a new primary")
             time.sleep(1.0)
         finally:
-            writer.stop()
+            for writer in running:
+                writer.stop()
         break
     else:
         raise AssertionError(f"round {index + 1}: no stable primary to kill in 3 attempts")
     new = cluster.node(first.node)
-    missing = sorted(set().union(*(w.missing_on(new) for w in [*earlier, writer])))
+    missing = sorted(set().union(*(w.missing_on(new) for w in [*earlier, *running])))
     mark = len(primary.log_text())
     old = rejoin(cluster, primary, new)
     truncated = TRUNCATED.search(primary.log_text()[mark:])
-    return Round(mode=mode, victim=primary.name, winner=new.name, acked=len(writer.acked), missing=missing,
-                 acknowledging=acknowledging, seconds=round(first.at - killed_at, 2),
+    return Round(mode=mode, victim=primary.name, winner=new.name, acked=sum(len(w.acked) for w in running),
+                 missing=missing, acknowledging=acknowledging, seconds=round(first.at - killed_at, 2),
                  promoting_anyway="promoting anyway" in new.log_text(), truncated=truncated.group(1) if truncated
                  else None, old_primary=old)
 
@@ -292,10 +300,11 @@ def test_crash_drill(cluster_factory, etcd_server, mode):
     """kill -9 of the primary's whole node under a full-speed writer: with semi-sync acknowledging, no
     acknowledged row is missing on the new primary, in any round; `off` is measured for comparison."""
     rounds = drill_rounds(mode)
+    writers = int(os.environ.get("SYNC_DRILL_WRITERS") or 3)
     cluster, _, _ = start_cluster(cluster_factory, etcd_server, SYNC_REPLICATION=mode)
     done: list[Round] = []
     for index in range(rounds):
-        result = crash_round(cluster, mode, index)
+        result = crash_round(cluster, mode, index, writers)
         done.append(result)
         sys.stderr.write(f"crash drill {mode} round {index + 1}/{rounds}: {result.victim} killed, {result.winner} "
                          f"writable after {result.seconds:.1f} s; {len(result.missing)} of {result.acked} "
