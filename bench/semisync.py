@@ -154,8 +154,15 @@ def cluster(endpoint: str, mode: str) -> Iterator[Cluster]:
     c = Cluster(workdir, {"ETCD": endpoint}, env={"SYNC_REPLICATION": mode, "SESSION_TTL": f"{SESSION_TTL:g}"},
                 service_name=f"sync-{mode}")
     try:
-        c.start(3)
-        converge(c, 180)
+        for _ in range(3):
+            node = c.add_node()
+            private_tmpdir(node.dir, node.dir / "conf.d")
+            node.start()
+        try:
+            converge(c, 180)
+        except Exception:
+            log(c.dump_logs(tail=60))
+            raise
         yield c
     finally:
         try:
@@ -163,6 +170,15 @@ def cluster(endpoint: str, mode: str) -> Iterator[Cluster]:
         finally:
             c.kill_all()
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def private_tmpdir(base: Path, conf_dir: Path) -> None:
+    """A temp dir of the server's own, in a user config file: bootstraps side by side must not share /tmp
+    (seen here: mariadb-install-db failing on "Error on delete of '/tmp/#sql-temptable-…'")."""
+    (base / "tmp").mkdir(parents=True, exist_ok=True)
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "10-tmpdir.cnf").write_text(f"[mysqld]\ntmpdir={base}/tmp\n")
+    chown_mysql(base / "tmp")
 
 
 def converge(c: Cluster, timeout: float = 120) -> Node:
@@ -210,9 +226,7 @@ class RawServers:
         from triton_mysql.mysql.flavor import MARIADB
         for i, node in enumerate(self.nodes, 1):
             server_config.write_cnf(node["config"], MARIADB, 900 + i)
-            # A private temp dir (not part of the tool's config): bootstraps side by side must not share /tmp.
-            (node["dir"] / "tmp").mkdir(parents=True, exist_ok=True)
-            Path(node["config"].mysql_conf_dir, "10-tmpdir.cnf").write_text(f"[mysqld]\ntmpdir={node['dir']}/tmp\n")
+            private_tmpdir(node["dir"], Path(node["config"].mysql_conf_dir))
             chown_mysql(node["dir"])
             datadir.initialize(node["config"], MARIADB)
         chown_mysql(self.base)
