@@ -315,6 +315,7 @@ class Galera:
 
     def start(self) -> "Galera":
         first = self.nodes[0]
+        chown_mysql(self.base)
         result = subprocess.run(["mariadb-install-db", f"--defaults-file={first['dir']}/my.cnf",
                                  "--auth-root-authentication-method=normal", "--skip-test-db"],
                                 capture_output=True, text=True, timeout=180)
