@@ -444,9 +444,13 @@ def galera_kill_run(galera: Galera, victim: int, index: int) -> dict[str, Any]:
 
 # -- driver ------------------------------------------------------------------------------------------
 
-def measure_throughput(targets: dict[str, Target], runs: int, seconds: float,
-                       before: dict[str, Any]) -> dict[str, Any]:
-    """Every target in turn (rotated order), `runs` times, with 1 and 4 clients."""
+def measure_throughput(targets: dict[str, Any], runs: int, seconds: float) -> dict[str, Any]:
+    """Every target in turn (rotated order), `runs` times, with 1 and 4 clients.
+
+    `targets` maps a name to a callable giving the Target for the next run (a cluster's primary is
+    found again each time: on a busy machine a health pass can overrun and the lock move).  A run that
+    fails is retried once with the target found again.
+    """
     out: dict[str, Any] = {}
     names = list(targets)
     for clients in (1, 4):
@@ -454,9 +458,11 @@ def measure_throughput(targets: dict[str, Target], runs: int, seconds: float,
         for run in range(runs):
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
-                if name in before:
-                    before[name]()
-                result = insert_loop(targets[name], clients, seconds)
+                try:
+                    result = insert_loop(targets[name](), clients, seconds)
+                except Exception as exc:  # noqa: BLE001 - once more, with the primary found again
+                    log(f"   {name}: {exc!r}; trying once more")
+                    result = insert_loop(targets[name](), clients, seconds)
                 samples[name].append(result)
                 log(f"   {clients} client(s) run {run + 1}: {name:<12} {result['inserts_s']:>8.1f} inserts/s, "
                     f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")
@@ -507,18 +513,25 @@ def main(argv: list[str] | None = None) -> int:
             if galera is not None:
                 galera.start()
             wait_sync_on(semi)
-            targets = {"cluster-semi": cluster_target(semi, "cluster-semi"),
-                       "cluster-off": cluster_target(off, "cluster-off"),
-                       "raw-semi": raw.target("raw-semi"), "raw-async": raw.target("raw-async")}
+
+            def semi_target() -> Target:
+                wait_sync_on(semi)
+                return cluster_target(semi, "cluster-semi")
+
+            def raw_target(on: bool) -> Target:
+                raw.semi(on)
+                return raw.target("raw-semi" if on else "raw-async")
+
+            targets: dict[str, Any] = {"cluster-semi": semi_target,
+                                       "cluster-off": lambda: cluster_target(off, "cluster-off"),
+                                       "raw-semi": lambda: raw_target(True), "raw-async": lambda: raw_target(False)}
             if galera is not None:
-                targets["galera"] = galera.target(0)
+                targets["galera"] = lambda: galera.target(0)
             for target in targets.values():
-                target.prepare()
-            before = {"raw-semi": lambda: raw.semi(True), "raw-async": lambda: raw.semi(False),
-                      "cluster-semi": lambda: wait_sync_on(semi)}
+                target().prepare()
             log("\n== insert loop")
             try:
-                throughput = measure_throughput(targets, args.runs, args.seconds, before)
+                throughput = measure_throughput(targets, args.runs, args.seconds)
                 figures["throughput"] = throughput
                 figures["ratios"] = ratios(throughput)
             except Exception as exc:  # noqa: BLE001
@@ -558,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
                     errors.append(f"galera kill: {exc!r}")
                     log(f"   FAILED: {exc!r}")
     except Exception as exc:  # noqa: BLE001 - setup failed
+        import traceback
         errors.append(f"setup: {exc!r}")
-        log(f"setup FAILED: {exc!r}")
+        log(f"setup FAILED: {exc!r}\n{traceback.format_exc()}")
     finally:
         raw.stop()
         if galera is not None:
