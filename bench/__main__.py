@@ -436,7 +436,10 @@ class Report:
                  "nodes on one etcd (`semi`, `off`); 3 mariadbd started by hand from the config the tool generates "
                  "(every setting the same, `rpl_semi_sync_master_wait_point=AFTER_SYNC`) with replication and "
                  "semi-sync set up with plain SQL (\"raw\"), measured with the source side on and off; a 3-node Galera "
-                 "cluster (galera-4, the same mariadbd, rsync SST, no binlog). Insert loop = one `INSERT` of one row "
+                 "cluster (galera-4, the same mariadbd, rsync SST, no binlog). Every server's files on "
+                 + ("tmpfs: an fsync costs nothing there, so the figures show replication and the tool, not this "
+                    "shared machine's busy disk (bench/semisync.py). " if settings.get("storage") == "tmpfs" else "disk. ")
+                 + "Insert loop = one `INSERT` of one row "
                  "per autocommit statement, PyMySQL over TCP on loopback, one process per client, "
                  f"{settings.get('seconds', 0):g} s per run; every target in turn, rotated, {settings.get('runs')} runs "
                  "each. Loopback: the figures show the protocol's and the tool's cost, not a network's.", ""]
