@@ -482,25 +482,36 @@ def measure_throughput(targets: dict[str, Any], runs: int, seconds: float) -> di
     return out
 
 
+PAIRS = {"cluster_semi_vs_raw_semi": ("cluster-semi", "raw-semi"),
+         "cluster_semi_vs_cluster_off": ("cluster-semi", "cluster-off"),
+         "raw_semi_vs_raw_async": ("raw-semi", "raw-async"),
+         "cluster_off_vs_raw_async": ("cluster-off", "raw-async"),
+         "galera_vs_cluster_semi": ("galera", "cluster-semi")}
+
+
 def ratios(throughput: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    """Per pair of targets: the median over rounds of (a / b) within the same round.
+
+    Both runs of a round are seconds apart, so they saw nearly the same load from the rest of the
+    machine; a ratio of medians taken over the whole run would mix quiet and busy minutes.
+    """
+    out: dict[str, Any] = {}
     for clients, by in throughput.items():
-        med = {name: by[name]["inserts_s"]["median"] for name in by}
-        out[clients] = {
-            "cluster_semi_vs_raw_semi": round(med["cluster-semi"] / med["raw-semi"], 3),
-            "cluster_semi_vs_cluster_off": round(med["cluster-semi"] / med["cluster-off"], 3),
-            "raw_semi_vs_raw_async": round(med["raw-semi"] / med["raw-async"], 3),
-            "cluster_off_vs_raw_async": round(med["cluster-off"] / med["raw-async"], 3),
-        }
-        if "galera" in med:
-            out[clients]["galera_vs_cluster_semi"] = round(med["galera"] / med["cluster-semi"], 3)
+        out[clients] = {}
+        for key, (a, b) in PAIRS.items():
+            if a not in by or b not in by:
+                continue
+            per_round = [x["inserts_s"] / y["inserts_s"] for x, y in zip(by[a]["runs"], by[b]["runs"])
+                         if y["inserts_s"] > 0]
+            out[clients][key] = round(statistics.median(per_round), 3) if per_round else 0.0
+            out[clients][key + "_rounds"] = [round(r, 3) for r in per_round]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="insert-loop runs per target and client count")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per insert-loop run")
+    parser.add_argument("--runs", type=int, default=15, help="insert-loop rounds (every target once) per client count")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per insert-loop run")
     parser.add_argument("--crash-runs", type=int, default=3, help="crash failovers per mode")
     parser.add_argument("--galera-kills", type=int, default=3, help="kill -9 runs on the Galera cluster")
     parser.add_argument("--no-galera", action="store_true")
