@@ -136,13 +136,13 @@ def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tm
 
 
 def test_semisync_settings_per_mode():
-    semi = mysqld_lines(server_config.render_cnf(node_config(), MARIADB, 5, as_root=False))
+    semi = mysqld_lines(server_config.render_cnf(node_config(), MARIADB.with_version((10, 11, 19)), 5, as_root=False))
     for expected in ["rpl_semi_sync_slave_enabled=ON", "rpl_semi_sync_master_enabled=OFF",
                      "rpl_semi_sync_master_wait_point=AFTER_SYNC", "rpl_semi_sync_master_timeout=10000",
                      "rpl_semi_sync_slave_kill_conn_timeout=1", "init_rpl_role=SLAVE"]:
         assert expected in semi
     strict = mysqld_lines(server_config.render_cnf(node_config(sync_replication="strict", sync_timeout=2.5),
-                                                   MARIADB, 5, as_root=False))
+                                                   MARIADB.with_version((10, 6, 19)), 5, as_root=False))
     assert "rpl_semi_sync_master_timeout=2500" in strict and "init_rpl_role=SLAVE" in strict
     off = mysqld_lines(server_config.render_cnf(node_config(sync_replication="off"), MARIADB, 5, as_root=False))
     assert not [line for line in off if "semi_sync" in line or "rpl_role" in line]
@@ -237,3 +237,16 @@ def test_a_restarted_former_primary_cuts_its_unacknowledged_tail(tmp_path, maria
             assert "Successfully truncated binlog" not in text
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("version, line", [
+    ((10, 11, 19), "init_rpl_role=SLAVE"), ((10, 11, 9), "init_rpl_role=SLAVE"), ((11, 4, 3), "init_rpl_role=SLAVE"),
+    ((11, 8, 2), "init_rpl_role=SLAVE"), ((10, 6, 18), None), ((10, 11, 8), None), ((11, 0, 6), None),
+    (None, "loose-init_rpl_role=SLAVE"),
+])
+def test_init_rpl_role_only_where_the_server_knows_it(version, line):
+    """An unknown option stops mariadbd: MDEV-33465 added init_rpl_role in 10.6.19/10.11.9/11.1.6/11.2.5/11.4.3."""
+    flavor = MARIADB.with_version(version)
+    lines = [x for x in mysqld_lines(server_config.render_cnf(node_config(), flavor, 5, as_root=False))
+             if "init_rpl_role" in x]
+    assert lines == ([line] if line else [])

@@ -236,6 +236,11 @@ class Flavor:
         """Server options for semi-sync: replica side on, AFTER_SYNC, the timeout; source side off at boot."""
         return []
 
+    @property
+    def cuts_unacknowledged_tail(self) -> bool | None:
+        """Does a restarted server cut the commits it prepared but never had acknowledged?  (MariaDB only)"""
+        return False
+
 
 @dataclass(frozen=True, eq=False)
 class MariaDBFlavor(Flavor):
@@ -335,9 +340,27 @@ class MariaDBFlavor(Flavor):
         # rpl_semi_sync_slave_kill_conn_timeout: a semi-sync replica's STOP SLAVE first connects to its
         # source to kill its dump thread; with a frozen or cut-off source that waits this long (default
         # 5 s), which a promotion pays.  Measured here: 2.5 s with the default, 1.4 s with 1.
-        return ["rpl_semi_sync_master_enabled=OFF", "rpl_semi_sync_slave_enabled=ON",
-                "rpl_semi_sync_master_wait_point=AFTER_SYNC", f"rpl_semi_sync_master_timeout={int(timeout_ms)}",
-                "rpl_semi_sync_slave_kill_conn_timeout=1", "init_rpl_role=SLAVE"]
+        lines = ["rpl_semi_sync_master_enabled=OFF", "rpl_semi_sync_slave_enabled=ON",
+                 "rpl_semi_sync_master_wait_point=AFTER_SYNC", f"rpl_semi_sync_master_timeout={int(timeout_ms)}",
+                 "rpl_semi_sync_slave_kill_conn_timeout=1"]
+        support = self.cuts_unacknowledged_tail
+        if support is None:  # version unknown: `loose-` makes an older server warn instead of refusing to start
+            lines.append("loose-init_rpl_role=SLAVE")
+        elif support:
+            lines.append("init_rpl_role=SLAVE")
+        return lines
+
+    @property
+    def cuts_unacknowledged_tail(self) -> bool | None:
+        """Does this server know `init_rpl_role` (MDEV-33465: 10.6.19, 10.11.9, 11.1.6, 11.2.5, 11.4.3)?
+        None when the version is unknown."""
+        if self.version is None:
+            return None
+        fixed = {(10, 6): 19, (10, 11): 9, (11, 1): 6, (11, 2): 5}
+        line = self.version[:2]
+        if line in fixed:
+            return self.version[2] >= fixed[line]
+        return self.version >= (11, 4, 3)
 
 
 @dataclass(frozen=True, eq=False)

@@ -112,6 +112,9 @@ def write_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | No
             os.unlink(tmp)
         raise
     logger.info("wrote %s (server_id %d, %s)", target, server_id, flavor.name)
+    if config.sync_replication != "off" and flavor.is_mariadb and flavor.cuts_unacknowledged_tail is False:
+        logger.warning("this MariaDB (%s) has no init_rpl_role (10.6.19/10.11.9+): after a crash it commits the "
+                       "transactions it never had acknowledged instead of cutting them", flavor)
 
 
 def _ensure_socket_dir(path: Path, as_root: bool) -> None:
