@@ -48,8 +48,10 @@ BENCHMARKS = {
     "snapshot": "Snapshot and replica clone (restore)",
     "routing": "HTTP endpoints and HAProxy routing",
     "image": "Docker image and compose cluster (etcd variant)",
+    "semisync": "Semi-synchronous replication: cost, crash failover, Galera side by side",
 }
 ALIASES = {"failover": ["failover-etcd", "failover-consul"], "clone": ["snapshot"], "restore": ["snapshot"],
+           "sync": ["semisync"], "galera": ["semisync"],
            "view": ["discovery"], "idle": ["supervisor"], "all": list(BENCHMARKS)}
 
 
@@ -93,6 +95,11 @@ def plan(selected: list[str], quick: bool) -> list[Group]:
         groups.append(Group("routing", ["routing"],
                             py + ["bench.routing", "--requests", "50" if quick else "200",
                                   "--planned", "1" if quick else "3", "--crash", "1" if quick else "3"], 1800))
+    if "semisync" in selected:
+        groups.append(Group("semisync", ["semisync"],
+                            py + ["bench.semisync", "--runs", "2" if quick else "15", "--seconds", "2",
+                                  "--crash-runs", "1" if quick else "3", "--galera-kills", "1" if quick else "3"],
+                            3600))
     if "snapshot" in selected:
         groups.append(Group("snapshot", ["snapshot"],
                             py + ["bench.snapshot_restore", "--size-mb", "64" if quick else "1024"], 3 * 3600))
@@ -424,6 +431,85 @@ class Report:
             lines += ["", f"Dataset {r['size_mb']} MB: smaller than the 1 GB the issue asks for."]
         self.section("Snapshot and replica clone", lines)
 
+    def semisync(self) -> None:
+        title = "Semi-synchronous replication (semi vs off vs raw semi-sync vs Galera)"
+        if self.failed("semisync", title):
+            return
+        record = self.results["semisync"]
+        r, settings = record["figures"], record.get("settings", {})
+        labels = {"cluster-semi": "cluster, `SYNC_REPLICATION=semi`", "cluster-off": "cluster, `off`",
+                  "raw-semi": "same servers by hand, semi-sync", "raw-async": "same servers by hand, async",
+                  "galera": "Galera, 3 nodes"}
+        lines = [f"Measured {record['measured_at']}. In one process, side by side: two triton-mysql clusters of 3 "
+                 "nodes on one etcd (`semi`, `off`); 3 mariadbd started by hand from the config the tool generates "
+                 "(every setting the same, `rpl_semi_sync_master_wait_point=AFTER_SYNC`) with replication and "
+                 "semi-sync set up with plain SQL (\"raw\"), measured with the source side on and off; a 3-node Galera "
+                 "cluster (galera-4, the same mariadbd, rsync SST, no binlog). Every server's files on "
+                 + ("tmpfs: an fsync costs nothing there, so the figures show replication and the tool, not this "
+                    "shared machine's busy disk (bench/semisync.py). " if settings.get("storage") == "tmpfs" else "disk. ")
+                 + "Insert loop = one `INSERT` of one row "
+                 "per autocommit statement, PyMySQL over TCP on loopback, one process per client, "
+                 f"{settings.get('seconds', 0):g} s per run; every target in turn, rotated, {settings.get('runs')} runs "
+                 "each. Loopback: the figures show the protocol's and the tool's cost, not a network's.", ""]
+        if "throughput" in r:
+            lines += ["| target | clients | inserts/s (median / min–max) | commit p50 | commit p99 |",
+                      "|---|---|---|---|---|"]
+            for clients, by in r["throughput"].items():
+                for name, v in by.items():
+                    t = v["inserts_s"]
+                    lines.append(f"| {labels.get(name, name)} | {clients} | {t['median']:,.0f} / {t['min']:,.0f}–"
+                                 f"{t['max']:,.0f} | {v['p50_ms']['median']:.2f} ms | {v['p99_ms']['median']:.2f} ms |")
+            lines += ["", "Ratios: for each round, one target's inserts/s over the other's in that same round (runs "
+                      "seconds apart, so under nearly the same load from the rest of the machine), then the median "
+                      "over the rounds.", "",
+                      "| clients | cluster semi / raw semi-sync (goal ≥ 95 %) | cluster semi / cluster off | "
+                      "raw semi-sync / raw async | cluster off / raw async | Galera / cluster semi |",
+                      "|---|---|---|---|---|---|"]
+            for clients, q in r["ratios"].items():
+                lines.append(f"| {clients} | {q['cluster_semi_vs_raw_semi'] * 100:.0f} % | "
+                             f"{q['cluster_semi_vs_cluster_off'] * 100:.0f} % | {q['raw_semi_vs_raw_async'] * 100:.0f} % | "
+                             f"{q['cluster_off_vs_raw_async'] * 100:.0f} % | "
+                             + (f"{q['galera_vs_cluster_semi'] * 100:.0f} %" if "galera_vs_cluster_semi" in q else "–")
+                             + " |")
+                by = r["throughput"][clients]
+                self.row(f"Insert throughput, `semi`, {clients} client(s)",
+                         f"{by['cluster-semi']['inserts_s']['median']:,.0f}/s",
+                         f"{by['cluster-semi']['inserts_s']['max']:,.0f}/s",
+                         f"raw semi-sync {by['raw-semi']['inserts_s']['median']:,.0f}/s",
+                         f"{q['cluster_semi_vs_raw_semi'] * 100:.0f} % of raw", "≥ 95 %",
+                         _met(q["cluster_semi_vs_raw_semi"] >= 0.95))
+        crash = r.get("crash")
+        if crash:
+            ttl = settings.get("SESSION_TTL", 5)
+            lines += ["", f"**Crash failover**, `semi` against `off` (alternating, etcd, SESSION_TTL={ttl:g} s): kill -9 "
+                      "of the primary's supervisor, mysqld and hooks under a writer (a row every 10 ms, primary found "
+                      "through discovery); time = signal → first acknowledged write on the new primary.", "",
+                      "| mode | runs | median | max | promoted (median) | goal | result | ack'd rows missing (total / max) |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for mode in ("semi", "off"):
+                c = crash.get(mode)
+                if not c:
+                    continue
+                s = c["seconds"]
+                lines.append(f"| `{mode}` | {s['runs']} | {_s(s['median'])} | {_s(s['max'])} | "
+                             f"{_s(c.get('promoted_s', {}).get('median'))} | ≤ {c['goal_s']:g} s | "
+                             f"{_met(c['median_meets_goal'], c['all_meet_goal'])} | {c['missing_total']} / {c['missing_max']} |")
+                self.row(f"Crash failover, `{mode}` (etcd, TTL {ttl:g} s)", _s(s["median"]), _s(s["max"]),
+                         "`off`" if mode == "semi" else "–",
+                         f"{s['median'] / crash['off']['seconds']['median']:.2f} × off" if mode == "semi" and "off" in crash
+                         else "–", f"≤ {c['goal_s']:g} s", _met(c["median_meets_goal"], c["all_meet_goal"]))
+        kill = r.get("galera_kill")
+        if kill:
+            s = kill["seconds"]
+            lines += ["", "**Galera, kill -9 of the node being written**: the client writes a row every 10 ms to one "
+                      "node and, on an error, reconnects to the next one (as behind HAProxy); time = signal → first "
+                      "acknowledged write on another node (Galera's default `evs.suspect_timeout` 5 s).", "",
+                      f"| runs | median | max | ack'd rows missing |", "|---|---|---|---|",
+                      f"| {s['runs']} | {_s(s['median'])} | {_s(s['max'])} | {kill['missing_total']} |"]
+            self.row("Galera: kill -9 → next acknowledged write", _s(s["median"]), _s(s["max"]),
+                     "–", "–", "–", "–")
+        self.section(title, lines)
+
     def health(self) -> None:
         if self.failed("health", "`health` hook"):
             return
@@ -668,6 +754,7 @@ class Report:
         self.failover("consul")
         self.fencing()
         self.snapshot()
+        self.semisync()
         self.health()
         self.supervisor()
         self.discovery()
@@ -756,8 +843,8 @@ HOW_TO_READ = """## How to read these numbers
   double of its HTTP API is used; session invalidation follows Consul's up-to-2 × TTL rule), a real S3 (moto,
   in memory, on the same cores), MySQL 8 / Percona (only MariaDB is installed here).
 - Re-run one figure: `python -m bench --only NAME` (names: discovery, supervisor, health, failover-etcd,
-  fencing, failover-consul, snapshot, routing, image; alias failover). `python -m bench --quick` is a smoke run
-  and  writes .bench/BENCHMARKS-quick.md instead of this file.
+  fencing, failover-consul, snapshot, routing, image, semisync; aliases failover, sync). `python -m bench --quick` is a
+  smoke run and writes .bench/BENCHMARKS-quick.md instead of this file.
 """
 
 

@@ -323,3 +323,29 @@ def test_restore_newest_prefers_discovery_then_storage(small, discovery_server, 
     discovery.put(keys.snapshots_last, encode(ghost))
     assert restore_newest(config, discovery, str(tmp_path / "d5"))["id"] == newer["id"]
     assert (tmp_path / "d5" / "ibdata1").exists()
+
+
+def test_no_snapshot_starts_while_commits_wait_for_a_semisync_ack(small, tmp_path):
+    """mariabackup would sit at BACKUP STAGE behind the waiting commit (ignoring SIGTERM): defer instead."""
+    from triton_mysql.backup.snapshot import NotDue
+    from triton_mysql.backup.pipeline import SnapshotError
+    url = f"file://{tmp_path}/backups"
+    config = config_for(small, url)
+    small.sql("SET GLOBAL rpl_semi_sync_master_timeout = 60000")
+    small.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")  # a lone primary: the next commit waits
+    with pytest.raises(SnapshotError, match="next commit waits"):
+        take_snapshot(config)
+    waiter = threading.Thread(target=lambda: small.sql("INSERT INTO app.t (v) VALUES ('waits')"), daemon=True)
+    waiter.start()
+    wait_for(lambda: small.scalar("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'") is not None
+             and int(small.sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")[0]["Value"]) == 1,
+             10, what="a commit waiting for an acknowledgement")
+    with pytest.raises(NotDue, match="1 commit"):
+        take_snapshot(config, still_due=lambda server: True)  # the scheduled path: deferred, not failed
+    with pytest.raises(SnapshotError, match="wait for a semi-sync acknowledgement"):
+        take_snapshot(config)
+    assert _complete(open_storage(url, config)) == []
+    assert not list((tmp_path / "backups").glob("*/claim.json"))  # no id claimed, mariabackup never ran
+    small.sql("SET GLOBAL rpl_semi_sync_master_enabled = OFF")  # releases the waiter
+    waiter.join(10)
+    assert take_snapshot(config)["id"]

@@ -58,6 +58,8 @@ MALFORMED = {
     "NOFAILOVER": "yes please",
     "AUTO_RECLONE": "2",
     "FAILOVER_COOLDOWN": "soon",
+    "SYNC_REPLICATION": "async",
+    "SYNC_TIMEOUT": "0",
     "LOG_LEVEL": "LOUD",
     "LOG_FORMAT": "xml",
     "CONSUL_HTTP_TOKEN_FILE": "/nonexistent/token",
@@ -196,3 +198,14 @@ def test_cluster_prefix_per_backend():
 def test_etcd_endpoint_list():
     config = Config.from_env({**BASE, "ETCD": "10.0.0.1:2379, 10.0.0.2:2379,"})
     assert config.etcd == (("10.0.0.1", 2379), ("10.0.0.2", 2379))
+
+
+def test_sync_replication_defaults_to_semi_with_a_ten_second_timeout():
+    config = Config.from_env(BASE)
+    assert (config.sync_replication, config.sync_timeout) == ("semi", 10.0)
+    config = Config.from_env({**BASE, "SYNC_REPLICATION": "STRICT", "SYNC_TIMEOUT": "2.5"})
+    assert (config.sync_replication, config.sync_timeout) == ("strict", 2.5)
+    assert Config.from_env({**BASE, "SYNC_REPLICATION": "off"}).sync_replication == "off"
+    with pytest.raises(ConfigError) as err:
+        Config.from_env({**BASE, "SYNC_TIMEOUT": "5000000"})  # beyond the server's 2^32-1 ms
+    assert err.value.variable == "SYNC_TIMEOUT"

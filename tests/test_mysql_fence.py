@@ -126,3 +126,97 @@ def test_stop_mysqld_outcomes(mariadb_factory, tmp_path):
     assert fencing.stop_mysqld(server.pid_file, 10) == "stopped"
     assert process_state(pid) in (None, "Z")
     assert fencing.stop_mysqld(server.pid_file, 1) == "not running"
+
+
+# -- semi-synchronous replication -----------------------------------------------------------
+
+SEMI = {"rpl_semi_sync_slave_enabled": "ON", "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
+        "init_rpl_role": "SLAVE"}
+
+
+def semisync_pair(mariadb_factory, timeout_ms):
+    from triton_mysql.mysql import semisync
+    from tests.harness.procs import wait_for
+    primary, replica = mariadb_factory(2, extra_cnf=SEMI)
+    primary.sql("SET GLOBAL rpl_semi_sync_master_timeout = %s", (timeout_ms,))
+    primary.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+    replica.replicate_from(primary)
+    with connect_local(primary.socket) as conn:
+        wait_for(lambda: semisync.read(conn, MARIADB).clients == 1, 20, what="the replica acknowledging")
+    open_client(primary).close()
+    return primary, replica
+
+
+def insert_in_background(server, row):
+    import threading
+    outcome = []
+
+    def run():
+        try:
+            conn = server.connect(read_timeout=60)
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO f.t VALUES (%s)", (row,))
+            outcome.append("ok")
+        except pymysql.err.MySQLError as exc:
+            outcome.append(exc.args[0])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_fence_never_kills_a_commit_waiting_for_an_ack_it_stops_mysqld_hard(mariadb_factory):
+    """A waiting commit is in the binlog, prepared: KILL or a clean shutdown would commit it locally
+    (its client gets an error, no replica has it).  Fencing stops mysqld with SIGKILL instead, and the
+    restart (init_rpl_role=SLAVE) cuts it from the binlog."""
+    from triton_mysql.mysql import semisync
+    from tests.harness.procs import wait_for
+    primary, replica = semisync_pair(mariadb_factory, 60_000)
+    replica.sql("STOP SLAVE IO_THREAD")  # no acknowledgement will come
+    thread, outcome = insert_in_background(primary, 7)
+    with connect_local(primary.socket) as conn:
+        wait_for(lambda: semisync.read(conn, MARIADB).wait_sessions == 1, 10, what="a commit waiting for an ACK")
+    tail = primary.scalar("SELECT @@gtid_binlog_pos")
+    start = time.monotonic()
+    result = fencing.fence(factory(primary), MARIADB, primary.pid_file, budget=2.0, hard_stop=True)
+    assert result.startswith("mysqld killed"), result
+    assert time.monotonic() - start < 3.0
+    thread.join(10)
+    assert outcome and outcome[0] != "ok"  # the client was never told it committed
+    primary.proc.stop(timeout=10)
+    primary.proc = None
+    primary.start()
+    assert primary.scalar("SELECT COUNT(*) FROM f.t WHERE id = 7") == 0
+    assert f"to remove transactions starting from GTID {tail}" in primary.log_path.read_text()
+
+
+def test_fence_waits_for_acknowledged_commits_under_load_and_keeps_mysqld(mariadb_factory):
+    """With a replica acknowledging, a commit waits milliseconds: read_only waits for it, nothing is stopped."""
+    import threading
+    primary, replica = semisync_pair(mariadb_factory, 60_000)
+    acked, stop = [], threading.Event()
+
+    def write():
+        conn = primary.connect(read_timeout=10)
+        row = 1000
+        while not stop.is_set():
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO f.t VALUES (%s)", (row,))
+                acked.append(row)
+            except pymysql.err.MySQLError:
+                return
+            row += 1
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    time.sleep(1.0)
+    result = fencing.fence(factory(primary), MARIADB, primary.pid_file, budget=2.0, hard_stop=True)
+    stop.set()
+    writer.join(10)
+    assert result.startswith("read_only ON"), result
+    assert primary.alive() and primary.scalar("SELECT @@read_only") == 1
+    assert len(acked) > 10
+    replica.sql("SELECT MASTER_GTID_WAIT(%s, 10)", (primary.scalar("SELECT @@gtid_binlog_pos"),))
+    on_replica = {r["id"] for r in replica.sql("SELECT id FROM f.t")}
+    assert set(acked) <= on_replica

@@ -155,3 +155,120 @@ def test_durability_defaults_on_a_real_server(tmp_path):
         assert row["sync"] == 1 and row["flush"] == 1 and row["expire"] == 0 and float(row["days"]) == 0
     finally:
         proc.stop()
+
+
+def test_semisync_settings_per_mode():
+    semi = mysqld_lines(server_config.render_cnf(node_config(), MARIADB.with_version((10, 11, 19)), 5, as_root=False))
+    for expected in ["rpl_semi_sync_slave_enabled=ON", "rpl_semi_sync_master_enabled=OFF",
+                     "rpl_semi_sync_master_wait_point=AFTER_SYNC", "rpl_semi_sync_master_timeout=10000",
+                     "rpl_semi_sync_slave_kill_conn_timeout=1", "init_rpl_role=SLAVE"]:
+        assert expected in semi
+    strict = mysqld_lines(server_config.render_cnf(node_config(sync_replication="strict", sync_timeout=2.5),
+                                                   MARIADB.with_version((10, 6, 19)), 5, as_root=False))
+    assert "rpl_semi_sync_master_timeout=2500" in strict and "init_rpl_role=SLAVE" in strict
+    off = mysqld_lines(server_config.render_cnf(node_config(sync_replication="off"), MARIADB, 5, as_root=False))
+    assert not [line for line in off if "semi_sync" in line or "rpl_role" in line]
+    mysql = mysqld_lines(server_config.render_cnf(node_config(), MYSQL, 5, as_root=False))
+    for expected in ["plugin-load-add=semisync_source.so", "plugin-load-add=semisync_replica.so",
+                     "loose-rpl_semi_sync_replica_enabled=ON", "loose-rpl_semi_sync_source_enabled=OFF",
+                     "loose-rpl_semi_sync_source_wait_point=AFTER_SYNC", "loose-rpl_semi_sync_source_timeout=10000"]:
+        assert expected in mysql
+    assert not [line for line in mysql if "rpl_role" in line]  # MariaDB only
+
+
+def test_generated_semisync_settings_take_effect_on_a_real_server(tmp_path):
+    """mariadb-install-db and mariadbd accept the semi-sync lines and init_rpl_role (start-up only)."""
+    config = node_config(sync_timeout=3)
+    server_config.write_cnf(config, MARIADB, 8)
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf())
+    datadir.initialize(config, MARIADB)
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, tmp_path / "mysqld.log")
+    try:
+        with connect_local(config.mysql_socket) as conn:
+            row = conn.one("SELECT @@rpl_semi_sync_master_enabled AS src, @@rpl_semi_sync_slave_enabled AS rep, "
+                           "@@rpl_semi_sync_master_wait_point AS point, @@rpl_semi_sync_master_timeout AS t")
+            assert row == {"src": 0, "rep": 1, "point": "AFTER_SYNC", "t": 3000}
+    finally:
+        proc.stop()
+    assert "unknown variable" not in (tmp_path / "mysqld.log").read_text().lower()
+
+
+@pytest.mark.parametrize("mode, cut", [("semi", True), ("off", False)])
+def test_a_restarted_former_primary_cuts_its_unacknowledged_tail(tmp_path, mariadb_factory, mode, cut):
+    """The generated config of a crashed primary: with semi-sync (init_rpl_role=SLAVE) the restart removes
+    the commit that waited for an acknowledgement (written and prepared, never acknowledged) and logs its
+    GTID; with `off` the same restart commits it (the old behaviour, which diverges from the new primary)."""
+    import contextlib
+    import signal
+    import threading
+    import time as _time
+
+    import pymysql
+
+    from tests.harness.procs import wait_for
+    config = node_config(sync_replication=mode)
+    server_config.write_cnf(config, MARIADB, 71)
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf())
+    datadir.initialize(config, MARIADB)
+    log = tmp_path / "primary.log"
+    proc = run_mysqld(config.mysql_cnf, config.mysql_socket, log)
+    (replica,) = mariadb_factory(1, extra_cnf={"rpl_semi_sync_slave_enabled": "ON"})
+    try:
+        with connect_local(config.mysql_socket) as conn:
+            conn.execute("SET SESSION sql_log_bin = 0")
+            conn.execute("CREATE USER 'r'@'%' IDENTIFIED BY 'r'")
+            conn.execute("GRANT ALL ON *.* TO 'r'@'%'")  # the test's client and the replica
+            conn.execute("SET SESSION sql_log_bin = 1")
+            conn.execute("SET GLOBAL read_only = OFF")
+            conn.execute("CREATE DATABASE t")
+            conn.execute("CREATE TABLE t.t (id INT PRIMARY KEY)")
+        replica.sql("CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER='r', MASTER_PASSWORD='r', "
+                    "MASTER_USE_GTID=slave_pos", (config.mysql_bind_address, config.mysql_port))
+        replica.sql("START SLAVE")
+        with connect_local(config.mysql_socket) as conn:
+            wait_for(lambda: conn.scalar("SELECT @@gtid_binlog_pos") == replica.scalar("SELECT @@gtid_slave_pos"),
+                     30, what="the replica caught up")
+            conn.execute("SET GLOBAL rpl_semi_sync_master_timeout = 600000")
+            conn.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+        replica.sql("STOP SLAVE IO_THREAD")  # no acknowledgement will come
+
+        def insert():
+            with pymysql.connect(host=config.mysql_bind_address, port=config.mysql_port, user="r", password="r",
+                                 read_timeout=60, autocommit=True) as client:
+                with contextlib.suppress(pymysql.err.MySQLError), client.cursor() as cur:
+                    cur.execute("INSERT INTO t.t VALUES (1)")
+
+        threading.Thread(target=insert, daemon=True).start()
+        with connect_local(config.mysql_socket) as conn:
+            wait_for(lambda: int(conn.one("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")["Value"])
+                     == 1, 10, what="the commit waiting for an acknowledgement")
+            tail = conn.scalar("SELECT @@gtid_binlog_pos")
+        proc.send(signal.SIGKILL)  # the crash
+        proc.stop(timeout=10)
+        _time.sleep(0.2)
+        proc = run_mysqld(config.mysql_cnf, config.mysql_socket, log)
+        with connect_local(config.mysql_socket) as conn:
+            rows = conn.scalar("SELECT COUNT(*) FROM t.t")
+            position = conn.scalar("SELECT @@gtid_binlog_pos")
+        text = log.read_text()
+        if cut:
+            assert rows == 0 and position != tail
+            assert f"to remove transactions starting from GTID {tail}" in text
+        else:
+            assert rows == 1 and position == tail
+            assert "Successfully truncated binlog" not in text
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("version, line", [
+    ((10, 11, 19), "init_rpl_role=SLAVE"), ((10, 11, 9), "init_rpl_role=SLAVE"), ((11, 4, 3), "init_rpl_role=SLAVE"),
+    ((11, 8, 2), "init_rpl_role=SLAVE"), ((10, 6, 18), None), ((10, 11, 8), None), ((11, 0, 6), None),
+    (None, "loose-init_rpl_role=SLAVE"),
+])
+def test_init_rpl_role_only_where_the_server_knows_it(version, line):
+    """An unknown option stops mariadbd: MDEV-33465 added init_rpl_role in 10.6.19/10.11.9/11.1.6/11.2.5/11.4.3."""
+    flavor = MARIADB.with_version(version)
+    lines = [x for x in mysqld_lines(server_config.render_cnf(node_config(), flavor, 5, as_root=False))
+             if "init_rpl_role" in x]
+    assert lines == ([line] if line else [])

@@ -29,6 +29,8 @@ FENCE_MARGIN = 1.0
 CONSUL_MIN_TTL = 10
 CONSUL_MAX_TTL = 86400
 ETCD_MIN_TTL = 2
+# rpl_semi_sync_*_timeout is in milliseconds, at most 2^32 - 1.
+SYNC_TIMEOUT_MAX = 4294967.295
 
 
 class ConfigError(Exception):
@@ -319,6 +321,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("NOFAILOVER", _bool, False, "`true`: this node is never a failover candidate"),
     Var("AUTO_RECLONE", _bool, False, "`true`: a node with errant transactions re-clones itself (old data kept aside)"),
     Var("FAILOVER_COOLDOWN", _seconds(0), 0.0, "seconds after an automatic failover during which another is refused (0 = off)"),
+    Var("SYNC_REPLICATION", _choice("semi", "strict", "off"), "semi", "`semi`: commits wait for a replica's acknowledgement, asynchronous after `SYNC_TIMEOUT`; `strict`: never asynchronous once a replica acknowledged; `off`: asynchronous"),
+    Var("SYNC_TIMEOUT", _seconds(0.001, SYNC_TIMEOUT_MAX), 10.0, "seconds a commit waits for a replica's acknowledgement before `semi` falls back to asynchronous"),
     Var("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log level"),
     Var("LOG_FORMAT", _choice("text", "json"), "text", "`json`: one JSON object per line"),
 )
@@ -442,6 +446,8 @@ class Config:
     nofailover: bool = False
     auto_reclone: bool = False
     failover_cooldown: float = 0.0
+    sync_replication: str = "semi"
+    sync_timeout: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
     external_secrets: tuple[str, ...] = field(default=(), repr=False)

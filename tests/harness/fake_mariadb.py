@@ -129,7 +129,7 @@ class FakeServer:
             if self.pass_time is not None:
                 self.pass_time(float(args[1]))  # the wait timed out: that long has passed
             return [{"result": -1}]
-        if t == MARIADB.gtid_waiters().text or t.startswith("SELECT ID, USER, COMMAND FROM"):
+        if t == MARIADB.gtid_waiters().text or t.startswith("SELECT ID, USER, COMMAND"):
             return []
         if t.startswith("SET SESSION lock_wait_timeout"):
             return []

@@ -56,6 +56,7 @@ class World:
         self.discovery = MemoryDiscovery(clock=self.clock)
         self.net = FakeNet()
         self.env = {"ETCD": "127.0.0.1:2379", "MYSQL_REPL_USER": "repl", "MYSQL_REPL_PASSWORD": "pw",
+                    "SYNC_REPLICATION": "off",  # the fake server has no semi-sync; tests/test_semisync* cover it
                     "SESSION_TTL": str(int(TTL)), "HEALTH_POLL": "1", "DISCOVERY_TIMEOUT": "0.5", "STOP_GRACE": "5",
                     **env}
         self.configs: dict[str, Config] = {}

@@ -176,6 +176,9 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
                     raise NotDue(getattr(decision, "reason", "not due any more"))
         else:
             log.warning("no discovery service configured: taking the snapshot without the snapshot lock")
+        waiting = commits_waiting(server)
+        if waiting:  # a scheduled snapshot tries again at its next poll; `backup` says why it refuses
+            raise (NotDue if still_due is not None else SnapshotError)(waiting)
         started = datetime.now(timezone.utc)
         snapshot_id = allocate_id(storage, config.service_name, started, config.node_name)
         if lock is not None:
@@ -295,6 +298,24 @@ def _require_marker(config: Any, discovery: Discovery, storage: Storage, keys: C
                             f"{last['id']} that snapshots/last names: is the backup volume mounted and BACKUP_URL "
                             f"right? Not writing the cluster's snapshots there")
     write_marker(storage, config.service_name, config.node_name)
+
+
+def commits_waiting(server: LocalServer) -> str | None:
+    """Why a backup must not start now: commits wait (or the next one would) for a semi-sync ACK.
+
+    mariabackup's BACKUP STAGE waits behind such a commit (for the whole
+    timeout; in `strict`, for as long as no replica answers) and ignores
+    SIGTERM meanwhile.  None when nothing waits.
+    """
+    from ..mysql import semisync
+    state = semisync.read(server.conn, server.flavor)
+    if state.wait_sessions:
+        return (f"{state.wait_sessions} commit(s) wait for a semi-sync acknowledgement (no replica answers); "
+                f"a backup would wait behind them: deferred")
+    if state.source_enabled and state.source_on and state.clients == 0:
+        return ("semi-sync is on with no replica connected: the next commit waits for an acknowledgement and a "
+                "backup would wait behind it: deferred")
+    return None
 
 
 def _estimate(server: LocalServer, datadir: str) -> int:

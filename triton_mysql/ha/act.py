@@ -23,7 +23,7 @@ from ..discovery import Discovery, DiscoveryError, connect
 from ..keys import ClusterKeys, encode
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
-from ..mysql import replication
+from ..mysql import replication, semisync
 from ..mysql import tls as mysql_tls
 from ..mysql.connection import DBError, connect_local, connect_tcp
 from ..mysql.fence import FenceError, kill_client_connections
@@ -344,7 +344,8 @@ class Agent:
         """Kill client connections and turn read-only; stop mysqld if that cannot be done in time."""
         socket, password = self.config.mysql_socket, self.config.mysql_root_password
         outcome = fence_server(lambda t: connect_local(socket, password, timeout=t), self.flavor,
-                               pid_file_for(self.config), budget=FENCE_BUDGET)
+                               pid_file_for(self.config), budget=FENCE_BUDGET,
+                               hard_stop=self.config.sync_replication != "off")
         self._conn = None  # fencing may have killed or replaced our connection
         log.warning("fenced (%s): %s", outcome, reason)
         self.advertise(primary=False)
@@ -407,6 +408,9 @@ class Agent:
                 self.conn().execute(self.flavor.stop_replica())
             log.error("refusing to replicate from %s: %s", lock.node, verdict)
             return observed
+        if self.config.sync_replication != "off":  # off: the source side is never turned on
+            semisync.prepare_replica(self.conn(), self.flavor, self.config.sync_replication,
+                                     bool(replica and replica.io_running))
         if same_source:
             replication.start(self.conn(), self.flavor)
             log.info("replication from %s restarted", lock.node)

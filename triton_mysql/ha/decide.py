@@ -549,3 +549,79 @@ def verdict(decision: Decision, local: Local, max_lag: float) -> tuple[bool, str
             return False, f"lag {local.lag_seconds} s exceeds MAX_LAG={max_lag:g}"
         return True, f"replica, lag {local.lag_seconds:g} s"
     return False, decision.reason
+
+
+# -- semi-synchronous replication (SYNC_REPLICATION) -------------------------
+SYNC_OFF = "off"                 # SYNC_REPLICATION=off: asynchronous
+SYNC_REPLICA = "replica"         # not the primary: source side off (its own applier must not wait for ACKs)
+SYNC_WAITING = "waiting"         # primary, no replica connected and caught up yet: asynchronous
+SYNC_ON = "on"                   # primary, source side on (semi: falls back after SYNC_TIMEOUT)
+SYNC_STRICT = "strict"           # primary, strict and a replica has acknowledged: never falls back
+SYNC_HOLD = "hold"               # commits wait for an ACK: change nothing (fencing stops mysqld instead)
+
+
+@dataclass(frozen=True)
+class SyncFacts:
+    """What the semi-sync rule looks at, read once per health pass."""
+
+    mode: str
+    """SYNC_REPLICATION: semi, strict or off."""
+    primary: bool
+    """This pass keeps this node the writable lock holder."""
+    source_enabled: bool
+    clients: int = 0
+    """Semi-sync replicas connected to this server."""
+    caught_up: int = 0
+    """Replicas (binlog dump threads) that have been sent everything this server has."""
+    wait_sessions: int = 0
+    """Commits waiting for an acknowledgement right now."""
+    acknowledged: bool = False
+    """A replica has acknowledged a commit in this primary term (strict)."""
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    source_enabled: bool
+    timeout_ms: int
+    phase: str
+    reason: str
+
+
+def decide_sync(facts: SyncFacts, timeout_ms: int, never_ms: int) -> SyncPlan:
+    """The source side of semi-sync for this node (the replica side is always on unless `off`).
+
+    * Only the primary has the source side on: on a replica, its own applier's
+      commits would wait for acknowledgements nobody sends.
+    * A primary turns it on only once a replica is connected and caught up.
+      A lone primary with semi-sync on makes every commit wait for the timeout
+      (and, in `strict`, forever), and the first snapshot — which every replica
+      is cloned from — would wait behind it: the cluster could never form.
+      After a failover the new primary starts here again.
+    * Once on, the primary keeps it on: in `semi` the server falls back to
+      asynchronous by itself after `timeout_ms` without an acknowledgement and
+      comes back when a replica catches up; in `strict`, once a replica has
+      acknowledged in this term, the timeout becomes `never_ms` (never falls back).
+    * Never turned off while commits wait for an acknowledgement: that would let
+      them commit and tell their clients so, with no replica holding them.
+      (A fenced node in that state is stopped by fencing instead.)
+    """
+    keep = facts.source_enabled
+    if facts.wait_sessions > 0 and (facts.mode == "off" or not facts.primary):
+        return SyncPlan(keep, timeout_ms, SYNC_HOLD, f"{facts.wait_sessions} commit(s) wait for an acknowledgement; "
+                        "the source side is never turned off under them")
+    if facts.mode == "off":
+        return SyncPlan(False, timeout_ms, SYNC_OFF, "SYNC_REPLICATION=off: asynchronous replication")
+    if not facts.primary:
+        return SyncPlan(False, timeout_ms, SYNC_REPLICA, "not the primary: replica side only")
+    strict = facts.mode == "strict" and facts.acknowledged
+    timeout = never_ms if strict else timeout_ms
+    phase = SYNC_STRICT if strict else SYNC_ON
+    if facts.source_enabled:
+        why = ("strict: a replica has acknowledged in this term, commits never fall back to asynchronous"
+               if strict else f"commits wait for a replica's acknowledgement (at most {timeout_ms / 1000:g} s)")
+        return SyncPlan(True, timeout, phase, why)
+    if facts.clients >= 1 and facts.caught_up >= 1:
+        return SyncPlan(True, timeout, phase, f"a replica is connected and caught up ({facts.clients} semi-sync "
+                        f"replica(s) connected): commits now wait for an acknowledgement")
+    return SyncPlan(False, timeout_ms, SYNC_WAITING, "waiting for a replica to connect and catch up; commits are "
+                    "asynchronous until then")

@@ -19,6 +19,7 @@ from ..discovery import DiscoveryError
 from ..keys import encode
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
+from ..ha.sync import sync_pass
 from ..ha.view import READY, ClusterView
 from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
@@ -85,7 +86,8 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     if view is not None and not _holds(view, local):
         observed = agent.close_term(observed)
     healthy, why = d.verdict(decision, local, config.max_lag)
-    _publish(agent, decision, observed, local, session, healthy)
+    sync = sync_pass(agent, decision, observed, local, view)  # semi-sync: decide, set, report (ha/sync.py)
+    _publish(agent, decision, observed, local, session, healthy, sync)
     (log.info if changed else log.debug)("%s; verdict: %s (%s)", decision, "healthy" if healthy else "unhealthy", why)
     return 0 if healthy else 1
 
@@ -245,7 +247,7 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
 
 
 def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Local, session: str | None,
-             healthy: bool) -> None:
+             healthy: bool, sync: dict | None = None) -> None:
     if observed.server is None:
         role = "starting"
     elif local.maintenance:
@@ -261,6 +263,9 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
     else:
         role = "fenced"
     candidate = role in ("replica", "fenced") and agent.candidate(local)
+    record = agent.member_record(observed, role, healthy, candidate)
+    if sync is not None:
+        record["sync"] = sync
     try:
         record = agent.member_record(observed, role, healthy, candidate)
         if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):

@@ -47,6 +47,7 @@ def build(view: ClusterView, ttl: float | None = None) -> dict[str, Any]:
         snapshot["age_seconds"] = round(view.now - created, 1) if created else None
     return {
         "primary": primary,
+        "sync": cluster_sync(primary, nodes),
         "nodes": nodes,
         "last_snapshot": snapshot,
         "last_failover": view.failover_last,
@@ -102,7 +103,52 @@ def _row(view: ClusterView, name: str, primary: dict[str, Any] | None, ttl: floa
         "last_seen": last_seen or None,
         "last_seen_ago": age,
         "holds_lock": holds_lock,
+        "sync": record.get("sync") if live else None,
     }
+
+
+def cluster_sync(primary: dict[str, Any] | None, nodes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cluster's semi-sync state: the lock holder's `sync` record, and the replicas acknowledging."""
+    holder = next((n for n in nodes if primary and n["node"] == primary["node"] and n["up"]), None)
+    if holder is None or not isinstance(holder.get("sync"), dict):
+        return None
+    sync = dict(holder["sync"])
+    sync["replicas_on"] = sorted(n["node"] for n in nodes if n is not holder and n["up"]
+                                 and (n.get("sync") or {}).get("status") == "on")
+    return sync
+
+
+def _sync_cell(sync: Any) -> str:
+    if not isinstance(sync, dict):
+        return "-"
+    if sync.get("mode") == "off":
+        return "off (async)"
+    phase = sync.get("phase")
+    if sync.get("status") == "on":
+        return "on, strict" if phase == "strict" else "on"
+    if phase == "waiting":
+        return "off, waiting"
+    if phase in ("on", "strict"):
+        return "OFF (fallback)"
+    return "off"
+
+
+def _sync_line(sync: dict[str, Any] | None, now: float) -> str | None:
+    if not sync:
+        return None
+    since = _ago(now - float(sync.get("since") or now))
+    mode = sync.get("mode")
+    if mode == "off":
+        return "semi-sync: off (SYNC_REPLICATION=off, asynchronous replication)"
+    replicas = ", ".join(sync.get("replicas_on") or []) or "none"
+    waiting = f"; {sync['waiting']} commit(s) waiting for an acknowledgement" if sync.get("waiting") else ""
+    if sync.get("status") == "on":
+        return f"semi-sync: on ({mode}) since {since}; replicas acknowledging: {replicas}{waiting}"
+    if sync.get("phase") == "waiting":
+        return (f"semi-sync: waiting for a replica to connect and catch up ({mode}); commits are asynchronous "
+                f"since {since}")
+    return (f"semi-sync: OFF ({mode}), fell back to asynchronous since {since}: no replica acknowledged within "
+            f"SYNC_TIMEOUT{waiting}")
 
 
 def _parse_iso(text: Any) -> float | None:
@@ -138,7 +184,10 @@ def render(status: dict[str, Any], title: str) -> str:
                      f"lock held since {_ago(status['time'] - primary['since'])}")
     else:
         lines.append("primary: none (the lock is free)")
-    header = ("NODE", "ROLE", "ADDRESS", "GTID", "LAG", "HEALTHY", "LAST SEEN")
+    sync_line = _sync_line(status.get("sync"), status["time"])
+    if sync_line:
+        lines.append(sync_line)
+    header = ("NODE", "ROLE", "ADDRESS", "GTID", "LAG", "HEALTHY", "SYNC", "LAST SEEN")
     rows = [header]
     for node in status["nodes"]:
         lag = node["lag_seconds"]
@@ -149,6 +198,7 @@ def render(status: dict[str, Any], title: str) -> str:
             node["gtid"] or "-",
             "-" if lag is None else f"{lag:g}s",
             "yes" if node["healthy"] else "no",
+            _sync_cell(node.get("sync")),
             _ago(node["last_seen_ago"]),
         ))
     if len(rows) == 1:

@@ -9,6 +9,15 @@ SIGTERM through its pid file, SIGKILL if it is still alive when the budget ends.
 
 Replication threads, binlog dump threads (replicas still fetching the last
 events) and the server's own daemon threads are never killed.
+
+Semi-synchronous replication changes the last resort.  A commit waiting for a
+replica's acknowledgement is already in the binary log; KILLing its session,
+or a clean shutdown, commits it locally while its client gets an error, so the
+old primary keeps a transaction the new one may never receive.  Such sessions
+are never killed, and `read_only` cannot be set under them (it waits for
+them), so with no replica answering the SQL path fails; with `hard_stop`
+mysqld is then stopped with SIGKILL, which leaves the commit prepared, and the
+restart (`init_rpl_role=SLAVE`, server_config) removes it from the binary log.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from typing import Callable
 
 from .connection import ER_NO_SUCH_THREAD, Connection, DBError
 from .flavor import Flavor
+from .semisync import WAITING_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +45,14 @@ class FenceError(Exception):
     """read_only could not be set (or verified)."""
 
 
+def _waits_for_ack(row: dict) -> bool:
+    return WAITING_STATE in str(row.get("STATE") or "").lower()
+
+
 def _is_client(row: dict, own_id: int) -> bool:
     if int(row["ID"]) == own_id:
+        return False
+    if _waits_for_ack(row):  # see the module docstring
         return False
     if str(row.get("USER") or "").lower() in _SYSTEM_USERS:
         return False
@@ -46,7 +62,7 @@ def _is_client(row: dict, own_id: int) -> bool:
 def kill_client_connections(conn: Connection) -> int:
     """Kill every client connection except `conn` itself; returns how many were killed."""
     own = conn.connection_id
-    rows = conn.query("SELECT ID, USER, COMMAND FROM information_schema.PROCESSLIST")
+    rows = conn.query("SELECT ID, USER, COMMAND, STATE FROM information_schema.PROCESSLIST")
     killed = 0
     for row in rows:
         if not _is_client(row, own):
@@ -104,16 +120,21 @@ def _is_mysqld(pid: int) -> bool:
     return fields.get("Name", "").strip() in _MYSQLD_NAMES
 
 
-def stop_mysqld(pid_file: str | os.PathLike, timeout: float) -> str:
+def stop_mysqld(pid_file: str | os.PathLike, timeout: float, hard: bool = False) -> str:
     """SIGTERM the mysqld named by `pid_file`; SIGKILL if it is still alive after `timeout` s.
 
-    Returns "not running", "stopped" (exited on SIGTERM) or "killed".
+    `hard`: SIGKILL at once (a clean shutdown would commit what waits for a
+    semi-sync acknowledgement).  Returns "not running", "stopped" (exited on
+    SIGTERM) or "killed".
     """
     pid = _read_pid(pid_file)
     if pid is None or not _is_mysqld(pid):
         return "not running"
+    if hard:
+        timeout = 0.0
     deadline = time.monotonic() + max(0.0, timeout)
-    _signal(pid, signal.SIGTERM)
+    if not hard:
+        _signal(pid, signal.SIGTERM)
     while time.monotonic() < deadline:
         if not _is_mysqld(pid):
             logger.info("mysqld (pid %d) stopped on SIGTERM", pid)
@@ -126,7 +147,10 @@ def stop_mysqld(pid_file: str | os.PathLike, timeout: float) -> str:
         if not _is_mysqld(pid):
             break
         time.sleep(0.01)
-    logger.warning("mysqld (pid %d) did not stop within %.1f s of SIGTERM: killed", pid, timeout)
+    if hard:
+        logger.warning("mysqld (pid %d) killed (SIGKILL, no clean shutdown)", pid)
+    else:
+        logger.warning("mysqld (pid %d) did not stop within %.1f s of SIGTERM: killed", pid, timeout)
     return "killed"
 
 
@@ -138,16 +162,21 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def fence(conn_factory: Callable[[float], Connection], flavor: Flavor, pid_file: str | os.PathLike,
-          budget: float = 2.0) -> str:
+          budget: float = 2.0, hard_stop: bool = False) -> str:
     """Stop this server from taking writes within `budget` seconds; returns what was done.
 
     `conn_factory(timeout)` opens a root connection with that connect/read
     timeout (e.g. ``lambda t: connect_local(socket, password, timeout=t)``).
     Half the budget goes to the SQL path (kill clients, read_only=ON, check,
     kill again); if that fails or overruns, mysqld is stopped with what remains.
+    Sessions whose commit waits for a semi-sync acknowledgement are never
+    killed: `read_only` waits for them (a replica acknowledging answers within
+    milliseconds); when none does, `read_only` fails and, with `hard_stop`
+    (semi-sync configured), mysqld is stopped with SIGKILL.
     """
     start = time.monotonic()
     sql_deadline = start + budget / 2
+    hard = hard_stop
     try:
         result = _fence_sql(conn_factory, flavor, sql_deadline)
         elapsed = time.monotonic() - start
@@ -158,8 +187,10 @@ def fence(conn_factory: Callable[[float], Connection], flavor: Flavor, pid_file:
     except (DBError, FenceError, OSError) as exc:
         reason = str(exc)
     remaining = max(0.0, start + budget - time.monotonic())
-    logger.warning("fencing through SQL failed (%s): stopping mysqld", reason)
-    outcome = stop_mysqld(pid_file, remaining)
+    logger.warning("fencing through SQL failed (%s): stopping mysqld%s", reason,
+                   " with SIGKILL (a clean shutdown would commit what waits for a semi-sync acknowledgement)"
+                   if hard else "")
+    outcome = stop_mysqld(pid_file, remaining, hard=hard)
     return f"mysqld {outcome} ({reason})"
 
 

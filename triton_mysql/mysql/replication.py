@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 # Slack added to the client's read timeout on top of the server-side wait.
 _WAIT_SLACK = 2.0
+# STOP SLAVE on a semi-sync replica first connects to the source to kill its dump thread: with a frozen or
+# unreachable source that takes up to rpl_semi_sync_slave_kill_conn_timeout (1 s, server_config) + connect.
+STOP_TIMEOUT = 6.0
 
 
 def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, password: str,
@@ -26,7 +29,7 @@ def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, pa
     it first, so that what it wrote itself (an old primary rejoining, a server
     restored from a snapshot) counts as already replicated.
     """
-    conn.execute(flavor.stop_replica())
+    conn.execute(flavor.stop_replica(), timeout=STOP_TIMEOUT)
     kill_gtid_waiters(conn, flavor)
     if flavor.is_mariadb and conn.scalar("SELECT @@GLOBAL.gtid_binlog_pos"):
         conn.execute_all(flavor.prepare_rejoin())
@@ -63,7 +66,7 @@ def start(conn: Connection, flavor: Flavor) -> None:
 
 def stop_and_clear(conn: Connection, flavor: Flavor) -> None:
     """Stop replication and forget the source (promotion: this server becomes a primary)."""
-    conn.execute(flavor.stop_replica())
+    conn.execute(flavor.stop_replica(), timeout=STOP_TIMEOUT)
     conn.execute(flavor.reset_replica_all())
     logger.info("replication stopped and cleared")
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..config import Config
 from . import tls
+from . import semisync
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
             f"replica_net_timeout={NET_TIMEOUT}",
         ]
     mysqld += tls.server_options(config)
+    if config.sync_replication != "off":  # semi-sync: mysql/semisync.py; the source side is turned on by health
+        mysqld += flavor.semisync_cnf(semisync.timeout_ms(config.sync_timeout))
     sections = [
         HEADER,
         "[client]", *client, "",
@@ -129,6 +132,9 @@ def write_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | No
             os.unlink(tmp)
         raise
     logger.info("wrote %s (server_id %d, %s)", target, server_id, flavor.name)
+    if config.sync_replication != "off" and flavor.is_mariadb and flavor.cuts_unacknowledged_tail is False:
+        logger.warning("this MariaDB (%s) has no init_rpl_role (10.6.19/10.11.9+): after a crash it commits the "
+                       "transactions it never had acknowledged instead of cutting them", flavor)
 
 
 def _ensure_socket_dir(path: Path, as_root: bool) -> None:
