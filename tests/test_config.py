@@ -55,6 +55,7 @@ MALFORMED = {
     "BOOTSTRAP_WAIT": "-1",
     "NOFAILOVER": "yes please",
     "AUTO_RECLONE": "2",
+    "WARM_START": "maybe",
     "FAILOVER_COOLDOWN": "soon",
     "LOG_LEVEL": "LOUD",
     "LOG_FORMAT": "xml",

@@ -265,6 +265,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("DISCOVERY_TIMEOUT", _seconds(0.1, 60), 2.0, "seconds before one discovery request counts as failed"),
     Var("HEALTH_POLL", _seconds(0.1, 3600), 2.0, "seconds between health passes (the supervisor config uses it)"),
     Var("SNAPSHOT_POLL", _seconds(1, 86400), 10.0, "seconds between checks whether a snapshot is due (supervisor task)"),
+    Var("WARM_START", _bool, True, "`false`: the supervisor starts each `triton-mysql` hook as a new interpreter instead of forking it from its pre-imported helper"),
     Var("BOOTSTRAP_WAIT", _seconds(0, 86400), 600.0, "seconds a new node waits for the bootstrap node's first snapshot"),
     Var("NOFAILOVER", _bool, False, "`true`: this node is never a failover candidate"),
     Var("AUTO_RECLONE", _bool, False, "`true`: a node with errant transactions re-clones itself (old data kept aside)"),
@@ -320,6 +321,7 @@ class Config:
     discovery_timeout: float = 2.0
     health_poll: float = 2.0
     snapshot_poll: float = 10.0
+    warm_start: bool = True
     bootstrap_wait: float = 600.0
     nofailover: bool = False
     auto_reclone: bool = False
