@@ -164,27 +164,35 @@ class Resolver:
 
     def __init__(self, entries: Mapping[str, str]) -> None:
         self.entries = dict(entries)
-        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], Script | None]] = {}
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int], Script | None, str]] = {}
 
     def __call__(self, argv: Sequence[str], env: Mapping[str, str]) -> Script | None:
         if not argv or os.path.basename(argv[0]) not in self.entries:
             return None
-        path = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        if path is None:
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
         key = (argv[0], env.get("PATH", ""))
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == ident and (cached[1] is None or cached[1].path == path):
-            return cached[1]
+        if cached is not None:  # the same file as last time: one stat()
+            ident, script, path = cached
+            if _ident(path) == ident:
+                return script
+        path = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        if path is None:
+            self._cache.pop(key, None)
+            return None
+        ident = _ident(path)
         entry = _script_entry(path, self.entries)
         script = Script(path, entry) if entry else None
-        self._cache[key] = (ident, script)
+        self._cache[key] = (ident, script, path)
         return script
+
+
+def _ident(path: str) -> tuple[int, int, int]:
+    """(inode, mtime, size): a file replaced or edited is another file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 # --------------------------------------------------------------------------
@@ -507,18 +515,10 @@ class Stamp:
                 continue
             path = os.path.abspath(path)
             if any(path == root or path.startswith(root + os.sep) for root in roots):
-                self.files[path] = self._ident(path)
+                self.files[path] = _ident(path)
             home = max((p for p in paths if path.startswith(p + os.sep)), key=len, default=None)
             if home is not None and home not in self.dirs:
                 self.dirs[home] = self._mtime(home)
-
-    @staticmethod
-    def _ident(path: str) -> tuple[int, int, int]:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return (0, 0, 0)
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     @staticmethod
     def _mtime(path: str) -> int:
@@ -530,7 +530,7 @@ class Stamp:
     def changed(self) -> str | None:
         """The first file or directory that is not as it was (None: nothing changed)."""
         for path, ident in self.files.items():
-            if self._ident(path) != ident:
+            if _ident(path) != ident:
                 return path
         for path, mtime in self.dirs.items():
             if self._mtime(path) != mtime:
@@ -729,7 +729,20 @@ def _run_entry(entry: str, argv: list[str]) -> int:
             code = _exit_code(SystemExit(result))
         except SystemExit as exc:
             code = _exit_code(exc)
+        except KeyboardInterrupt:
+            # As the interpreter does: the traceback, then die of SIGINT (status 130 to the parent).
+            import traceback
+            traceback.print_exc()
+            _flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            code = 130
     finally:
+        # The interpreter's own exit: wait for non-daemon threads, then the atexit functions.
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            with contextlib.suppress(Exception):
+                shutdown()
         atexit._run_exitfuncs()
     return code
 
