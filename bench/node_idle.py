@@ -93,6 +93,20 @@ def node_pids(node: Node) -> dict[str, int | None]:
     return {"supervisor": node.proc.pid, "helper": helper_of(node), "mysqld": node.mysqld_pid()}
 
 
+def calibration(runs: int = 5) -> float:
+    """CPU ms of `python -c pass` (median of `runs`): how much the machine's load inflates CPU time
+    right now (20 ms on a quiet machine, BENCHMARKS.md of 2026-11-27)."""
+    import resource
+    import subprocess
+    values = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        values.append(1000 * (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime))
+    return round(statistics.median(values), 1)
+
+
 # -- cluster ------------------------------------------------------------------------------------
 
 def restart(cluster: Cluster, warm: bool) -> None:
@@ -224,7 +238,9 @@ def run(backend: str, modes: list[str], seconds: float, latency_seconds: float, 
                     current = warm
                     time.sleep(settle)
                     load0 = os.getloadavg()[0]
-                    log(f"[{backend}] {mode}: idle CPU over {seconds:g} s (load {load0:.2f})")
+                    calib = calibration()
+                    log(f"[{backend}] {mode}: idle CPU over {seconds:g} s (load {load0:.2f}; `python -c pass` "
+                        f"{calib} ms CPU)")
                     cpu = measure_cpu(cluster, seconds)
                     log(f"[{backend}] {mode}: node CPU {[n['node_cpu_percent'] for n in cpu['nodes'].values()]} %, "
                         f"mysqld {[n['mysqld_percent'] for n in cpu['nodes'].values()]} %")
@@ -232,7 +248,8 @@ def run(backend: str, modes: list[str], seconds: float, latency_seconds: float, 
                     latency = measure_latency(cluster, latency_seconds)
                     log(f"[{backend}] {mode}: primary {latency['primary']}, replica {latency['replica']}")
                     results.setdefault(mode, []).append({"cpu": cpu, "latency": latency, "load_start": round(load0, 2),
-                                                         "load_end": round(os.getloadavg()[0], 2), "round": i})
+                                                         "load_end": round(os.getloadavg()[0], 2), "round": i,
+                                                         "python_pass_cpu_ms": calib})
             finally:
                 try:
                     cluster.stop_all(timeout=60)
