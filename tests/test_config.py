@@ -57,6 +57,7 @@ MALFORMED = {
     "HTTP_BIND_ADDRESS": "999.1.1.1.1",
     "NOFAILOVER": "yes please",
     "AUTO_RECLONE": "2",
+    "WARM_START": "maybe",
     "FAILOVER_COOLDOWN": "soon",
     "SYNC_REPLICATION": "async",
     "SYNC_TIMEOUT": "0",

@@ -434,6 +434,106 @@ def test_session_bound_to_a_check_ends_when_it_turns_critical(consul_double):
     assert "Session" not in c.kv.get("lock")[1]
 
 
+# -- sessions bound to a TTL check: what discovery/consul.py relies on (issue 19) ----------------
+# Sources (github.com/hashicorp/consul): agent/session_endpoint.go (SessionCreate, fixupEmptySessionChecks),
+# agent/consul/state/session.go (validateSessionChecksTxn), agent/consul/state/catalog.go (ensureCheckTxn,
+# deleteCheckTxn, parseCheckServiceNodes), agent/checks/check.go (CheckTTL), agent/local/state.go
+# (UpdateCheck); docs: developer.hashicorp.com/consul/docs/dynamic-app-config/sessions ("the session is
+# invalidated" when "any of the health checks go to the critical state" or are deregistered) and
+# /consul/api-docs/agent/check (TTL checks; "Status" is the initial status).
+
+def _keepalive(c, service_id="mysql-keepalive-n1", ttl="10s", status="passing"):
+    c.agent.service.register("triton-mysql-keepalive", service_id=service_id,
+                             check={"ttl": ttl, "Status": status, "DeregisterCriticalServiceAfter": "1m"})
+    return f"service:{service_id}"
+
+
+def test_checks_field_alone_still_binds_serf_health(consul_double):
+    """SessionCreate starts from NodeChecks=[serfHealth] and Checks=[serfHealth]; a body's "Checks"
+    replaces only Checks, and fixupEmptySessionChecks keeps the default NodeChecks beside a non-empty
+    Checks.  "ServiceChecks" with "NodeChecks": [] binds the service check alone; "Checks" with
+    "NodeChecks": [] binds nothing ("If the NodeChecks field contains an empty slice, empty out
+    the default check that was provided to Checks")."""
+    c = consul_double.client()
+    check = _keepalive(c)
+    with_serf = _raw_session(consul_double, Checks=[check], TTL="20s").json()["ID"]
+    alone = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": check}], TTL="20s").json()["ID"]
+    dropped = _raw_session(consul_double, Checks=[check], NodeChecks=[], TTL="20s").json()["ID"]
+    consul_double.set_serf_health("critical")
+    assert c.session.info(with_serf)[1] is None, "Checks alone: serfHealth bound too"
+    assert c.session.info(alone)[1] is not None
+    consul_double.set_serf_health("passing")
+    c.agent.check.ttl_fail(check)
+    assert c.session.info(alone)[1] is None, "bound to the service check"
+    assert c.session.info(dropped)[1] is not None, "Checks beside an empty NodeChecks is dropped"
+
+
+def test_no_session_while_a_listed_check_is_critical_or_missing(consul_double):
+    """validateSessionChecksTxn: "Missing check '%s' registration", "Check '%s' is in critical state"."""
+    c = consul_double.client()
+    r = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": "service:nope"}])
+    assert r.status_code == 500 and "Missing check 'service:nope' registration" in r.text
+    check = _keepalive(c, status="critical")
+    r = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": check}])
+    assert r.status_code == 500 and f"Check '{check}' is in critical state" in r.text
+    c.agent.check.ttl_pass(check)
+    assert _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": check}]).status_code == 200
+
+
+@FAST
+def test_ttl_check_turns_critical_at_its_ttl_and_ends_its_sessions_then(consul_double):
+    """CheckTTL: each pass resets a timer of exactly TTL; when it fires the check is critical ("TTL
+    expired"); UpdateCheck syncs a status change at once; ensureCheckTxn deletes every session bound to
+    a check that turns critical, whatever that session's own TTL (behavior delete: its keys go)."""
+    c = consul_double.client()
+    check = _keepalive(c, ttl="1s")
+    sid = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": check}], TTL="30s", LockDelay="0s",
+                       Behavior="delete").json()["ID"]
+    c.kv.put("lock", b"x", acquire=sid)
+    for _ in range(3):  # passes keep it alive past its TTL
+        time.sleep(0.6)
+        assert c.agent.check.ttl_pass(check)
+    assert c.session.info(sid)[1] is not None
+    passed = time.monotonic()
+    wait_for(lambda: c.session.info(sid)[1] is None, 3, interval=0.02, what="the session's end")
+    ended = time.monotonic() - passed
+    assert 0.95 <= ended <= 1.3, f"ended {ended:.2f} s after the last pass (check TTL 1 s, session TTL 30 s)"
+    assert c.kv.get("lock")[1] is None
+    assert c.agent.checks()[check]["Status"] == "critical"
+    assert "TTL expired" in c.agent.checks()[check]["Output"]
+
+
+def test_deregistering_the_checks_service_ends_its_sessions(consul_double):
+    """deleteCheckTxn: "Delete any sessions for this check".  A role rename deregisters the old service
+    id (and its check) and registers a new one: a session bound to the renamed service's check would end
+    on every rename, which is why the keepalive is a service of its own."""
+    c = consul_double.client()
+    _register(c, service_id="mysql-n1", ttl="10s")
+    c.agent.check.ttl_pass("service:mysql-n1")
+    keepalive = _keepalive(c)
+    on_role = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": "service:mysql-n1"}]).json()["ID"]
+    on_keepalive = _raw_session(consul_double, NodeChecks=[], ServiceChecks=[{"ID": keepalive}]).json()["ID"]
+    assert c.agent.service.deregister("mysql-n1")  # the rename to mysql-primary
+    _register(c, service_id="mysql-primary-n1", name="mysql-primary", ttl="10s")
+    assert c.session.info(on_role)[1] is None
+    assert c.session.info(on_keepalive)[1] is not None
+    assert c.agent.service.deregister("mysql-keepalive-n1")
+    assert c.session.info(on_keepalive)[1] is None
+
+
+def test_a_critical_check_of_another_service_leaves_this_one_healthy(consul_double):
+    """parseCheckServiceNodes: an instance's health is its node's checks plus its own service's checks,
+    so the keepalive (a service check) going critical does not take the node's mysql service down, where
+    a node-level check would ("These always apply to any service on the node")."""
+    c = consul_double.client()
+    _register(c, ttl="10s")
+    c.agent.check.ttl_pass("service:mysql-n1")
+    check = _keepalive(c)
+    c.agent.check.ttl_fail(check)
+    assert [e["Service"]["ID"] for e in c.health.service("mysql", passing=True)[1]] == ["mysql-n1"]
+    assert c.health.service("triton-mysql-keepalive", passing=True)[1] == []
+
+
 # -- restarts ----------------------------------------------------------------
 
 def test_restart_keeps_state_and_resets_session_timers(consul_double):

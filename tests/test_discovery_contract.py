@@ -141,6 +141,36 @@ def test_holder_that_stops_renewing_loses_lock_and_member_record(discovery_serve
     assert d2.acquire(root + "/primary", b"other", other)
 
 
+def test_keepalive_session_ends_at_its_ttl(discovery_server):
+    """A node's own session, bound to its keepalive (issue 19): held until its TTL after the last
+    renewal, free within `expiry_bounds(ttl, keepalive=True)`, on Consul too (not up to 2 x TTL);
+    a new one can be made at once by the same node."""
+    d1, d2 = discovery_server.client(), discovery_server.client()
+    root = discovery_server.kv_root()
+    ttl = _ttl(discovery_server)
+    keepalive = "mysql-keepalive-holder"
+    earliest, latest = d1.expiry_bounds(ttl, keepalive=True)
+    assert earliest >= ttl and latest <= ttl + 1.0
+    session = d1.create_session("holder", ttl, keepalive=keepalive)
+    assert d1.acquire(root + "/primary", b"holder", session)
+    for _ in range(2):  # renewals keep it past its TTL
+        time.sleep(ttl * 0.6)
+        assert d1.renew_session(session, keepalive=keepalive)
+    renewed = time.monotonic()
+    time.sleep(max(0.0, earliest - 0.6))
+    assert d2.holder(root + "/primary") is not None, "lock gone before the TTL"
+    wait_for(lambda: d2.get(root + "/primary") is None, latest + 1.0 - (time.monotonic() - renewed),
+             interval=0.05, what="lock expiry")
+    freed_after = time.monotonic() - renewed
+    assert earliest - 0.3 <= freed_after <= latest + 1.0, f"freed {freed_after:.2f} s after the last renewal"
+    assert not d1.renew_session(session, keepalive=keepalive)
+    again = d1.create_session("holder", ttl, keepalive=keepalive)
+    assert d1.acquire(root + "/primary", b"holder", again)
+    d1.destroy_session(again)
+    d1.drop_keepalive(keepalive)
+    d1.drop_keepalive(keepalive)  # unknown: fine
+
+
 # -- key/value ---------------------------------------------------------------
 
 def test_compare_and_set_conflicts_are_detected(discovery_server):
@@ -560,4 +590,77 @@ def test_consul_session_ttl_below_ten_is_refused(consul_double):
     with pytest.raises(ValueError, match="10"):
         d.create_session("s", 5)
     assert d.expiry_bounds(10) == (10.0, 20.0)
+    assert d.expiry_bounds(10, keepalive=True) == (10.0, 11.0)
     d.close()
+
+
+def test_consul_keepalive_session_is_bound_to_its_check_only(consul_double):
+    """The request discovery/consul.py sends binds the keepalive check and nothing else (no
+    serfHealth: a gossip flap must not end the primary's session before it can fence), and the
+    keepalive is a service of its own, passing, apart from the node's mysql service."""
+    from triton_mysql.discovery import connect_endpoints
+
+    d = connect_endpoints(consul=(consul_double.host, consul_double.port), timeout=2.0)
+    c = consul_double.client()
+    sid = d.create_session("triton-mysql-n1", 10, keepalive="mysql-keepalive-n1")
+    info = c.session.info(sid)[1]
+    assert info["ServiceChecks"] == [{"ID": "service:mysql-keepalive-n1", "Namespace": ""}]
+    assert info["NodeChecks"] == [] and info["Behavior"] == "delete" and info["LockDelay"] == 0
+    assert info["TTL"] == "12s", "the session's own TTL: ceil(ttl + request timeout), see session_ttl()"
+    assert c.agent.checks()["service:mysql-keepalive-n1"]["Status"] == "passing"
+    assert c.agent.services()["mysql-keepalive-n1"]["Service"] == "triton-mysql-keepalive"
+    consul_double.set_serf_health("critical")
+    assert c.session.info(sid)[1] is not None
+    consul_double.set_serf_health("passing")
+    c.agent.check.ttl_fail("service:mysql-keepalive-n1")  # as if its TTL ran out
+    assert c.session.info(sid)[1] is None
+    assert not d.renew_session(sid, keepalive="mysql-keepalive-n1")
+    again = d.create_session("triton-mysql-n1", 10, keepalive="mysql-keepalive-n1")  # passes it first
+    assert c.session.info(again)[1] is not None
+    d.destroy_session(again)
+    d.drop_keepalive("mysql-keepalive-n1")
+    assert "mysql-keepalive-n1" not in c.agent.services()
+    sid = d.create_session("other", 10)
+    assert c.session.info(sid)[1]["NodeChecks"] == [] and not c.session.info(sid)[1]["ServiceChecks"]
+    d.close()
+
+
+@pytest.mark.parametrize("poll", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("timeout", [0.5, 1.0, 2.0])
+def test_consul_keepalive_session_keeps_the_fencing_rule(poll, timeout):
+    """Worst cases of a primary's health pass against its check-bound session, for every setting the
+    fencing rule (config._check_consistency) accepts: the primary has fenced itself (FENCE_BUDGET, plus
+    FENCE_MARGIN) before its session can end, and within Timing.fence_bound of its last check pass.
+
+    A pass reads the view (R), passes the check (P), renews the session (N); each request takes up to
+    DISCOVERY_TIMEOUT, and a failing one exactly that.  The previous pass renewed both at 0 (the
+    earliest deadlines); this one starts at HEALTH_POLL."""
+    from triton_mysql.config import FENCE_BUDGET, FENCE_MARGIN, Config, ConfigError
+    from triton_mysql.discovery.consul import session_ttl
+    from triton_mysql.ha.decide import Timing
+
+    for ttl in range(10, 16):
+        env = {"CONSUL": "127.0.0.1:8500", "SESSION_TTL": str(ttl), "HEALTH_POLL": str(poll),
+               "DISCOVERY_TIMEOUT": str(timeout), "NODE_NAME": "n1"}
+        try:
+            Config.from_env(env)
+        except ConfigError:
+            continue  # a setting start-up refuses
+        own = session_ttl(ttl, timeout)
+        bound = Timing(session_ttl=ttl, lock_expiry_max=ttl + 1, stop_grace=10, health_poll=poll,
+                       discovery_timeout=timeout).fence_bound
+        check_deadline, session_deadline, last_pass = float(ttl), float(own), 0.0
+        start = poll
+        for d_read in (0.0, timeout):
+            for d_pass in (0.0, timeout):
+                cases = {
+                    "read fails": (start + timeout, check_deadline, last_pass),
+                    "check pass fails": (start + d_read + timeout, check_deadline, last_pass),
+                    # the check was passed at start + d_read: its deadline moves, the session's does not
+                    "renewal fails": (start + d_read + d_pass + timeout,
+                                      min(start + d_read + ttl, session_deadline), start + d_read),
+                }
+                for case, (decided, session_end, passed) in cases.items():
+                    fenced = decided + FENCE_BUDGET
+                    assert fenced + FENCE_MARGIN <= session_end + 1e-9, (case, ttl, poll, timeout)
+                    assert fenced <= passed + bound + 1e-9, (case, ttl, poll, timeout)

@@ -317,6 +317,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("SNAPSHOT_POLL", _seconds(1, 86400), 10.0, "seconds between checks whether a snapshot is due (supervisor task)"),
     Var("HTTP_PORT", _int(0, 65535), 9090, "port of the supervisor's HTTP endpoints (`/primary`, `/replica`, `/health`, `/status`, `/metrics`); `0` turns them off"),
     Var("HTTP_BIND_ADDRESS", _address, "0.0.0.0", "address the HTTP endpoints listen on"),
+    Var("WARM_START", _bool, True, "`false`: the supervisor starts each `triton-mysql` hook as a new interpreter instead of forking it from its pre-imported helper"),
     Var("BOOTSTRAP_WAIT", _seconds(0, 86400), 600.0, "seconds a new node waits for the bootstrap node's first snapshot"),
     Var("NOFAILOVER", _bool, False, "`true`: this node is never a failover candidate"),
     Var("AUTO_RECLONE", _bool, False, "`true`: a node with errant transactions re-clones itself (old data kept aside)"),
@@ -442,6 +443,7 @@ class Config:
     snapshot_poll: float = 10.0
     http_port: int = 9090
     http_bind_address: str = "0.0.0.0"
+    warm_start: bool = True
     bootstrap_wait: float = 600.0
     nofailover: bool = False
     auto_reclone: bool = False

@@ -53,9 +53,10 @@ Semantics implemented (Consul 1.x)
   atomically (set, cas, lock, unlock, get, delete, delete-cas, check-index,
   check-session, check-not-exists): 200 with Results, or 409 with Errors.
 * Sessions: create (Name, LockDelay, Behavior ``release``/``delete``, TTL,
-  Checks; with no ``Checks`` key the node's ``serfHealth`` is bound, and an
-  empty list binds none — Consul's agent/session_endpoint.go,
-  fixupEmptySessionChecks), renew (404 for an
+  Checks, NodeChecks, ServiceChecks, combined exactly as Consul's HTTP handler
+  does: ``session_checks()``; with none of them the node's ``serfHealth`` is
+  bound, ``Checks: []`` binds none, and a non-empty ``Checks`` alone still
+  binds ``serfHealth`` beside it), renew (404 for an
   unknown session), destroy, info, list, node.  TTL must be 0 (none) or from
   ``min_session_ttl`` (10 s) to 24 h, else 400.  A session with a TTL is
   invalidated ``ttl * ttl_multiplier`` after its creation or last renewal
@@ -274,6 +275,34 @@ class Service:
             "Meta": dict(self.meta), "Port": self.port, "Weights": {"Passing": 1, "Warning": 1},
             "EnableTagOverride": False, "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
         }
+
+
+def session_checks(body: dict[str, Any]) -> list[str]:
+    """The checks a session create request binds, as Consul's HTTP handler computes them.
+
+    agent/session_endpoint.go, SessionCreate: the request starts from
+    `NodeChecks: [serfHealth]` and `Checks: [serfHealth]`; fields present in
+    the body replace them (JSON `null` or `[]`: empty); then
+    fixupEmptySessionChecks: an empty `Checks` empties `NodeChecks` too; a
+    `Checks` of just serfHealth is dropped (NodeChecks rules); otherwise an
+    empty `NodeChecks` drops `Checks`.  The session is bound to Checks +
+    NodeChecks + the IDs of ServiceChecks (structs.Session.CheckIDs).
+    """
+    def ids(name: str, default: list[str]) -> list[str]:
+        present = any(_norm(k) == _norm(name) for k in body)
+        raw = _field(body, name, None) if present else default
+        return [str(_field(c, "ID", "")) if isinstance(c, dict) else str(c) for c in (raw or [])]
+
+    checks = ids("Checks", ["serfHealth"])
+    node_checks = ids("NodeChecks", ["serfHealth"])
+    service_checks = ids("ServiceChecks", [])
+    if not checks:
+        node_checks = []
+    elif checks == ["serfHealth"]:
+        checks = []
+    elif not node_checks:
+        checks = []
+    return list(dict.fromkeys(checks + node_checks + service_checks))
 
 
 class ConsulState:
@@ -555,12 +584,7 @@ class ConsulState:
             except ValueError:
                 raise HTTPError(400, f"Request decode failed: invalid LockDelay {delay_raw!r}") from None
         delay = min(max(delay, 0.0), MAX_LOCK_DELAY)
-        checks = _field(body, "Checks", None)
-        checks = ["serfHealth"] if checks is None else [str(c) for c in checks]
-        for extra in (_field(body, "NodeChecks", None) or []):
-            checks.append(str(extra))
-        for extra in (_field(body, "ServiceChecks", None) or []):
-            checks.append(str(_field(extra, "ID", "")) if isinstance(extra, dict) else str(extra))
+        checks = session_checks(body)
         for check_id in checks:
             if check_id == "serfHealth":
                 if self.serf_status == "critical":

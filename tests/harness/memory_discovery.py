@@ -86,13 +86,13 @@ class MemoryDiscovery(Discovery):
         self.services.clear()
 
     # -- sessions -------------------------------------------------------------
-    def create_session(self, name: str, ttl: float) -> str:
+    def create_session(self, name: str, ttl: float, keepalive: str | None = None) -> str:
         self._session_ids += 1
         sid = f"s{self._session_ids}-{name}"
         self.sessions[sid] = _Session(ttl, self.clock() + ttl)
         return sid
 
-    def renew_session(self, session: str) -> bool:
+    def renew_session(self, session: str, keepalive: str | None = None) -> bool:
         if not self.live(session):
             return False
         entry = self.sessions[session]
@@ -102,7 +102,7 @@ class MemoryDiscovery(Discovery):
     def destroy_session(self, session: str) -> None:
         self._end(session)
 
-    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
+    def expiry_bounds(self, ttl: float, keepalive: bool = False) -> tuple[float, float]:
         return ttl, ttl
 
     # -- key/value ------------------------------------------------------------

@@ -24,6 +24,10 @@ Duties every backend must meet
   Backends differ in how late that can be: `expiry_bounds(ttl)` returns
   (earliest, latest).  Fencing uses the earliest (a primary must be read-only
   before anyone else *could* take its lock); failover estimates use the latest.
+  A node's own session names a `keepalive` (an id unique to the node): a
+  backend whose sessions may outlive their TTL (Consul: up to 2x) binds the
+  session to a liveness check of that id, passed by every renewal, so that it
+  ends at its TTL (`expiry_bounds(ttl, keepalive=True)`); etcd ignores it.
 * **Services.**  An instance is listed by `healthy()` only from its first
   `heartbeat()` until its heartbeats stop for `ttl` seconds (plus the
   backend's expiry slack) or it is deregistered.
@@ -35,7 +39,9 @@ from __future__ import annotations
 
 import abc
 import re
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class DiscoveryError(Exception):
@@ -47,6 +53,28 @@ _NETWORK_MARKERS = ("Connection refused", "timed out", "Name or service not know
 
 
 _TLS_ERROR = re.compile(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+)")
+def settle_environment(session: Any, url: str, holder: Any = None) -> None:
+    """Take requests' settings from the environment once for this endpoint, not on every request.
+
+    A requests.Session with `trust_env` scans the whole environment for proxy
+    variables (twice) and looks for a .netrc file on *every* request: a fifth
+    of a warm `health` pass's CPU time with 60 variables (make bench).  The
+    same settings, read once: the proxy for `url` (honouring no_proxy) and
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE as the default certificate bundle
+    (on `holder.verify` when the client passes its own `verify` per request,
+    as py-consul does).  Not kept: .netrc credentials (a discovery service's
+    credentials come from its own variables).
+    """
+    if not getattr(session, "trust_env", False):
+        return
+    from requests.utils import get_environ_proxies
+
+    session.proxies.update(get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    target = holder if holder is not None else session
+    if bundle and getattr(target, "verify", None) is True:
+        target.verify = bundle
+    session.trust_env = False
 
 
 def short_error(exc: BaseException, limit: int = 200) -> str:
@@ -144,26 +172,32 @@ class Discovery(abc.ABC):
 
     # -- sessions ---------------------------------------------------------
     @abc.abstractmethod
-    def create_session(self, name: str, ttl: float) -> str:
+    def create_session(self, name: str, ttl: float, keepalive: str | None = None) -> str:
         """Create a session/lease of `ttl` seconds and return its id.
 
         Consul: `ttl` is rounded up to whole seconds and must be 10..86400
         (ValueError otherwise: a configuration mistake, not a service
-        failure); lock-delay 0, behavior delete.  etcd: a lease of at least
-        2 s; the id is the lease id as a decimal string."""
+        failure); lock-delay 0, behavior delete; with `keepalive`, bound to
+        that liveness check (registered passing when new).  etcd: a lease of
+        at least 2 s; the id is the lease id as a decimal string."""
 
     @abc.abstractmethod
-    def renew_session(self, session: str) -> bool:
-        """Renew the session (its full TTL starts again); False when it no
-        longer exists (expired/destroyed): the caller must create a new one."""
+    def renew_session(self, session: str, keepalive: str | None = None) -> bool:
+        """Renew the session (its full TTL starts again), passing its `keepalive` check first;
+        False when it no longer exists (expired/destroyed, or its check is gone): the caller
+        must create a new one."""
 
     @abc.abstractmethod
     def destroy_session(self, session: str) -> None:
         """End the session now, deleting its keys.  An unknown session is fine."""
 
+    def drop_keepalive(self, keepalive: str) -> None:
+        """Remove a node's liveness check (the node leaves for good).  Unknown: fine."""
+
     @abc.abstractmethod
-    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
-        """(earliest, latest) seconds after the last renewal at which a session of `ttl` may end."""
+    def expiry_bounds(self, ttl: float, keepalive: bool = False) -> tuple[float, float]:
+        """(earliest, latest) seconds after the last renewal at which a session of `ttl`
+        (bound to a keepalive check, when `keepalive`) may end."""
 
     # -- key/value --------------------------------------------------------
     @abc.abstractmethod

@@ -2,15 +2,39 @@
 
 How the contract (`base.Discovery`) maps onto Consul:
 
-* Sessions: `session.create(name, ttl=<int>, lock_delay=0, behavior='delete',
-  checks=[])`.  The empty list matters: without it Consul binds the agent's
-  `serfHealth` check, and a gossip flap or an agent restart would invalidate
-  the primary's session at once — before its next health pass could fence it
-  (lock-delay is 0).  With no checks the session ends only by its TTL or by
-  us, which the fencing timing rule covers.  Consul accepts TTLs from
-  10 s to 24 h and invalidates a session no sooner than its TTL and up to 2x
-  its TTL after the last renewal: `expiry_bounds(ttl)` = (ttl, 2 * ttl).
-  Behavior `delete`: the keys a session holds are deleted when it ends.
+* Sessions: lock-delay 0, behavior `delete` (the keys a session holds are
+  deleted when it ends).  Never bound to the agent's `serfHealth`: a gossip
+  flap or an agent restart would invalidate the primary's session at once,
+  before its next health pass could fence it.  Consul accepts session TTLs
+  from 10 s to 24 h and ends a session no sooner than its TTL and up to 2x
+  its TTL after the last renewal (the server doubles it).
+* A node's own session (`create_session(..., keepalive=ID)`) is bound to a
+  TTL check of this node instead, so that it ends at its TTL, not up to
+  twice that (issue 19): the check `service:<ID>` of a service (id `<ID>`,
+  name `triton-mysql-keepalive`) that exists for nothing else (a *service* check: a node-level check would mark
+  every service of the agent's node unhealthy when it turns critical, and
+  several nodes may share one agent).  It is registered passing with a TTL
+  of `ttl`; `renew_session(session, keepalive=ID)` passes it, then renews
+  the session.  Consul invalidates every session bound to a check the moment
+  the check turns critical (its TTL ran out) or is deregistered, and refuses
+  to create one while a listed check is critical or missing
+  (tests/test_consul_double.py pins each of these against Consul's source).
+  So the session ends `ttl` after the last pass, plus the agent's sync of the
+  status change to the servers: `expiry_bounds(ttl, keepalive=True)` =
+  (ttl, ttl + KEEPALIVE_SYNC).  The session keeps a TTL of its own, one
+  request timeout longer than the check's (`session_ttl()`), renewed by the
+  same pass right after the check: if the agent that runs the check dies
+  together with the node, nothing would ever turn the check critical, and
+  this TTL ends the session (then up to 2x it).  Being one request longer,
+  it never ends a session before the check would, whichever of the two
+  requests of a pass was the last to succeed (fencing rule: see
+  `session_ttl`).  Other sessions (the snapshot lock): TTL only,
+  `expiry_bounds(ttl)` = (ttl, 2 * ttl).
+  The session is created with `NodeChecks: []` and `ServiceChecks`, not
+  py-consul's `checks=` (the `Checks` field): Consul's HTTP handler keeps its
+  default `NodeChecks: [serfHealth]` beside a non-empty `Checks` list, and an
+  empty `NodeChecks` beside it drops `Checks` altogether
+  (agent/session_endpoint.go, fixupEmptySessionChecks).
 * Locks: `acquire` = `PUT ?acquire=<session>`; `release` reads the key, checks
   that our session holds it and deletes it with `?cas=<ModifyIndex>`, so a
   free lock is an absent key (as with etcd).  `put(session=)` binds with
@@ -36,20 +60,19 @@ whenever that variable exists, even empty (as an `.env` file leaves it).
 """
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import time
 from typing import Any, Callable, TypeVar
 
-import base64
-import json
-
 import consul
-from consul.callback import CB
 import requests
+from consul.callback import CB
 from consul.exceptions import ACLPermissionDenied, ClientError, ConsulException, NotFound
 
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, short_error
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, settle_environment, short_error
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +85,31 @@ MAX_SESSION_TTL = 86400
 DEREGISTER_AFTER = "1m"
 #: Consul answers a blocking query up to wait/16 late (random jitter).
 _JITTER = 1 / 16
+#: Seconds between a keepalive check turning critical on its agent and the servers ending the sessions
+#: bound to it: the agent syncs a status change at once (agent/local/state.go, UpdateCheck), one RPC.
+KEEPALIVE_SYNC = 1.0
+#: Name of the services that only carry a node's keepalive check (their ids are the keepalive ids).
+KEEPALIVE_SERVICE = "triton-mysql-keepalive"
+_CHECK_NOT_READY = ("is in critical state", "Missing check")
+"""Session creation refused for a check the servers do not see passing yet (the agent syncs its
+checks to them asynchronously)."""
+
+
+def session_ttl(ttl: float, timeout: float) -> int:
+    """The own TTL of a session bound to a keepalive check of `ttl` seconds: ceil(ttl + timeout).
+
+    Why one request timeout longer: a health pass reads the view, passes the
+    check, then renews the session (three requests, each bounded by
+    `timeout`).  If the renewal fails after the pass succeeded, the node fences
+    itself within that pass, at most HEALTH_POLL + 3 x timeout + FENCE_BUDGET
+    after the previous pass; the check was just passed, so only the session's
+    own TTL, counted from the previous pass, could end the session first.  With
+    the extra `timeout` that needs HEALTH_POLL + 2 x timeout + FENCE_BUDGET
+    (+ margin) <= ttl: exactly the fencing rule start-up enforces
+    (config.py, `_check_consistency`).  A failure at the read or at the check
+    pass is covered by the check itself, as before by the session's TTL.
+    """
+    return max(MIN_SESSION_TTL, math.ceil(ttl + timeout))
 
 
 def _duration(seconds: float) -> str:
@@ -89,6 +137,7 @@ class ConsulDiscovery(Discovery):
             # not a warning on every request.
             import urllib3
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        settle_environment(self._consul.http.session, self._consul.http.base_uri, holder=self._consul.http)
 
     # -- plumbing ---------------------------------------------------------
     def describe(self) -> str:
@@ -126,17 +175,43 @@ class ConsulDiscovery(Discovery):
                   session=entry.get("Session") or None)
 
     # -- sessions ---------------------------------------------------------
-    def create_session(self, name: str, ttl: float) -> str:
+    def create_session(self, name: str, ttl: float, keepalive: str | None = None) -> str:
         seconds = math.ceil(ttl)
         if not MIN_SESSION_TTL <= seconds <= MAX_SESSION_TTL:
             raise ValueError(f"a Consul session TTL must be {MIN_SESSION_TTL}..{MAX_SESSION_TTL} s (got {ttl:g})")
-        session = self._call(f"create session {name}", lambda: self._consul.session.create(
-            name=name, ttl=seconds, lock_delay=0, behavior="delete", checks=[]))
+        body: dict[str, Any] = {"Name": name, "LockDelay": "0s", "Behavior": "delete", "NodeChecks": []}
+        if keepalive is None:
+            body.update(TTL=f"{seconds}s", Checks=[])
+        else:
+            self._keepalive_passing(keepalive, seconds)
+            body.update(TTL=f"{session_ttl(seconds, self.timeout)}s", Checks=[],
+                        ServiceChecks=[{"ID": self._check_id(keepalive)}])
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                session = self._call(f"create session {name}", lambda: self._consul.http.put(
+                    CB.json(is_id=True), "/v1/session/create", params=self._dc(),
+                    headers=self._consul.prepare_headers(None), data=json.dumps(body)))
+                break
+            except DiscoveryError as exc:
+                # The agent syncs a new or newly passing check to the servers asynchronously: a
+                # create right behind the pass may still find it missing or critical.
+                if keepalive is None or not any(m in str(exc) for m in _CHECK_NOT_READY) \
+                        or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
         if not isinstance(session, str) or not session:
             raise DiscoveryError(f"{self.describe()}: create session {name} failed: no session id in the answer")
         return session
 
-    def renew_session(self, session: str) -> bool:
+    def renew_session(self, session: str, keepalive: str | None = None) -> bool:
+        if keepalive is not None:
+            check = self._check_id(keepalive)
+            if not self._call(f"pass check {check}", lambda: self._consul.agent.check.ttl_pass(check)):
+                # Unknown to the agent (it lost its state, or reaped the service after it stayed
+                # critical): Consul ended every session bound to it with it.
+                log.info("consul: keepalive check %s is gone: session %s ended with it", check, session)
+                return False
         try:
             renewed = self._call(f"renew session {session}", lambda: self._consul.session.renew(session))
         except DiscoveryError as exc:
@@ -151,9 +226,35 @@ class ConsulDiscovery(Discovery):
     def destroy_session(self, session: str) -> None:
         self._call(f"destroy session {session}", lambda: self._consul.session.destroy(session))
 
-    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
+    def drop_keepalive(self, keepalive: str) -> None:
+        # False (404): the agent did not know it: fine.
+        self._call(f"deregister service {keepalive}", lambda: self._consul.agent.service.deregister(keepalive))
+
+    def expiry_bounds(self, ttl: float, keepalive: bool = False) -> tuple[float, float]:
         seconds = float(max(MIN_SESSION_TTL, math.ceil(ttl)))
+        if keepalive:
+            return seconds, seconds + KEEPALIVE_SYNC
         return seconds, 2 * seconds
+
+    @staticmethod
+    def _check_id(keepalive: str) -> str:
+        return f"service:{keepalive}"
+
+    def _dc(self) -> list[tuple[str, str]]:
+        dc = getattr(self._consul, "dc", None)
+        return [("dc", dc)] if dc else []
+
+    def _keepalive_passing(self, keepalive: str, ttl: int) -> None:
+        """Pass the keepalive check; register its service first (passing) when the agent does not know it."""
+        check = self._check_id(keepalive)
+        if self._call(f"pass check {check}", lambda: self._consul.agent.check.ttl_pass(check)):
+            return
+        spec = {"ttl": f"{ttl}s", "Status": "passing", "DeregisterCriticalServiceAfter": DEREGISTER_AFTER}
+        ok = self._call(f"register keepalive {keepalive}", lambda: self._consul.agent.service.register(
+            KEEPALIVE_SERVICE, service_id=keepalive, check=spec))
+        if not ok:
+            raise DiscoveryError(f"{self.describe()}: register keepalive {keepalive} failed")
+        log.info("consul: registered keepalive check %s (ttl %d s)", check, ttl)
 
     # -- key/value --------------------------------------------------------
     def get(self, key: str) -> KV | None:

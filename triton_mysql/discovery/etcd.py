@@ -52,7 +52,7 @@ import requests
 from etcd3gw.client import Etcd3Client
 
 from .. import log as logsetup
-from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, short_error
+from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, settle_environment, short_error
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class EtcdDiscovery(Discovery):
         # api_path given: no /version round trip before the first request.
         self._clients = [Etcd3Client(host=h, port=p, protocol=self.transport.scheme, timeout=timeout,
                                      api_path="/v3/") for h, p in self.endpoints]
+        for client in self._clients:
+            settle_environment(client.session, client.get_url(""))
         self._current = 0
         self._service_leases: dict[str, int] = {}
         self._token: str | None = None
@@ -344,7 +346,7 @@ class EtcdDiscovery(Discovery):
         return value if value > 0 else None
 
     # -- sessions ---------------------------------------------------------
-    def create_session(self, name: str, ttl: float) -> str:
+    def create_session(self, name: str, ttl: float, keepalive: str | None = None) -> str:
         granted = lease_ttl(ttl)
         body = self._call(f"grant lease for {name}", "lease/grant", {"TTL": granted, "ID": 0})
         lease = self._parse("grant lease", lambda: int(body["ID"]))
@@ -354,7 +356,7 @@ class EtcdDiscovery(Discovery):
         log.debug("etcd: lease %d granted for %s (ttl %d s)", lease, name, granted)
         return str(lease)
 
-    def renew_session(self, session: str) -> bool:
+    def renew_session(self, session: str, keepalive: str | None = None) -> bool:
         lease = self._lease_id(session)
         if lease is None:
             return False
@@ -372,7 +374,7 @@ class EtcdDiscovery(Discovery):
             if "lease not found" not in str(exc):
                 raise
 
-    def expiry_bounds(self, ttl: float) -> tuple[float, float]:
+    def expiry_bounds(self, ttl: float, keepalive: bool = False) -> tuple[float, float]:
         granted = float(lease_ttl(ttl))
         return granted, granted + EXPIRY_SLACK
 

@@ -100,7 +100,13 @@ class Agent:
 
     @cached_property
     def timing(self) -> Timing:
-        return Timing.from_config(self.config, self.discovery.expiry_bounds(self.config.session_ttl)[1])
+        bounds = self.discovery.expiry_bounds(self.config.session_ttl, keepalive=True)
+        return Timing.from_config(self.config, bounds[1])
+
+    @property
+    def keepalive(self) -> str:
+        """This node's liveness check, which its session is bound to (Consul; see discovery/consul.py)."""
+        return f"{self.config.service_name}-keepalive-{self.config.node_name}"
 
     @property
     def maintenance(self) -> bool:
@@ -206,13 +212,20 @@ class Agent:
         return view.member_sessions.get(self.config.node_name) or claimed
 
     def ensure_session(self, view: ClusterView) -> str:
-        """Renew this node's session, or create one when it is gone."""
+        """Renew this node's session, or create one when it is gone.
+
+        The renewal passes the node's keepalive check first (Consul binds the session to it, so the
+        session ends SESSION_TTL after the last pass instead of up to twice that): every pass that
+        reads discovery renews, whatever its verdict; a frozen or dead node stops passing, and its
+        session ends.  Not the supervisor's heartbeat thread: a node whose hooks no longer run must
+        lose its lock."""
         session = self.my_session(view)
-        if session and self.discovery.renew_session(session):
+        if session and self.discovery.renew_session(session, keepalive=self.keepalive):
             return session
         if session:
             log.info("session %s is gone (expired or destroyed); creating a new one", session)
-        return self.discovery.create_session(f"triton-mysql-{self.config.node_name}", self.config.session_ttl)
+        return self.discovery.create_session(f"triton-mysql-{self.config.node_name}", self.config.session_ttl,
+                                             keepalive=self.keepalive)
 
     # -- records --------------------------------------------------------------
     def lock_record(self, server: ServerState | None, state: str = READY) -> dict[str, Any]:

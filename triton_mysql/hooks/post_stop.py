@@ -22,6 +22,7 @@ def run(config) -> int:
         agent.discovery.delete(agent.keys.member(config.node_name))
         if session:
             agent.discovery.destroy_session(session)
+        agent.discovery.drop_keepalive(agent.keepalive)
         node = view.nodes.get(config.node_name)
         if node is not None:
             from ..keys import encode

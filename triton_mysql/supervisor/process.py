@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from . import warm
+
 log = logging.getLogger("containerbuddy")
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -119,7 +121,8 @@ class Child:
     kind: str
     """What it is for the logs: "app", "health mysql", "onChange mysql-primary", …"""
     pid: int
-    popen: subprocess.Popen
+    popen: subprocess.Popen | None
+    """None for a hook started warm (warm.py): the helper forked it, we only know its pid."""
     started: float
     on_exit: Callable[["Child", int], None] | None = None
     group: bool = True
@@ -130,6 +133,7 @@ class Child:
     kill_at: float | None = None
     code: int | None = None
     ignore_result: bool = False
+    argv: tuple[str, ...] = ()
 
     @property
     def running(self) -> bool:
@@ -147,14 +151,26 @@ class Child:
 class ProcessTable:
     """Starts children, reaps every exited process, enforces timeouts."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], warm_start: "warm.WarmStarter | None | bool" = True) -> None:
         self.env = dict(env)
+        self._warm: warm.WarmStarter | None = None if warm_start is True else (warm_start or None)
+        self._warm_decided = warm_start is not True
         self.children: dict[int, Child] = {}
         self.orphans_reaped = 0
         self.spawn_error = 0
         """126 or 127 (the shell's codes) for the last command that could not be executed."""
         self.observer: Callable[[Child, float], None] | None = None
         """Told of every child that exited, with the time it was reaped (telemetry counts hook runs)."""
+
+    @property
+    def warm(self) -> "warm.WarmStarter | None":
+        """Starts `triton-mysql` hooks from a pre-imported helper (warm.py); None: always Popen.
+
+        Decided at the first spawn, when the supervisor has become a subreaper."""
+        if not self._warm_decided:
+            self._warm_decided = True
+            self._warm = warm.WarmStarter.from_env(self.env)
+        return self._warm
 
     def spawn(self, kind: str, argv: Sequence[str], *, on_exit: Callable[[Child, int], None] | None = None,
               timeout: float | None = None, grace: float | None = None, group: bool = True,
@@ -166,30 +182,36 @@ class ProcessTable:
         SIGTERM and SIGKILL `grace` seconds later when `grace` is given.
         `env`: instead of the table's environment (the app gets less than the hooks);
         `add_env`: variables added to it for this child only (a hook run in maintenance).
+        A `triton-mysql …` command is started warm when the helper is ready
+        (warm.py); anything else, or when it is not, with Popen.
         """
-        child_env = self.env if env is None else dict(env)
+        full_env = self.env if env is None else dict(env)
         if add_env:
-            child_env = {**child_env, **add_env}
-        try:
-            popen = subprocess.Popen(
-                list(argv), env=child_env,
-                stdin=subprocess.DEVNULL if stdin_devnull else None,
-                start_new_session=group, close_fds=True,
-            )
-        except OSError as exc:
-            log.error("%s: cannot start %s: %s", kind, argv[0], exc.strerror or exc)
-            self.spawn_error = 126 if isinstance(exc, PermissionError) else 127
-            return None
+            full_env = {**full_env, **add_env}
         started = now()
-        child = Child(kind=kind, pid=popen.pid, popen=popen, started=started, on_exit=on_exit, group=group,
-                      term_at=started + timeout if timeout else None, grace=grace)
-        self.children[popen.pid] = child
-        log.debug("%s: started pid %d: %s", kind, popen.pid, " ".join(argv))
+        popen = None
+        pid = self.warm.spawn(argv, full_env, group=group, stdin_devnull=stdin_devnull) if self.warm else None
+        if pid is None:
+            try:
+                popen = subprocess.Popen(
+                    list(argv), env=full_env, stdin=subprocess.DEVNULL if stdin_devnull else None,
+                    start_new_session=group, close_fds=True,
+                )
+            except OSError as exc:
+                log.error("%s: cannot start %s: %s", kind, argv[0], exc.strerror or exc)
+                self.spawn_error = 126 if isinstance(exc, PermissionError) else 127
+                return None
+            pid = popen.pid
+        child = Child(kind=kind, pid=pid, popen=popen, started=started, on_exit=on_exit, group=group,
+                      term_at=started + timeout if timeout else None, grace=grace, argv=tuple(argv))
+        self.children[pid] = child
+        log.debug("%s: started pid %d%s: %s", kind, pid, "" if popen else " (warm)", " ".join(argv))
         return child
 
     def reap(self) -> list[Child]:
         """Collect every exited process; run the exit callbacks of our own children."""
         finished: list[Child] = []
+        statuses: list[tuple[int, int]] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -199,13 +221,23 @@ class ProcessTable:
                 continue
             if pid == 0:
                 break
+            if self._warm is None or not self._warm.reaped(pid, status):
+                statuses.append((pid, status))
+        if self._warm is not None:
+            statuses += self._warm.collect()  # warm children, reaped by the helper
+            self._warm.watch([pid for pid, c in self.children.items() if c.popen is None and c.running])
+        t = now()
+        for pid, status in statuses:
             child = self.children.pop(pid, None)
             if child is None:
                 self.orphans_reaped += 1
                 log.debug("reaped orphan pid %d (%s)", pid, describe_exit(exit_code(status)))
                 continue
             child.code = exit_code(status)
-            child.popen.returncode = child.code  # keep Popen from waiting on a reaped PID
+            if child.popen is not None:
+                child.popen.returncode = child.code  # keep Popen from waiting on a reaped PID
+            log.debug("%s: pid %d exited (%s) after %.1f ms", child.kind, pid, describe_exit(child.code),
+                      (t - child.started) * 1000)
             finished.append(child)
         for child in finished:
             if self.observer is not None:

@@ -67,7 +67,7 @@ def services(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
         runner = old_by_name.get(conf.name)
         if runner is None:
             runner = ServiceRunner(conf, sup)
-            earlier = next((c for c in orphan_checks if c.popen.args == list(conf.health.argv)), None)
+            earlier = next((c for c in orphan_checks if c.argv == tuple(conf.health.argv)), None)
             if earlier is not None:
                 orphan_checks.remove(earlier)
                 runner.follow(earlier)
