@@ -163,12 +163,16 @@ def test_writes_follow_the_primary_through_haproxy(cluster_factory, etcd_server,
         assert primary.stop() == 0
         new = cluster.wait_for_primary(30, exclude=primary)
         wait_for(lambda: writer.first_on(new.name, signalled), 30, what=f"a write acknowledged by {new.name}")
-        routed = writer.first_on(new.name, signalled).at
+        routed, routed_row = writer.first_on(new.name, signalled).at, writer.first_on(new.name, signalled).row
         promoted = float(cluster.record("failover/last")["at"])
         sys.stderr.write(f"planned: writes through HAProxy reach {new.name} {routed - signalled:.2f} s after "
                          f"SIGTERM, {routed - promoted:.2f} s after its promotion\n")
         time.sleep(1)
-        assert writer.missing_on(new) == [], "acknowledged writes lost on a planned stop"
+        lost = writer.missing_on(new)
+        assert lost == [], (f"acknowledged writes lost on a planned stop: "
+                            f"{[(a.row, a.node, round(a.at - signalled, 3)) for a in writer.acked if a.row in lost]}; "
+                            f"the last acks before {new.name}'s first: "
+                            f"{[(a.row, a.node, round(a.at - signalled, 3)) for a in writer.acked if a.row <= routed_row][-5:]}")
         read_after_fence = [at for at, name in reads.values if name == primary.name and at > signalled]
         assert read_after_fence == [], "the read port routed to the old primary after it was fenced"
         assert routed - promoted < 10, "writes took far too long to follow the new primary"

@@ -191,8 +191,11 @@ class RoutedWriter:
             conn.close()
 
     def missing_on(self, node: Node) -> list[int]:
+        """Rows acknowledged before the query started that `node` does not have.  (The writer may
+        still be running: an ack that arrives while the SELECT runs is not in its result.)"""
+        acked = list(self.acked)
         rows = {int(r["id"]) for r in node.sql(f"SELECT id FROM {APP_DATABASE}.{self.table}")}
-        return sorted(a.row for a in self.acked if a.row not in rows)
+        return sorted(a.row for a in acked if a.row not in rows)
 
     def first_on(self, name: str, after: float) -> Ack | None:
         return next((a for a in self.acked if a.node == name and a.at > after), None)
