@@ -4,8 +4,11 @@ Real engine, real image, real compose (docker-compose 1.29, v1, Debian's; the
 files are kept to what v2 takes too).  Everything is checked from outside, as
 a user would: `triton-mysql status --json` through `docker compose exec -T`,
 container health, a client on the compose network, `docker stop`/`start`,
-a crash from the host, `--scale`.  The etcd variant (docker-compose.etcd.yml)
-runs, because no Consul image or binary exists here.
+a crash from the host, `--scale`, and clients through the compose file's
+HAProxy (write port to the primary, read port to replicas, following both
+failovers).  The etcd variant (docker-compose.etcd.yml) runs, because no
+Consul image or binary exists here; without a registry, `haproxy:2.6` is a
+local stand-in built from the base image and Debian's haproxy 2.6.
 
 Without a Docker engine (and none can be started: no dockerd, or not root)
 the test is skipped with one line saying why; with CI=true that is a failure.
@@ -23,6 +26,7 @@ import os
 import re
 import resource
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,6 +36,7 @@ from typing import Any, Callable
 
 import pymysql
 import pytest
+import yaml
 
 from tests.harness import docker
 from tests.harness.procs import wait_for
@@ -40,6 +45,7 @@ pytestmark = pytest.mark.slow
 
 FILES = ("docker-compose.yml", "docker-compose.etcd.yml")
 IMAGE, ETCD_IMAGE = "triton-mysql", "triton-mysql-etcd"  # the compose files' `image:` names
+HAPROXY_IMAGE = yaml.safe_load((docker.REPO / FILES[0]).read_text())["services"]["haproxy"]["image"]
 ETCD_DOCKERFILE = docker.REPO / "etc" / "etcd" / "Dockerfile"
 NOFILE = 65536  # the compose file's default NOFILE_LIMIT
 SESSION_TTL = 10  # the shipped default (.env.example)
@@ -47,6 +53,7 @@ SESSION_TTL = 10  # the shipped default (.env.example)
 # this 2-core machine with moderate load from other work, 410 s under heavy load.
 BUDGET = 600.0
 APP_USER, APP_DB = "app", "app"
+HAPROXY_WRITE, HAPROXY_READ = 3306, 3307  # etc/haproxy.cfg's defaults, inside the compose network
 SIZE = re.compile(r"\b\d+(?:\.\d)? (?:B|KiB|MiB|GiB|TiB)\b")
 RESULTS = docker.STATE_DIR / "image-test.json"
 
@@ -106,6 +113,10 @@ def images(engine, measured) -> dict[str, Any]:
     measured["etcd_build_seconds"] = round(docker.build_image(ETCD_IMAGE, docker.REPO, ETCD_DOCKERFILE), 1)
     measured["image_mib"] = round(docker.image_size(IMAGE) / 2**20, 1)
     measured["etcd_image_mib"] = round(docker.image_size(ETCD_IMAGE) / 2**20, 1)
+    # The compose file's haproxy image: pulled where a registry answers, else a stand-in from the local base
+    # and Debian's haproxy package (tests/harness/docker.py), under the compose file's own image name.
+    measured["haproxy_image"] = HAPROXY_IMAGE
+    measured["haproxy"] = docker.ensure_haproxy_image(HAPROXY_IMAGE, base, docker.STATE_DIR)
     measured["base_image_mib"] = round(docker.image_size(base) / 2**20, 1)
     measured["images_seconds"] = round(time.monotonic() - budget_start, 1)
     return measured
@@ -121,6 +132,9 @@ def project(images, tmp_path_factory):
         f"MYSQL_USER={APP_USER}", f"MYSQL_PASSWORD={passwords['app']}", f"MYSQL_DATABASE={APP_DB}",
         f"SESSION_TTL={SESSION_TTL}", "",
     ]))
+    # The haproxy service mounts ./etc/haproxy.cfg, relative to the project directory (a user's checkout).
+    (directory / "etc").mkdir()
+    shutil.copy(docker.REPO / "etc" / "haproxy.cfg", directory / "etc" / "haproxy.cfg")
     env = {}
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < NOFILE:
@@ -225,6 +239,28 @@ class View:
                 return {int(row[0]) for row in cur.fetchall()}
         finally:
             conn.close()
+
+    def routed(self, port: int) -> tuple[str, bool] | None:
+        """(host name, read_only) of the node a new connection to HAProxy's `port` reaches (its address on
+        the compose network, as an application container would connect); None when refused or closed."""
+        haproxy = [c for c in self.compose.containers("haproxy") if c["State"]["Running"]]
+        if not haproxy:
+            return None
+        try:
+            conn = pymysql.connect(host=docker.container_ip(haproxy[0]), port=port, user=APP_USER,
+                                   password=self.compose.passwords["app"],  # type: ignore[attr-defined]
+                                   database=APP_DB, connect_timeout=2, read_timeout=5, write_timeout=5)
+        except pymysql.MySQLError:
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@hostname, @@read_only")
+                name, read_only = cur.fetchone()
+                return str(name), bool(int(read_only))
+        except pymysql.MySQLError:
+            return None
+        finally:
+            _close(conn)
 
     def logs(self, index: int) -> str:
         cid = self.containers()[index]["Id"]
@@ -368,6 +404,23 @@ def test_image_cluster_for_real(project: docker.Compose, measured: dict[str, Any
     refused = view.sql(replicas[0], "INSERT INTO t VALUES (2, 'on-a-replica')", check=False)
     assert refused.returncode != 0 and "ERROR 1290" in refused.stderr, refused.stderr
 
+    # -- HAProxy (the compose file's haproxy service, etc/haproxy.cfg): the write port reaches the primary,
+    # the read port only replicas, found through Docker's DNS
+    routed = time.monotonic()
+    budget.wait(lambda: view.routed(HAPROXY_WRITE) == (primary, False), 30, "HAProxy's write port reaching the primary")
+    timings["haproxy_write_routed"] = round(time.monotonic() - routed, 1)
+    replica_names = {view.node(r) for r in replicas}
+    reads: list[tuple[str, bool]] = []
+
+    def both_replicas_read() -> bool:
+        read = view.routed(HAPROXY_READ)
+        if read is not None:
+            reads.append(read)
+        return {name for name, _ in reads} >= replica_names
+    budget.wait(both_replicas_read, 30, "HAProxy's read port reaching both replicas", interval=0.2)
+    assert all(name in replica_names and read_only for name, read_only in reads), \
+        f"the read port reached something else than a read-only replica {sorted(replica_names)}: {reads}"
+
     # -- docker stop of the primary under a writer: a new primary in seconds, nothing acknowledged lost
     lock = Lock(project)
     writer = Writer(view)
@@ -389,6 +442,9 @@ def test_image_cluster_for_real(project: docker.Compose, measured: dict[str, Any
     budget.wait(lambda: len([a for a in writer.acked]) > 0 and writer.resumed_on(new_address, time.monotonic() - 1),
                 10, "the writer still writing")
     acked = writer.stop()
+    budget.wait(lambda: view.routed(HAPROXY_WRITE) == (new_primary, False), 30,
+                "HAProxy's write port reaching the new primary after docker stop")
+    timings["haproxy_write_follows_stop"] = round(time.monotonic() - stop_started, 1)
     present = view.ids(n)
     lost = sorted(set(acked) - present)
     measured["stop_rows_acked"], measured["stop_rows_lost"] = len(acked), len(lost)
@@ -425,6 +481,9 @@ def test_image_cluster_for_real(project: docker.Compose, measured: dict[str, Any
     docker.docker("kill", view.containers()[n]["Id"], timeout=60)
     crash_primary = lock.wait_new(new_primary, budget, 3 * SESSION_TTL + 10, "a new primary after docker kill")
     timings["primary_kill_failover"] = round(time.monotonic() - crashed, 1)
+    budget.wait(lambda: view.routed(HAPROXY_WRITE) == (crash_primary, False), 30,
+                "HAProxy's write port reaching the new primary after docker kill")
+    timings["haproxy_write_follows_kill"] = round(time.monotonic() - crashed, 1)
     restart = time.monotonic()
     docker.docker("start", view.containers()[n]["Id"], timeout=60)
     status = view.wait_settled(3, 150, "the killed primary started again and rejoined as a replica")

@@ -11,6 +11,11 @@
   certificates (HTTPS here is re-signed by a proxy) go into that BASE image,
   never into the Dockerfile: on a machine with a registry nothing changes.
   Once built, it stays in the engine's image store and is reused.
+* `ensure_haproxy_image()` makes a stand-in for the compose file's `haproxy`
+  image when it is missing and cannot be pulled: the local base image plus
+  Debian's haproxy package (bookworm: 2.6, the compose file's version), run
+  the way the official image runs it.  Labelled, like the base, so that it can
+  be told from the real one; the compose file keeps its normal image.
 * `build_image()` builds with BuildKit (never the legacy builder), on the host
   network (the engine's bridge has no route out).
 * `Compose` runs docker-compose (v1, Debian's) or `docker compose` (v2) on the
@@ -40,6 +45,8 @@ USERS_LOCK = Path(os.environ.get("DOCKER_ENGINE_LOCK")
 BASE_LOCK = USERS_LOCK.with_name("triton-mysql-docker-base.lock")
 # On the image made by ensure_base_image(), so that it can be told from a pulled one.
 LOCAL_BASE_LABEL = "org.triton-mysql.local-base"
+# On the haproxy stand-in made by ensure_haproxy_image().
+LOCAL_STANDIN_LABEL = "org.triton-mysql.local-standin"
 # What debian:*-slim leaves out (its /etc/dpkg/dpkg.cfg.d/docker): documentation,
 # manuals and translations; copyright files are kept.
 SLIM_EXCLUDES = """\
@@ -256,6 +263,52 @@ def _adapt_rootfs(rootfs: Path, sources: Sequence[Path]) -> None:
             if entry.is_file():
                 entry.unlink()
         (directory / "partial").mkdir(parents=True, exist_ok=True)
+
+
+HAPROXY_STANDIN = """\
+FROM {base}
+RUN apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \\
+    && apt-get clean \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && mkdir -p /usr/local/etc/haproxy
+LABEL {label}="debian-haproxy"
+# As the official image: its own user, the config at /usr/local/etc/haproxy/haproxy.cfg,
+# master-worker mode in the foreground, SIGUSR1 for a soft stop.
+USER haproxy
+STOPSIGNAL SIGUSR1
+CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+"""
+
+
+def ensure_haproxy_image(ref: str, base: str, workdir: Path, log=print) -> str:
+    """Make sure `ref` (the compose file's haproxy image) exists; build a stand-in when it does not.
+
+    Returns "present", "pulled" or "stand-in built in N s".  Only when a pull
+    fails (no registry) is `ref` built here, from `base` (the local base image)
+    and Debian's haproxy package, tagged `ref` so that the shipped compose file
+    runs unchanged.  Like the base image, a property of this machine: nothing
+    of it goes into the repository's files.
+    """
+    if image_exists(ref):
+        return "present"
+    if docker("pull", ref, check=False, timeout=120).returncode == 0:
+        return "pulled"
+    if not re.fullmatch(r"(?:docker\.io/)?(?:library/)?haproxy:[0-9.]+(?:-[a-z]+)?", ref):
+        raise DockerError(f"{ref} is missing and only haproxy:<version> has a local stand-in")
+    with open(BASE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(ref):
+            return "present"
+        workdir.mkdir(parents=True, exist_ok=True)
+        context = Path(tempfile.mkdtemp(prefix="haproxy-standin.", dir=workdir))
+        try:
+            (context / "Dockerfile").write_text(HAPROXY_STANDIN.format(base=base, label=LOCAL_STANDIN_LABEL))
+            log(f"building a stand-in for {ref} from {base} and Debian's haproxy package")
+            seconds = build_image(ref, context)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+        return f"stand-in built in {seconds:.0f} s"
 
 
 def build_image(tag: str, context: Path, dockerfile: Path | None = None, *, timeout: float = 900,
