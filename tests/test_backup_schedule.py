@@ -330,6 +330,7 @@ def test_no_snapshot_starts_while_commits_wait_for_a_semisync_ack(small, tmp_pat
     from triton_mysql.backup.snapshot import NotDue
     from triton_mysql.backup.pipeline import SnapshotError
     url = f"file://{tmp_path}/backups"
+    (tmp_path / "backups").mkdir()  # an existing storage root: the refusal must come from the semi-sync guard
     config = config_for(small, url)
     small.sql("SET GLOBAL rpl_semi_sync_master_timeout = 60000")
     small.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON")  # a lone primary: the next commit waits

@@ -52,7 +52,10 @@ _NETWORK_MARKERS = ("Connection refused", "timed out", "Name or service not know
                     "Remote end closed", "No route to host", "Network is unreachable")
 
 
-_TLS_ERROR = re.compile(r"\[SSL(?:: [A-Z_]+)?\] ([^()'\"]+)")
+# "[SSL: CODE] message (...)"; urllib3 may cut the text inside the code, so the message is optional.
+_TLS_ERROR = re.compile(r"\[SSL(?:: ([A-Z0-9_]+))?(?:\] ([^()'\"]+))?")
+
+
 def settle_environment(session: Any, url: str, holder: Any = None) -> None:
     """Take requests' settings from the environment once for this endpoint, not on every request.
 
@@ -81,8 +84,8 @@ def short_error(exc: BaseException, limit: int = 200) -> str:
     """The useful part of a requests/urllib3 error message (they nest whole reprs)."""
     text = str(exc)
     tls = _TLS_ERROR.search(text)
-    if tls:
-        return "TLS: " + tls.group(1).strip()
+    if tls and (tls.group(1) or tls.group(2)):
+        return "TLS: " + (tls.group(2) or tls.group(1).replace("_", " ").lower()).strip()
     for marker in _NETWORK_MARKERS:
         if marker in text:
             return marker.lower()

@@ -267,7 +267,6 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
     if sync is not None:
         record["sync"] = sync
     try:
-        record = agent.member_record(observed, role, healthy, candidate)
         if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):
             # Out of the cluster until SIGUSR1 again: no member record (not a candidate, not a peer
             # anyone waits for), only the durable node record that `status` shows.
