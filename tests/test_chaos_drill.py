@@ -300,11 +300,6 @@ def check(report: Report) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(raises=DrillFailed, strict=False,
-                   reason="issue 13: this branch still has the bugs the drill exists to catch (#1 an errant former "
-                          "primary wins, #2 a lagging winner drops its relay log, #3 maintenance on the primary gives "
-                          "two writable nodes, #13 a wipe lets a second node turn writable); remove this marker once "
-                          "they are fixed")
 def test_short_fixed_drill(cluster_factory, tmp_path):
     options = DrillOptions(seed=SHORT_SEED, rounds=SHORT_ROUNDS, kinds=SHORT_KINDS, auto_reclone=False,
                            converge_timeout=90)
