@@ -19,8 +19,8 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from ..config import FENCE_BUDGET, Config
-from ..discovery import Discovery, DiscoveryError, connect
-from ..keys import ClusterKeys, encode
+from ..discovery import Discovery, connect
+from ..keys import ClusterKeys
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql import replication, semisync
@@ -33,7 +33,8 @@ from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
 from .decide import STRANDED, Local, Timing, Verdict, is_candidate
-from .view import READY, ClusterView, Lock, read_view
+from .records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
+from .view import ClusterView, read_view
 
 log = logging.getLogger("triton_mysql.ha")
 
@@ -67,6 +68,11 @@ class Agent:
         if self._discovery is None:
             self._discovery = connect(self.config)
         return self._discovery
+
+    @cached_property
+    def store(self) -> ClusterStore:
+        """The cluster's records: every write of one goes through here (ha/records.py)."""
+        return ClusterStore(self.discovery, self.keys)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -228,48 +234,40 @@ class Agent:
                                              keepalive=self.keepalive)
 
     # -- records --------------------------------------------------------------
-    def lock_record(self, server: ServerState | None, state: str = READY) -> dict[str, Any]:
-        return {
-            "node": self.config.node_name,
-            "address": self.config.advertise_address,
-            "port": self.config.mysql_port,
-            "server_id": server.server_id if server else None,
-            "since": time.time(),
-            "state": state,
-        }
+    def lock_record(self, server: ServerState | None, state: str = READY) -> Lock:
+        return Lock(node=self.config.node_name, address=self.config.advertise_address, port=self.config.mysql_port,
+                    server_id=server.server_id if server else None, since=time.time(), state=state)
 
-    def member_record(self, observed: Observed, role: str, healthy: bool, candidate: bool) -> dict[str, Any]:
+    def member_record(self, observed: Observed, role: str, healthy: bool, candidate: bool) -> MemberRecord:
         server = observed.server
         replica = server.replica if server else None
         state = observed.state
         verdict = observed.verdict
-        return {
-            "node": self.config.node_name,
-            "address": self.config.advertise_address,
-            "port": self.config.mysql_port,
-            "server_id": server.server_id if server else (state.server_id if state else None),
-            "role": role,
-            "gtid": server.executed_gtid if server else None,
-            "received_gtid": (replica.received_gtid if replica else server.executed_gtid) if server else None,
-            "binlog_state": server.binlog_state if server else None,
-            "origin": server.origin if server else None,
-            "candidate": candidate,
-            "healthy": healthy,
-            "lag_seconds": replica.seconds_behind if replica else None,
-            "snapshot_id": state.snapshot_id if state else None,
-            "updated": time.time(),
-            "read_only": server.read_only if server else None,
-            "verdict": state.verdict if state and verdict else None,
-            "errant": verdict.gtids if verdict and verdict.kind == "errant" else None,
-            "flavor": self.flavor.name if server else None,
-        }
+        return MemberRecord(
+            node=self.config.node_name,
+            address=self.config.advertise_address,
+            port=self.config.mysql_port,
+            server_id=server.server_id if server else (state.server_id if state else None),
+            role=role,
+            gtid=server.executed_gtid if server else None,
+            received_gtid=(replica.received_gtid if replica else server.executed_gtid) if server else None,
+            binlog_state=server.binlog_state if server else None,
+            origin=server.origin if server else None,
+            candidate=candidate,
+            healthy=healthy,
+            lag_seconds=replica.seconds_behind if replica else None,
+            snapshot_id=state.snapshot_id if state else None,
+            updated=time.time(),
+            read_only=server.read_only if server else None,
+            verdict=state.verdict if state and verdict else None,
+            errant=verdict.gtids if verdict and verdict.kind == "errant" else None,
+            flavor=self.flavor.name if server else None,
+        )
 
-    def publish(self, session: str | None, record: dict[str, Any]) -> None:
+    def publish(self, session: str | None, record: MemberRecord) -> None:
         """Write the member record (bound to the session) and the durable node record."""
-        if session:
-            if not self.discovery.put(self.keys.member(self.config.node_name), encode(record), session=session):
-                log.warning("member record is held by another session; not overwritten")
-        self.discovery.put(self.keys.node(self.config.node_name), encode(record))
+        if not self.store.publish_member(record, session):
+            log.warning("member record is held by another session; not overwritten")
 
     # -- node state: terms and verdicts ----------------------------------------
     def _state(self, observed: Observed) -> node_state.NodeState:
@@ -385,11 +383,10 @@ class Agent:
         return executed
 
     def acquire_lock(self, session: str, server: ServerState | None, state: str) -> bool:
-        return self.discovery.acquire(self.keys.primary, encode(self.lock_record(server, state)), session)
+        return self.store.take_lock(session, self.lock_record(server, state))
 
     def mark_lock_ready(self, session: str, server: ServerState | None) -> None:
-        if not self.discovery.put(self.keys.primary, encode(self.lock_record(server, READY)), session=session):
-            raise DiscoveryError("could not mark the primary lock ready: another session holds it")
+        self.store.mark_ready(session, self.lock_record(server, READY))
 
     # -- replica side -----------------------------------------------------------
     def follow(self, observed: Observed, lock: Lock) -> Observed:
@@ -480,9 +477,10 @@ class Agent:
     def candidate(self, local: Local) -> bool:
         return is_candidate(local)[0]
 
-    def record_failover(self, previous: str | None, kind: str, extra: dict[str, Any] | None = None) -> None:
-        record = {"from": previous, "to": self.config.node_name, "at": time.time(), "kind": kind, **(extra or {})}
-        self.discovery.put(self.keys.failover_last, encode(record))
+    def record_failover(self, previous: str | None, kind: str, report: dict[str, Any]) -> None:
+        """`failover/last`: this node took over from `previous`; `report` is decide.loss_report's."""
+        self.store.record_failover(FailoverRecord(source=previous, to=self.config.node_name, at=time.time(),
+                                                  kind=kind, **report))
 
     def peer_applied(self, address: str, port: int, position: str, timeout: float) -> bool:
         """Has the server at address:port applied everything up to `position`?  (waits up to `timeout`)"""

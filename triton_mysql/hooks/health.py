@@ -12,13 +12,14 @@ without the lock fences itself; nobody renews a session or advertises.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from ..discovery import DiscoveryError
-from ..keys import encode
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
+from ..ha.records import BootstrapClaim, SwitchoverRequest
 from ..ha.sync import sync_pass
 from ..ha.view import READY, ClusterView
 from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
@@ -141,7 +142,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         assert session is not None
         if not server.read_only:
             agent.fence(decision.reason)
-        if agent.discovery.release(agent.keys.primary, session):
+        if agent.store.release_lock(session):
             log.warning("released the primary lock: %s", decision.reason)
         agent.advertise(primary=False)
         return observed, True
@@ -187,8 +188,8 @@ def _primary(agent: Agent, observed: Observed, reason: str) -> Observed:
 
 def _claim_again(agent: Agent, session: str) -> bool:
     """The bootstrap claim expired while this node stalled and nobody claimed since: claim it again."""
-    record = {"node": agent.config.node_name, "at": time.time(), "session": session}
-    if agent.discovery.create(agent.keys.bootstrap, encode(record), session=session):
+    claim = BootstrapClaim(node=agent.config.node_name, at=time.time(), session=session)
+    if agent.store.claim_bootstrap(claim):
         log.warning("bootstrap: this node's claim had expired; claimed the new cluster again (session %s)", session)
         return True
     log.info("bootstrap: another node claimed the new cluster first")
@@ -217,17 +218,17 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     server = observed.server
     target = decision.target or ""
     if agent.maintenance and (view.switchover or {}).get("to") != target:
-        agent.discovery.put(agent.keys.switchover, encode({"to": target, "requested": time.time(),
-                                                          "from": agent.config.node_name, "kind": "maintenance"}))
+        agent.store.request_switchover(SwitchoverRequest(to=target, requested=time.time(),
+                                                         source=agent.config.node_name, kind="maintenance"))
         log.info("maintenance: named %s for the hand-over", target)
         view = agent.view()
     refusal = d.handover_refusal(view, target, agent.timing)
     if refusal is not None:
         log.error("%s", refusal)
-        agent.discovery.delete(agent.keys.switchover, index=view.switchover_index)
+        agent.store.clear_switchover(index=view.switchover_index)
         if agent.maintenance:
             agent.fence("maintenance: " + refusal)
-            agent.discovery.release(agent.keys.primary, session)
+            agent.store.release_lock(session)
             return True
         return False
     changed = False
@@ -239,7 +240,7 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     member = view.member(target)
     assert member is not None
     if agent.peer_applied(member.address, member.port, position, timeout=1.0):
-        if agent.discovery.release(agent.keys.primary, session):
+        if agent.store.release_lock(session):
             log.info("hand-over: %s has applied everything up to %s; lock released to it", target, position)
             agent.advertise(primary=False)
             return True
@@ -265,12 +266,12 @@ def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Lo
     candidate = role in ("replica", "fenced") and agent.candidate(local)
     record = agent.member_record(observed, role, healthy, candidate)
     if sync is not None:
-        record["sync"] = sync
+        record = dataclasses.replace(record, sync=sync)
     try:
         if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):
             # Out of the cluster until SIGUSR1 again: no member record (not a candidate, not a peer
             # anyone waits for), only the durable node record that `status` shows.
-            agent.discovery.delete(agent.keys.member(agent.config.node_name))
+            agent.store.drop_member(agent.config.node_name)
             agent.publish(None, record)
         else:
             agent.publish(session, record)

@@ -111,7 +111,7 @@ class Election:
         if action == d.WAIT_LOCK_CHANGE:
             assert decision.lock is not None
             index, wait = decision.lock.index, decision.wait
-            return lambda: agent.discovery.wait(agent.keys.primary, index, wait)
+            return lambda: agent.store.wait_lock(index, wait)
         if action in (d.NOT_CANDIDATE, d.REFUSE_COOLDOWN):
             wait = decision.wait or 1.0
             return lambda: self.wait_for_lock(wait)
@@ -128,7 +128,7 @@ class Election:
     def wait_for_lock(self, timeout: float) -> None:
         """Block until the `primary` key exists (someone won) or `timeout` passes."""
         if timeout > 0:
-            self.agent.discovery.wait(self.agent.keys.primary, 0, timeout)
+            self.agent.store.wait_lock(0, timeout)
 
     def try_promote(self, view: ClusterView, observed: Observed, local: d.Local, planned: bool) -> bool:
         agent = self.agent
@@ -164,7 +164,7 @@ class Election:
         try:
             self.apply_relay_log(observed, target)
         except PromotionAborted:
-            if agent.discovery.release(agent.keys.primary, session):
+            if agent.store.release_lock(session):
                 log.error("gave the lock up: this node cannot apply its relay log")
             raise
         server = agent.observe().server
@@ -183,7 +183,7 @@ class Election:
             agent.record_failover(previous.get("node") if previous else None,
                                   "planned" if planned else "automatic", report)
         if planned:
-            agent.discovery.delete(agent.keys.switchover)
+            agent.store.clear_switchover()
         agent.advertise(primary=True)
 
     def apply_relay_log(self, observed: Observed, target: str) -> None:

@@ -10,13 +10,14 @@ which is logged).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent
-from ..keys import encode
+from ..ha.records import SwitchoverRequest
 
 log = logging.getLogger("triton_mysql.preStop")
 
@@ -50,7 +51,7 @@ def hand_over(agent: Agent) -> int:
         return 0
     if agent.try_conn() is None:
         log.warning("mysqld is not reachable: releasing the lock without a hand-over")
-        agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.release_lock(lock.session)
         return 0
     agent.fence("planned stop: handing over")
     observed = agent.observe()
@@ -61,10 +62,10 @@ def hand_over(agent: Agent) -> int:
         target = d.best_peer(view, local, agent.timing)
     if target is None:
         log.warning("no candidate to hand over to; releasing the lock (no primary until one appears)")
-        agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.release_lock(lock.session)
         return 0
-    request = {"to": target, "requested": time.time(), "from": config.node_name, "kind": "planned"}
-    agent.discovery.put(agent.keys.switchover, encode(request))
+    request = SwitchoverRequest(to=target, requested=time.time(), source=config.node_name, kind="planned")
+    agent.store.request_switchover(request)
     member = view.member(target)
     deadline = time.monotonic() + config.stop_grace
     caught_up = False
@@ -82,6 +83,6 @@ def hand_over(agent: Agent) -> int:
         log.warning("handing over to %s although it did not confirm %s within STOP_GRACE=%g s",
                     target, position, config.stop_grace)
         # The winner reports possible loss in failover/last.
-        agent.discovery.put(agent.keys.switchover, encode({**request, "caught_up": False}))
-    agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.request_switchover(dataclasses.replace(request, caught_up=False))
+    agent.store.release_lock(lock.session)
     return 0

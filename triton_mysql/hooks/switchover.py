@@ -13,8 +13,9 @@ import time
 from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
-from ..ha.view import READY, read_view
-from ..keys import ClusterKeys, encode
+from ..ha.records import READY, ClusterStore, SwitchoverRequest
+from ..ha.view import read_view
+from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.switchover")
 
@@ -41,8 +42,8 @@ def run(config, target: str | None = None) -> int:
             why = "unknown node" if member is None else ("its member record is stale" if not member.fresh(
                 view.now, config.session_ttl) else "not a candidate (lagging in error, errant, backing up or NOFAILOVER)")
             raise UserError(f"refusing to switch over to {target}: {why}")
-        if not discovery.create(keys.switchover, encode({"to": target, "requested": time.time(), "from": current,
-                                                         "kind": "planned"})):
+        request = SwitchoverRequest(to=target, requested=time.time(), source=current, kind="planned")
+        if not ClusterStore(discovery, keys).request_switchover(request, only_if_none=True):
             raise UserError("another switchover is already in progress")
         print(f"switchover requested: {current} -> {target}; waiting for {target} to become primary")
         deadline = time.monotonic() + config.stop_grace + 2 * discovery.expiry_bounds(config.session_ttl)[1] + 15
