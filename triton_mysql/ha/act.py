@@ -32,7 +32,7 @@ from ..mysql.fence import set_read_only, stop_mysqld
 from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
-from .decide import STRANDED, Local, Timing, Verdict, is_candidate
+from .decide import STRANDED, Local, Timing, Verdict
 from .records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
 from .view import ClusterView, read_view
 
@@ -410,7 +410,7 @@ class Agent:
                 return observed  # replicating, or retrying a source that is down: nothing to do
         primary_state = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
                                                       self.config.mysql_repl_password, self.flavor,
-                                                      timeout=self.config.discovery_timeout + 1)
+                                                      timeout=self.timing.peer_read_timeout)
         verdict = self.divergence(observed, primary_state, lock.node)
         observed = self.record_verdict(observed, verdict)
         if verdict is not None:
@@ -474,9 +474,6 @@ class Agent:
             log.info("advertising as %s", wanted)
 
     # -- helpers ----------------------------------------------------------------
-    def candidate(self, local: Local) -> bool:
-        return is_candidate(local)[0]
-
     def record_failover(self, previous: str | None, kind: str, report: dict[str, Any]) -> None:
         """`failover/last`: this node took over from `previous`; `report` is decide.loss_report's."""
         self.store.record_failover(FailoverRecord(source=previous, to=self.config.node_name, at=time.time(),

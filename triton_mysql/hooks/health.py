@@ -58,7 +58,7 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
             session = agent.my_session(view)
             if not check_only and observed.server is not None and not agent.maintenance:
                 session = agent.ensure_session(view)
-            elif not check_only and _starting_bootstrap(observed, view, session):
+            elif not check_only and d.renews_bootstrap_claim(view, session, _bootstrap_pending(observed)):
                 agent.discovery.renew_session(session)  # keep the bootstrap claim while mysqld starts
     except DiscoveryError as exc:
         log.warning("discovery unreachable: %s", exc)
@@ -84,17 +84,13 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     if changed:
         observed = agent.observe()
         local = agent.local(observed, view, session)
-    if view is not None and not _holds(view, local):
+    if view is not None and not d.holds_ready_lock(view, local):
         observed = agent.close_term(observed)
     healthy, why = d.verdict(decision, local, config.max_lag)
     sync = sync_pass(agent, decision, observed, local, view)  # semi-sync: decide, set, report (ha/sync.py)
     _publish(agent, decision, observed, local, session, healthy, sync)
     (log.info if changed else log.debug)("%s; verdict: %s (%s)", decision, "healthy" if healthy else "unhealthy", why)
     return 0 if healthy else 1
-
-
-def _holds(view: ClusterView, local: d.Local) -> bool:
-    return d.holds_lock(view, local) and view.lock is not None and view.lock.state == READY
 
 
 def _first_boot(agent: Agent, observed: Observed) -> Observed:
@@ -196,13 +192,8 @@ def _claim_again(agent: Agent, session: str) -> bool:
     return False
 
 
-def _starting_bootstrap(observed: Observed, view: ClusterView, session: str | None) -> bool:
-    """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
-    lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
-    state = observed.state
-    return bool(session and state is not None and state.bootstrap_pending
-                and (view.bootstrap or {}).get("session") == session
-                and (view.lock is None or view.lock.session != session))
+def _bootstrap_pending(observed: Observed) -> bool:
+    return observed.state is not None and observed.state.bootstrap_pending
 
 
 def _clear_bootstrap(agent: Agent, observed: Observed) -> None:
@@ -249,28 +240,12 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
 
 def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Local, session: str | None,
              healthy: bool, sync: dict | None = None) -> None:
-    if observed.server is None:
-        role = "starting"
-    elif local.maintenance:
-        role = "maintenance"
-    elif decision.action in (d.PRIMARY, d.TAKE_BOOTSTRAP_LOCK) and not local.read_only:
-        role = "primary"
-    elif decision.action in (d.FENCE, d.HANDOVER, d.RELEASE, d.ABANDON_PROMOTION):
-        role = "fenced"
-    elif local.source is not None:
-        role = "replica"
-    elif observed.state is not None and observed.state.bootstrap_pending:
-        role = "starting"
-    else:
-        role = "fenced"
-    candidate = role in ("replica", "fenced") and agent.candidate(local)
-    record = agent.member_record(observed, role, healthy, candidate)
+    role = d.member_role(decision, local, _bootstrap_pending(observed))
+    record = agent.member_record(observed, role, healthy, d.publishes_candidate(role, local))
     if sync is not None:
         record = dataclasses.replace(record, sync=sync)
     try:
-        if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):
-            # Out of the cluster until SIGUSR1 again: no member record (not a candidate, not a peer
-            # anyone waits for), only the durable node record that `status` shows.
+        if d.withdraws_member(decision, local):  # out of the cluster until SIGUSR1 again
             agent.store.drop_member(agent.config.node_name)
             agent.publish(None, record)
         else:

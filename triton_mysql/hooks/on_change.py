@@ -116,8 +116,7 @@ class Election:
             wait = decision.wait or 1.0
             return lambda: self.wait_for_lock(wait)
         if action == d.TRY_LATER:
-            if decision.target:
-                self.memory.deferred.setdefault(decision.target, view.now)
+            self.memory.remember(decision, view.now)
             wait = decision.wait
             return lambda: self.wait_for_lock(wait)
         if action == d.TRY_NOW:

@@ -57,9 +57,7 @@ def hand_over(agent: Agent) -> int:
     observed = agent.observe()
     position = observed.server.executed_gtid if observed.server else ""
     local = agent.local(observed, view, lock.session)
-    target = d.switchover_target(view, agent.timing)
-    if target is None or target == config.node_name:
-        target = d.best_peer(view, local, agent.timing)
+    target = d.handover_target(view, local, agent.timing)
     if target is None:
         log.warning("no candidate to hand over to; releasing the lock (no primary until one appears)")
         agent.store.release_lock(lock.session)
