@@ -81,7 +81,7 @@ class Promotion:
                                   "planned" if planned else "automatic", report)
         if planned:
             agent.store.clear_switchover()
-        agent.advertise(primary=True)
+        agent.advertiser.advertise(primary=True)
 
     def apply_relay_log(self, observed: Observed, target: str) -> None:
         """Apply everything received before turning writable (SPEC §5).
@@ -135,7 +135,7 @@ class Promotion:
         deadline = 0.0 if records or planned else d.self_fenced_at(None, timing, started)
         final: str | None = None
         for record in suspects:
-            executed = self.agent.fence_peer(record)
+            executed = self.agent.peers.fence(record)
             if executed is not None and record is previous:
                 final = executed
             if executed is not None or (planned and record is previous):

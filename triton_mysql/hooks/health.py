@@ -55,9 +55,9 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     try:
         view = agent.view()
         if view is not None:
-            session = agent.my_session(view)
+            session = agent.session.mine(view)
             if not check_only and observed.server is not None and not agent.maintenance:
-                session = agent.ensure_session(view)
+                session = agent.session.ensure(view)
             elif not check_only and d.renews_bootstrap_claim(view, session, _bootstrap_pending(observed)):
                 agent.discovery.renew_session(session)  # keep the bootstrap claim while mysqld starts
     except DiscoveryError as exc:
@@ -140,7 +140,7 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
             agent.fence(decision.reason)
         if agent.store.release_lock(session):
             log.warning("released the primary lock: %s", decision.reason)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, True
     if action == d.PRIMARY:
         changed = server.read_only or server.replica is not None
@@ -155,18 +155,18 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         assert decision.lock is not None
         before = observed.verdict
         observed = agent.follow(observed, decision.lock)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, server.replica is None or observed.verdict != before or not (
             server.replica.io_running and server.replica.sql_running)
     if action == d.REFUSE:
         agent.refuse(observed, decision.reason)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, False
     if action == d.RECLONE:
         agent.schedule_reclone(observed, decision.reason, decision.target or "")
         return observed, True
     if action == d.NO_PRIMARY:
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, False
     raise AssertionError(f"unhandled action {action}")
 
@@ -178,7 +178,7 @@ def _primary(agent: Agent, observed: Observed, reason: str) -> Observed:
         agent.stop_replication_if_any(server, "this node is the primary")
     if server.read_only:
         observed = agent.become_writable(observed, reason)
-    agent.advertise(primary=True)
+    agent.advertiser.advertise(primary=True)
     return observed
 
 
@@ -230,10 +230,10 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     position = server.executed_gtid if server else ""
     member = view.member(target)
     assert member is not None
-    if agent.peer_applied(member.address, member.port, position, timeout=1.0):
+    if agent.peers.applied(member.address, member.port, position, timeout=1.0):
         if agent.store.release_lock(session):
             log.info("hand-over: %s has applied everything up to %s; lock released to it", target, position)
-            agent.advertise(primary=False)
+            agent.advertiser.advertise(primary=False)
             return True
     return changed
 

@@ -73,7 +73,7 @@ class Election:
             if view.lock is None and observed.server is not None:
                 previous = d.previous_primary(view, self.agent.config.node_name, self.last_holder)
                 observed = self.agent.check_before_standing(observed, previous)
-            local = self.agent.local(observed, view, self.agent.my_session(view))
+            local = self.agent.local(observed, view, self.agent.session.mine(view))
             decision = d.decide_election(view, local, self.agent.timing, self.memory)
             if decision.reason != self.last_reason:
                 log.info("%s", decision)
@@ -100,7 +100,7 @@ class Election:
                 return True  # health follows once mysqld is up
             assert decision.lock is not None
             agent.follow(observed, decision.lock)
-            agent.advertise(primary=False)
+            agent.advertiser.advertise(primary=False)
             return True
         if action == d.WAIT_LOCK_CHANGE:
             assert decision.lock is not None
@@ -125,7 +125,7 @@ class Election:
 
     def try_promote(self, view: ClusterView, observed: Observed, local: d.Local, planned: bool) -> bool:
         agent = self.agent
-        session = agent.ensure_session(view)
+        session = agent.session.ensure(view)
         if not agent.acquire_lock(session, observed.server, d.PROMOTING):
             log.info("another node took the lock first; following it")
             return False

@@ -219,7 +219,7 @@ def _try_bootstrap(config, discovery: Discovery, keys: ClusterKeys, flavor, data
         raise
     claim.stop_renewing()
     if claim.renew() and claim.holds():
-        return state  # health adopts the session (Agent.my_session) and keeps renewing it
+        return state  # health adopts the session (ha/session.py NodeSession.mine) and keeps renewing it
     aside = move_aside(datadir, "gave-way")
     log.warning("lost the bootstrap claim while initialising (its session ended): moved the new datadir aside "
                 "to %s; waiting for the node that claimed it instead", aside)

@@ -18,11 +18,11 @@ def run(config) -> int:
     agent = Agent(config)
     try:
         view = agent.view()
-        session = agent.my_session(view)
+        session = agent.session.mine(view)
         agent.store.drop_member(config.node_name)
         if session:
             agent.discovery.destroy_session(session)
-        agent.discovery.drop_keepalive(agent.keepalive)
+        agent.discovery.drop_keepalive(agent.session.keepalive)
         node = view.nodes.get(config.node_name)
         if node is not None:
             agent.store.mark_node_stopped(config.node_name, node)

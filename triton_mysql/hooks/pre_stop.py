@@ -74,7 +74,7 @@ def hand_over(agent: Agent) -> int:
         # No health pass renews the session while the supervisor stops: keep the lock for the
         # hand-over (STOP_GRACE may exceed SESSION_TTL).
         agent.discovery.renew_session(lock.session)
-        caught_up = agent.peer_applied(member.address, member.port, position, timeout=min(left, 2.0))
+        caught_up = agent.peers.applied(member.address, member.port, position, timeout=min(left, 2.0))
     if caught_up:
         log.info("handing over to %s: it has applied everything up to %s", target, position or "(empty)")
     else:
