@@ -517,3 +517,35 @@ def test_election_memory_remembers_when_it_started_deferring():
 def test_timings_derived_from_the_config():
     assert TIMING.switchover_wait == 10 + 2 * 20 + 15
     assert TIMING.peer_read_timeout == TIMING.discovery_timeout + 1
+
+
+# -- the winner's promotion ------------------------------------------------------------
+
+@pytest.mark.parametrize("case, previous, source, expected", [
+    ("known previous primary", {"node": "a", "address": "10.0.0.1", "port": 3306}, ("10.0.0.9", 3306),
+     {"node": "a", "address": "10.0.0.1", "port": 3306}),
+    ("wiped discovery: the source was it", None, ("10.0.0.9", 3307),
+     {"node": "10.0.0.9:3307", "address": "10.0.0.9", "port": 3307}),
+    ("a name without an address", {"node": "a"}, ("10.0.0.9", 3306),
+     {"node": "a", "address": "10.0.0.9", "port": 3306}),
+    ("not replicating", None, None, None),
+])
+def test_previous_or_source(case, previous, source, expected):
+    assert d.previous_or_source(previous, source) == expected, case
+
+
+def test_apply_target_adds_the_fenced_primary_s_last_transactions_only_when_it_is_the_source():
+    previous = {"node": "a", "address": "10.0.0.1", "port": 3306}
+    assert d.apply_target("mariadb", "0-1-100", "0-1-105", previous, ("10.0.0.1", 3306)) == "0-1-105"
+    assert d.apply_target("mariadb", "0-1-100", "0-1-105", previous, ("10.0.0.2", 3306)) == "0-1-100"
+    assert d.apply_target("mariadb", "0-1-100", None, previous, ("10.0.0.1", 3306)) == "0-1-100"
+
+
+@pytest.mark.parametrize("switchover, planned, caught_up", [
+    ({"to": "b", "requested": NOW}, True, True),
+    ({"to": "b", "requested": NOW, "caught_up": False}, True, False),
+    (None, True, True),
+    ({"to": "b", "requested": NOW}, False, False),
+])
+def test_failover_caught_up(switchover, planned, caught_up):
+    assert d.failover_caught_up(view(None, switchover=switchover), planned) is caught_up

@@ -539,6 +539,31 @@ def previous_primary(view: ClusterView, me: str, last_holder: str | None) -> dic
     return max(records, key=lambda r: float(r.get("updated") or 0.0)) if records else {"node": name}
 
 
+def previous_or_source(previous: dict[str, Any] | None, source: tuple[str, int] | None) -> dict[str, Any] | None:
+    """The previous primary to fence: when nothing in discovery gives its address (a wiped service),
+    the node this one replicated from (`source`) was it."""
+    if source is None or (previous is not None and previous.get("address")):
+        return previous
+    host, port = source
+    return {**(previous or {}), "node": (previous or {}).get("node") or f"{host}:{port}", "address": host,
+            "port": port}
+
+
+def apply_target(flavor: str, received: str, final: str | None, previous: Mapping[str, Any] | None,
+                 source: tuple[str, int] | None) -> str:
+    """What the winner applies before turning writable: everything it received, plus the previous
+    primary's last transactions (`final`, read when fencing it over SQL) when it replicates from it."""
+    if final and previous and source is not None and source == (previous.get("address"), previous.get("port")):
+        return gtids.merge(flavor, received, final)
+    return received
+
+
+def failover_caught_up(view: ClusterView, planned: bool) -> bool:
+    """A planned hand-over whose target confirmed everything (preStop writes `caught_up: false`
+    when it handed over anyway); an automatic failover never is."""
+    return planned and bool((view.switchover or {}).get("caught_up", True))
+
+
 def writable_peers(view: ClusterView, me: str) -> list[dict[str, Any]]:
     """Other nodes whose newest record says they are (or may be) writable: role primary, or
     read_only false."""

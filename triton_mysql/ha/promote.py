@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..mysql import gtid as gtids
 from ..mysql import replication
 from ..mysql.state import read_state
 from . import decide as d
@@ -48,16 +47,10 @@ class Promotion:
         agent = self.agent
         previous = d.previous_primary(view, agent.config.node_name, self.last_holder)
         replica = observed.server.replica if observed.server else None
-        if replica is not None and (previous is None or not previous.get("address")):
-            # Nothing in discovery says who was primary (wiped?): the node this one replicated from was.
-            previous = {**(previous or {}), "node": (previous or {}).get("node") or
-                        f"{replica.source_host}:{replica.source_port}",
-                        "address": replica.source_host, "port": replica.source_port}
+        source = (replica.source_host, replica.source_port) if replica is not None else None
+        previous = d.previous_or_source(previous, source)
         final = self.ensure_previous_fenced(view, previous, planned)
-        target = local.received_gtid
-        if final and previous and replica is not None and \
-                (replica.source_host, replica.source_port) == (previous.get("address"), previous.get("port")):
-            target = gtids.merge(agent.flavor.name, target, final)
+        target = d.apply_target(agent.flavor.name, local.received_gtid, final, previous, source)
         try:
             self.apply_relay_log(observed, target)
         except PromotionAborted:
@@ -71,9 +64,8 @@ class Promotion:
         observed = agent.become_writable(Observed(server, agent.observe().state),
                                          "won the election and applied its whole relay log")
         if not local.bootstrap_pending:  # the first lock of a brand-new cluster is not a failover
-            switchover = view.switchover or {}
-            caught_up = planned and bool(switchover.get("caught_up", True))
-            report = d.loss_report(agent.flavor.name, view, agent.config.node_name, server.executed_gtid, caught_up)
+            report = d.loss_report(agent.flavor.name, view, agent.config.node_name, server.executed_gtid,
+                                   d.failover_caught_up(view, planned))
             if report["missing_gtids"]:
                 log.warning("failover: transactions other nodes published are missing here: %s (%d)",
                             report["missing_gtids"], report["missing_count"])
