@@ -549,3 +549,13 @@ def test_apply_target_adds_the_fenced_primary_s_last_transactions_only_when_it_i
 ])
 def test_failover_caught_up(switchover, planned, caught_up):
     assert d.failover_caught_up(view(None, switchover=switchover), planned) is caught_up
+
+
+@pytest.mark.parametrize("switchover, maintenance, names", [
+    (None, True, True),
+    ({"to": "c", "requested": NOW}, True, True),
+    ({"to": "b", "requested": NOW}, True, False),
+    (None, False, False),  # a `switchover` command's request is written by the command itself
+])
+def test_a_primary_in_maintenance_names_its_target(switchover, maintenance, names):
+    assert d.names_handover_target(view(lock(), switchover=switchover), maintenance, "b") is names

@@ -258,6 +258,12 @@ def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | No
     return None
 
 
+def names_handover_target(view: ClusterView, maintenance: bool, target: str) -> bool:
+    """A primary in maintenance names its hand-over target in the `switchover` key (so that the
+    others defer to it) unless a request already names that node."""
+    return maintenance and (view.switchover or {}).get("to") != target
+
+
 def holds_lock(view: ClusterView, local: Local) -> bool:
     lock = view.lock
     return bool(lock and local.session and lock.node == local.node and lock.session == local.session)

@@ -208,7 +208,7 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     assert view is not None and decision.lock is not None and session is not None
     server = observed.server
     target = decision.target or ""
-    if agent.maintenance and (view.switchover or {}).get("to") != target:
+    if d.names_handover_target(view, agent.maintenance, target):
         agent.store.request_switchover(SwitchoverRequest(to=target, requested=time.time(),
                                                          source=agent.config.node_name, kind="maintenance"))
         log.info("maintenance: named %s for the hand-over", target)
