@@ -404,3 +404,158 @@ def test_loss_report():
     assert d.loss_report("mariadb", view(None, [member("c", "0-1-120")]), "b", "0-1-130", planned=True) == {
         "lost_possible": False, "missing_gtids": "", "missing_count": 0}
     assert d.loss_report("mariadb", view(None), "b", "0-1-130", planned=False)["lost_possible"] is True
+
+
+# -- the member record health publishes ----------------------------------------
+
+PRIMARY_D, FENCE_D = d.Decision(d.PRIMARY, ""), d.Decision(d.FENCE, "")
+
+
+@pytest.mark.parametrize("case, decision, me, pending, role", [
+    ("mysqld down", PRIMARY_D, local("a", mysql_up=False), False, "starting"),
+    ("maintenance", d.Decision(d.MAINTENANCE, ""), local("a", maintenance=True), False, "maintenance"),
+    ("primary, writable", PRIMARY_D, local("a", read_only=False), False, "primary"),
+    ("bootstrap lock, writable", d.Decision(d.TAKE_BOOTSTRAP_LOCK, ""), local("a", read_only=False), False,
+     "primary"),
+    ("primary, still read-only", PRIMARY_D, local("a", read_only=True), False, "fenced"),
+    ("fencing", FENCE_D, local("a", read_only=False), False, "fenced"),
+    ("handing over", d.Decision(d.HANDOVER, ""), local("a", source=("10.0.0.2", 3306)), False, "fenced"),
+    ("released", d.Decision(d.RELEASE, ""), local("a"), False, "fenced"),
+    ("abandoned promotion", d.Decision(d.ABANDON_PROMOTION, ""), local("a"), False, "fenced"),
+    ("replicating", d.Decision(d.FOLLOW, ""), local("b", source=("10.0.0.1", 3306)), False, "replica"),
+    ("bootstrap pending, no source", d.Decision(d.BOOTSTRAP_SNAPSHOT, ""), local("a"), True, "starting"),
+    ("no source, lock free", d.Decision(d.NO_PRIMARY, ""), local("b"), False, "fenced"),
+])
+def test_member_role(case, decision, me, pending, role):
+    assert d.member_role(decision, me, pending) == role, case
+
+
+@pytest.mark.parametrize("role, me, candidate", [
+    ("replica", local("b"), True),
+    ("fenced", local("b"), True),
+    ("primary", local("a", read_only=False), False),
+    ("starting", local("b"), False),
+    ("replica", local("b", nofailover=True), False),
+])
+def test_only_read_only_roles_publish_a_candidate(role, me, candidate):
+    assert d.publishes_candidate(role, me) is candidate
+
+
+@pytest.mark.parametrize("action, maintenance, withdrawn", [
+    (d.MAINTENANCE, True, True),
+    (d.FENCE, True, True),
+    (d.HANDOVER, True, False),  # the hand-over needs the primary's record until the target took over
+    (d.FENCE, False, False),
+])
+def test_a_node_in_maintenance_withdraws_its_member_record(action, maintenance, withdrawn):
+    assert d.withdraws_member(d.Decision(action, ""), local("a", maintenance=maintenance)) is withdrawn
+
+
+@pytest.mark.parametrize("case, v, session, pending, renews", [
+    ("claim of this session, lock free", view(bootstrap={"node": "a", "session": "s-a"}), "s-a", True, True),
+    ("lock bound to the same session", view(lock(), bootstrap={"node": "a", "session": "s-a"}), "s-a", True, False),
+    ("another session's claim", view(bootstrap={"node": "a", "session": "s-x"}), "s-a", True, False),
+    ("bootstrap finished", view(bootstrap={"node": "a", "session": "s-a"}), "s-a", False, False),
+    ("no session", view(bootstrap={"node": "a", "session": "s-a"}), None, True, False),
+])
+def test_renews_bootstrap_claim(case, v, session, pending, renews):
+    assert d.renews_bootstrap_claim(v, session, pending) is renews, case
+
+
+@pytest.mark.parametrize("case, v, holds", [
+    ("ready lock of this session", view(lock()), True),
+    ("promoting", view(lock(state=PROMOTING)), False),
+    ("another session", view(lock(session="s-old")), False),
+    ("free", view(None), False),
+])
+def test_holds_ready_lock(case, v, holds):
+    assert d.holds_ready_lock(v, local("a")) is holds, case
+
+
+# -- hand-over targets --------------------------------------------------------------
+
+@pytest.mark.parametrize("case, v, target", [
+    ("named by a request", view(lock(), [member("b", "0-1-90"), member("c")], switchover={"to": "b", "requested": NOW}),
+     "b"),
+    ("no request: best peer", view(lock(), [member("b", "0-1-90"), member("c")]), "c"),
+    ("a request naming the primary itself", view(lock(), [member("b")], switchover={"to": "a", "requested": NOW}), "b"),
+    ("an expired request", view(lock(), [member("b", "0-1-90"), member("c")],
+                                switchover={"to": "b", "requested": NOW - 3600}), "c"),
+    ("nobody", view(lock(), [member("b", candidate=False)]), None),
+])
+def test_handover_target(case, v, target):
+    assert d.handover_target(v, local("a", read_only=False), TIMING) == target, case
+
+
+@pytest.mark.parametrize("flavor", ["mariadb", "mysql"])
+def test_switchover_candidates_rank_with_the_published_flavor(flavor):
+    behind, ahead, _ = FORMATS[flavor]
+    members = [dataclasses.replace(member("a", ahead, role="primary"), flavor=flavor),
+               dataclasses.replace(member("b", behind), flavor=flavor),
+               dataclasses.replace(member("c", ahead), flavor=flavor),
+               member("d", ahead, updated=NOW - 3600), member("e", ahead, candidate=False)]
+    v = view(lock("a"), members)
+    assert d.cluster_flavor(v) == flavor
+    assert d.switchover_candidates(v, TIMING) == ["c", "b"]
+    assert d.why_not_switchover_target(v, "d", TIMING) == "its member record is stale"
+    assert d.why_not_switchover_target(v, "e", TIMING).startswith("not a candidate")
+    assert d.why_not_switchover_target(v, "z", TIMING) == "unknown node"
+
+
+def test_cluster_flavor_defaults_to_mariadb():
+    assert d.cluster_flavor(view(lock(), [member("b")])) == "mariadb"
+
+
+def test_election_memory_remembers_when_it_started_deferring():
+    memory = d.ElectionMemory(started=NOW)
+    memory.remember(d.Decision(d.TRY_LATER, "", target="c"), NOW)
+    memory.remember(d.Decision(d.TRY_LATER, "", target="c"), NOW + 5)
+    memory.remember(d.Decision(d.TRY_NOW, "", target="b"), NOW + 5)
+    assert memory.deferred == {"c": NOW}
+
+
+def test_timings_derived_from_the_config():
+    assert TIMING.switchover_wait == 10 + 2 * 20 + 15
+    assert TIMING.peer_read_timeout == TIMING.discovery_timeout + 1
+
+
+# -- the winner's promotion ------------------------------------------------------------
+
+@pytest.mark.parametrize("case, previous, source, expected", [
+    ("known previous primary", {"node": "a", "address": "10.0.0.1", "port": 3306}, ("10.0.0.9", 3306),
+     {"node": "a", "address": "10.0.0.1", "port": 3306}),
+    ("wiped discovery: the source was it", None, ("10.0.0.9", 3307),
+     {"node": "10.0.0.9:3307", "address": "10.0.0.9", "port": 3307}),
+    ("a name without an address", {"node": "a"}, ("10.0.0.9", 3306),
+     {"node": "a", "address": "10.0.0.9", "port": 3306}),
+    ("not replicating", None, None, None),
+])
+def test_previous_or_source(case, previous, source, expected):
+    assert d.previous_or_source(previous, source) == expected, case
+
+
+def test_apply_target_adds_the_fenced_primary_s_last_transactions_only_when_it_is_the_source():
+    previous = {"node": "a", "address": "10.0.0.1", "port": 3306}
+    assert d.apply_target("mariadb", "0-1-100", "0-1-105", previous, ("10.0.0.1", 3306)) == "0-1-105"
+    assert d.apply_target("mariadb", "0-1-100", "0-1-105", previous, ("10.0.0.2", 3306)) == "0-1-100"
+    assert d.apply_target("mariadb", "0-1-100", None, previous, ("10.0.0.1", 3306)) == "0-1-100"
+
+
+@pytest.mark.parametrize("switchover, planned, caught_up", [
+    ({"to": "b", "requested": NOW}, True, True),
+    ({"to": "b", "requested": NOW, "caught_up": False}, True, False),
+    (None, True, True),
+    ({"to": "b", "requested": NOW}, False, False),
+])
+def test_failover_caught_up(switchover, planned, caught_up):
+    assert d.failover_caught_up(view(None, switchover=switchover), planned) is caught_up
+
+
+@pytest.mark.parametrize("switchover, maintenance, names", [
+    (None, True, True),
+    ({"to": "c", "requested": NOW}, True, True),
+    ({"to": "b", "requested": NOW}, True, False),
+    (None, False, False),  # a `switchover` command's request is written by the command itself
+])
+def test_a_primary_in_maintenance_names_its_target(switchover, maintenance, names):
+    assert d.names_handover_target(view(lock(), switchover=switchover), maintenance, "b") is names

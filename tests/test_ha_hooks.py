@@ -215,7 +215,7 @@ def test_a_promotion_nobody_works_on_is_given_up_by_health(world):
     world.crash("a")
     world.clock.advance(11)                         # a's session and lock expire
     agent = world.agent("b")
-    session = agent.ensure_session(agent.view())
+    session = agent.session.ensure(agent.view())
     assert agent.acquire_lock(session, None, "promoting")  # then onChange was killed
     world.passes(40)
     assert world.lock() is None or world.lock()["node"] != "b" or world.lock()["state"] == "ready"

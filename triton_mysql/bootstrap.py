@@ -4,7 +4,7 @@ A node that finds no snapshot anywhere creates the `bootstrap` key, create-only,
 bound to a session of its own (`{"node", "at", "session"}`).  The winner keeps
 that session renewed while it initialises (a renewer thread, as the snapshot
 lock does); onStart then ends, and the node's first `health` passes adopt the
-same session (ha/act.py `Agent.my_session` returns it while the record names
+same session (ha/session.py `NodeSession.mine` returns it while the record names
 the node): they renew it while mysqld starts, and take the primary lock and
 publish the member record with it.  So the claim lives exactly as long as its
 winner does: if the winner dies before the cluster's first snapshot, the key

@@ -18,6 +18,9 @@ from triton_mysql import node_state
 from triton_mysql.mysql.accounts import ACCOUNTS_VERSION
 from triton_mysql.config import Config
 from triton_mysql.ha import act as act_module
+from triton_mysql.ha import peers as peers_module
+from triton_mysql.ha import promote as promote_module
+from triton_mysql.ha import records as records_module
 from triton_mysql.ha import view as view_module
 from triton_mysql.ha.act import Agent
 from triton_mysql.hooks import health as health_module
@@ -66,11 +69,11 @@ class World:
         self.discovery.idle = self.idle
         self.net.pass_time = self.idle
         fake_time = FakeTime(self.clock, self.idle)
-        for module in (act_module, view_module, on_change_module, pre_stop_module, health_module):
+        for module in (act_module, view_module, records_module, promote_module, on_change_module, pre_stop_module,
+                       health_module):
             monkeypatch.setattr(module, "time", fake_time)
-        for module in (act_module,):
-            monkeypatch.setattr(module, "connect_local", self.net.connect_local)
-            monkeypatch.setattr(module, "connect_tcp", self.net.connect_tcp)
+        monkeypatch.setattr(act_module, "connect_local", self.net.connect_local)
+        monkeypatch.setattr(peers_module, "connect_tcp", self.net.connect_tcp)
         monkeypatch.setattr(replication_module, "connect_tcp", self.net.connect_tcp)
         monkeypatch.setattr(act_module, "stop_mysqld", self._stop_mysqld)
         monkeypatch.delenv("CONTAINERBUDDY", raising=False)

@@ -1,11 +1,15 @@
-"""Carrying decisions out: SQL, discovery writes, signals to the supervisor.
+"""Carrying decisions out on this node: its mysqld, its records, its node state.
 
 `Agent` bundles what one hook process needs (config, discovery client, a
-connection to the local mysqld, the key layout) and offers the steps the
-hooks combine: gather the local state, keep a session, follow a primary,
-promote, fence, hand over, advertise, publish the member record.  Each step
-logs one line when it changes something (what and why), and nothing when
-there was nothing to do, so that a steady-state `health` pass is silent.
+connection to the local mysqld, the key layout) and offers the local steps
+the hooks combine: gather the local state, follow a primary, turn writable,
+fence, publish the member record.  The other jobs are parts it holds:
+`session` (this node's discovery session, ha/session.py), `peers` (other
+nodes over SQL, ha/peers.py), `advertiser` (the supervisor's service name,
+supervisor_client.py) and `store` (the cluster records, ha/records.py); the
+winner's promotion sequence is ha/promote.py.  Each step logs one line when
+it changes something (what and why), and nothing when there was nothing to
+do, so that a steady-state `health` pass is silent.
 """
 from __future__ import annotations
 
@@ -19,26 +23,26 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from ..config import FENCE_BUDGET, Config
-from ..discovery import Discovery, DiscoveryError, connect
-from ..keys import ClusterKeys, encode
+from ..discovery import Discovery, connect
+from ..keys import ClusterKeys
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql import replication, semisync
 from ..mysql import tls as mysql_tls
-from ..mysql.connection import DBError, connect_local, connect_tcp
-from ..mysql.fence import FenceError, kill_client_connections
+from ..mysql.connection import DBError, connect_local
 from ..mysql.fence import fence as fence_server
 from ..mysql.fence import set_read_only, stop_mysqld
 from ..mysql.server_config import pid_file_for
 from ..mysql.state import ServerState, read_state
 from .. import node_state
-from .decide import STRANDED, Local, Timing, Verdict, is_candidate
-from .view import READY, ClusterView, Lock, read_view
+from ..supervisor_client import Advertiser, in_maintenance
+from .decide import STRANDED, Local, Timing, Verdict
+from .peers import Peers
+from .records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
+from .session import NodeSession
+from .view import ClusterView, read_view
 
 log = logging.getLogger("triton_mysql.ha")
-
-MAINTENANCE_ENV = "CONTAINERBUDDY_MAINTENANCE"
-"""Set to 1 by the supervisor for the hooks it runs while in maintenance (SIGUSR1)."""
 
 
 @dataclass
@@ -67,6 +71,26 @@ class Agent:
         if self._discovery is None:
             self._discovery = connect(self.config)
         return self._discovery
+
+    @cached_property
+    def session(self) -> NodeSession:
+        """This node's discovery session (ha/session.py)."""
+        return NodeSession(self.config.node_name, self.config.service_name, self.config.session_ttl, self.discovery)
+
+    @cached_property
+    def peers(self) -> Peers:
+        """Other nodes over SQL (ha/peers.py)."""
+        return Peers(self.config, lambda: self.flavor)
+
+    @cached_property
+    def advertiser(self) -> Advertiser:
+        """The service name the supervisor registers this node under (supervisor_client.py)."""
+        return Advertiser.for_config(self.config)
+
+    @cached_property
+    def store(self) -> ClusterStore:
+        """The cluster's records: every write of one goes through here (ha/records.py)."""
+        return ClusterStore(self.discovery, self.keys)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -104,13 +128,8 @@ class Agent:
         return Timing.from_config(self.config, bounds[1])
 
     @property
-    def keepalive(self) -> str:
-        """This node's liveness check, which its session is bound to (Consul; see discovery/consul.py)."""
-        return f"{self.config.service_name}-keepalive-{self.config.node_name}"
-
-    @property
     def maintenance(self) -> bool:
-        return os.environ.get(MAINTENANCE_ENV) == "1"
+        return in_maintenance()
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float) -> Iterator[bool]:
@@ -199,77 +218,41 @@ class Agent:
             **common,
         )
 
-    # -- sessions -------------------------------------------------------------
-    def my_session(self, view: ClusterView) -> str | None:
-        """The session this node already has: the lock's (if it names us), the member record's, or
-        the bootstrap claim's (onStart bound it to a session of this node that health adopts)."""
-        lock = view.lock
-        if lock is not None and lock.node == self.config.node_name and lock.session:
-            return lock.session
-        bootstrap = view.bootstrap or {}
-        claimed = str(bootstrap["session"]) if bootstrap.get("node") == self.config.node_name and \
-            bootstrap.get("session") else None
-        return view.member_sessions.get(self.config.node_name) or claimed
-
-    def ensure_session(self, view: ClusterView) -> str:
-        """Renew this node's session, or create one when it is gone.
-
-        The renewal passes the node's keepalive check first (Consul binds the session to it, so the
-        session ends SESSION_TTL after the last pass instead of up to twice that): every pass that
-        reads discovery renews, whatever its verdict; a frozen or dead node stops passing, and its
-        session ends.  Not the supervisor's heartbeat thread: a node whose hooks no longer run must
-        lose its lock."""
-        session = self.my_session(view)
-        if session and self.discovery.renew_session(session, keepalive=self.keepalive):
-            return session
-        if session:
-            log.info("session %s is gone (expired or destroyed); creating a new one", session)
-        return self.discovery.create_session(f"triton-mysql-{self.config.node_name}", self.config.session_ttl,
-                                             keepalive=self.keepalive)
-
     # -- records --------------------------------------------------------------
-    def lock_record(self, server: ServerState | None, state: str = READY) -> dict[str, Any]:
-        return {
-            "node": self.config.node_name,
-            "address": self.config.advertise_address,
-            "port": self.config.mysql_port,
-            "server_id": server.server_id if server else None,
-            "since": time.time(),
-            "state": state,
-        }
+    def lock_record(self, server: ServerState | None, state: str = READY) -> Lock:
+        return Lock(node=self.config.node_name, address=self.config.advertise_address, port=self.config.mysql_port,
+                    server_id=server.server_id if server else None, since=time.time(), state=state)
 
-    def member_record(self, observed: Observed, role: str, healthy: bool, candidate: bool) -> dict[str, Any]:
+    def member_record(self, observed: Observed, role: str, healthy: bool, candidate: bool) -> MemberRecord:
         server = observed.server
         replica = server.replica if server else None
         state = observed.state
         verdict = observed.verdict
-        return {
-            "node": self.config.node_name,
-            "address": self.config.advertise_address,
-            "port": self.config.mysql_port,
-            "server_id": server.server_id if server else (state.server_id if state else None),
-            "role": role,
-            "gtid": server.executed_gtid if server else None,
-            "received_gtid": (replica.received_gtid if replica else server.executed_gtid) if server else None,
-            "binlog_state": server.binlog_state if server else None,
-            "origin": server.origin if server else None,
-            "candidate": candidate,
-            "healthy": healthy,
-            "lag_seconds": replica.seconds_behind if replica else None,
-            "snapshot_id": state.snapshot_id if state else None,
-            "updated": time.time(),
-            "read_only": server.read_only if server else None,
-            "verdict": state.verdict if state and verdict else None,
-            "errant": verdict.gtids if verdict and verdict.kind == "errant" else None,
-            "flavor": self.flavor.name if server else None,
-        }
+        return MemberRecord(
+            node=self.config.node_name,
+            address=self.config.advertise_address,
+            port=self.config.mysql_port,
+            server_id=server.server_id if server else (state.server_id if state else None),
+            role=role,
+            gtid=server.executed_gtid if server else None,
+            received_gtid=(replica.received_gtid if replica else server.executed_gtid) if server else None,
+            binlog_state=server.binlog_state if server else None,
+            origin=server.origin if server else None,
+            candidate=candidate,
+            healthy=healthy,
+            lag_seconds=replica.seconds_behind if replica else None,
+            snapshot_id=state.snapshot_id if state else None,
+            updated=time.time(),
+            read_only=server.read_only if server else None,
+            verdict=state.verdict if state and verdict else None,
+            errant=verdict.gtids if verdict and verdict.kind == "errant" else None,
+            flavor=self.flavor.name if server else None,
+        )
 
-    def publish(self, session: str | None, record: dict[str, Any]) -> None:
+    def publish(self, session: str | None, record: MemberRecord) -> None:
         """Write the member record (bound to the session) and the durable node record."""
-        if session:
-            if not self.discovery.put(self.keys.member(self.config.node_name), encode(record), session=session):
-                log.warning("member record is held by another session; not overwritten")
-        self.discovery.put(self.keys.node(self.config.node_name), encode(record))
+        if not self.store.publish_member(record, session):
+            log.warning("member record is held by another session; not overwritten")
 
     # -- node state: terms and verdicts ----------------------------------------
     def _state(self, observed: Observed) -> node_state.NodeState:
@@ -361,35 +344,14 @@ class Agent:
                                hard_stop=self.config.sync_replication != "off")
         self._conn = None  # fencing may have killed or replaced our connection
         log.warning("fenced (%s): %s", outcome, reason)
-        self.advertise(primary=False)
+        self.advertiser.advertise(primary=False)
         return outcome
 
-    def fence_peer(self, record: dict[str, Any], timeout: float = 1.0) -> str | None:
-        """Make another node read-only over SQL (the replication account may: READ ONLY ADMIN,
-        CONNECTION ADMIN).  Its executed GTIDs once read_only is verified ON; None when it cannot be
-        reached or refused (the caller then waits until it must have fenced itself)."""
-        address, port = record.get("address"), record.get("port")
-        if not address or not port:
-            return None
-        try:
-            with connect_tcp(str(address), int(port), self.config.mysql_repl_user, self.config.mysql_repl_password,
-                             timeout=timeout) as conn:
-                set_read_only(conn, self.flavor, True, lock_wait_timeout=1, timeout=timeout + 1)
-                killed = kill_client_connections(conn)
-                executed = gtids.normalize(self.flavor, conn.scalar(self.flavor.executed_gtid()))
-        except (DBError, FenceError, OSError) as exc:
-            log.info("could not fence %s over SQL: %s", record.get("node"), exc)
-            return None
-        log.warning("fenced %s over SQL (read_only ON, %d client connection(s) killed) at %s", record.get("node"),
-                    killed, executed or "(empty)")
-        return executed
-
     def acquire_lock(self, session: str, server: ServerState | None, state: str) -> bool:
-        return self.discovery.acquire(self.keys.primary, encode(self.lock_record(server, state)), session)
+        return self.store.take_lock(session, self.lock_record(server, state))
 
     def mark_lock_ready(self, session: str, server: ServerState | None) -> None:
-        if not self.discovery.put(self.keys.primary, encode(self.lock_record(server, READY)), session=session):
-            raise DiscoveryError("could not mark the primary lock ready: another session holds it")
+        self.store.mark_ready(session, self.lock_record(server, READY))
 
     # -- replica side -----------------------------------------------------------
     def follow(self, observed: Observed, lock: Lock) -> Observed:
@@ -411,9 +373,7 @@ class Agent:
                 return observed
             if replica.sql_running and (replica.io_running or replica.io_state == "Connecting"):
                 return observed  # replicating, or retrying a source that is down: nothing to do
-        primary_state = replication.remote_gtid_state(lock.address, lock.port, self.config.mysql_repl_user,
-                                                      self.config.mysql_repl_password, self.flavor,
-                                                      timeout=self.config.discovery_timeout + 1)
+        primary_state = self.peers.gtid_state(lock.address, lock.port, timeout=self.timing.peer_read_timeout)
         verdict = self.divergence(observed, primary_state, lock.node)
         observed = self.record_verdict(observed, verdict)
         if verdict is not None:
@@ -452,51 +412,9 @@ class Agent:
                     reason)
         stop_mysqld(pid_file_for(self.config), timeout=60)
 
-    # -- advertising ------------------------------------------------------------
-    def advertise(self, primary: bool) -> None:
-        """Register as `<SERVICE_NAME>-primary` or `<SERVICE_NAME>` by renaming the service in this
-        node's supervisor config and sending it SIGHUP.  No supervisor (a manual run): nothing to do."""
-        source = os.environ.get("CONTAINERBUDDY")
-        pid = os.environ.get("CONTAINERBUDDY_PID")
-        if not source or not pid:
-            return
-        from ..supervisor.rename import notify, set_service_name
-        names = {self.config.service_name, self.config.primary_service}
-        wanted = self.config.primary_service if primary else self.config.service_name
-        try:
-            changed = set_service_name(source, names, wanted)
-        except OSError as exc:
-            log.error("could not rewrite the supervisor config %s: %s", source, exc)
-            return
-        if changed:
-            try:
-                notify(int(pid))
-            except (ProcessLookupError, ValueError) as exc:
-                log.error("could not signal the supervisor (pid %s): %s", pid, exc)
-                return
-            log.info("advertising as %s", wanted)
-
     # -- helpers ----------------------------------------------------------------
-    def candidate(self, local: Local) -> bool:
-        return is_candidate(local)[0]
+    def record_failover(self, previous: str | None, kind: str, report: dict[str, Any]) -> None:
+        """`failover/last`: this node took over from `previous`; `report` is decide.loss_report's."""
+        self.store.record_failover(FailoverRecord(source=previous, to=self.config.node_name, at=time.time(),
+                                                  kind=kind, **report))
 
-    def record_failover(self, previous: str | None, kind: str, extra: dict[str, Any] | None = None) -> None:
-        record = {"from": previous, "to": self.config.node_name, "at": time.time(), "kind": kind, **(extra or {})}
-        self.discovery.put(self.keys.failover_last, encode(record))
-
-    def peer_applied(self, address: str, port: int, position: str, timeout: float) -> bool:
-        """Has the server at address:port applied everything up to `position`?  (waits up to `timeout`)"""
-        try:
-            conn = connect_tcp(address, port, self.config.mysql_repl_user, self.config.mysql_repl_password,
-                               timeout=min(2.0, max(timeout, 0.5)))
-        except DBError as exc:
-            log.debug("cannot reach %s:%s: %s", address, port, exc)
-            return False
-        try:
-            result = conn.scalar(self.flavor.wait_for_gtid(position, max(timeout, 0.0)), timeout=timeout + 2)
-            return self.flavor.wait_succeeded(result)
-        except DBError as exc:
-            log.debug("waiting for %s on %s:%s failed: %s", position, address, port, exc)
-            return False
-        finally:
-            conn.close()

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..config import FENCE_BUDGET, FENCE_MARGIN
 from ..mysql import gtid as gtids
-from .view import PROMOTING, ClusterView, Lock
+from .view import PROMOTING, READY, ClusterView, Lock
 
 # -- health actions ---------------------------------------------------------
 STARTING = "starting"            # mysqld not reachable yet: nothing to do
@@ -182,6 +182,17 @@ class Timing:
         """How long a `switchover` request is honoured: hand-over wait + one lock expiry + slack."""
         return self.stop_grace + self.lock_expiry_max + 10.0
 
+    @property
+    def switchover_wait(self) -> float:
+        """How long the `switchover` command waits for its target to hold a ready lock: the primary's
+        hand-over (STOP_GRACE), up to two lock expiries (the old holder's, a failed winner's) and slack."""
+        return self.stop_grace + 2 * self.lock_expiry_max + 15
+
+    @property
+    def peer_read_timeout(self) -> float:
+        """Reading a peer's GTID state over SQL (before following it): a discovery timeout and a second."""
+        return self.discovery_timeout + 1
+
 
 @dataclass
 class ElectionMemory:
@@ -193,6 +204,11 @@ class ElectionMemory:
 
     def expired(self, now: float, ttl: float) -> set[str]:
         return {node for node, since in self.deferred.items() if now - since >= ttl}
+
+    def remember(self, decision: "Decision", now: float) -> None:
+        """After a step: a TRY_LATER naming a better candidate starts (once) the time it is given."""
+        if decision.action == TRY_LATER and decision.target:
+            self.deferred.setdefault(decision.target, now)
 
 
 # ---------------------------------------------------------------------------
@@ -242,9 +258,20 @@ def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | No
     return None
 
 
+def names_handover_target(view: ClusterView, maintenance: bool, target: str) -> bool:
+    """A primary in maintenance names its hand-over target in the `switchover` key (so that the
+    others defer to it) unless a request already names that node."""
+    return maintenance and (view.switchover or {}).get("to") != target
+
+
 def holds_lock(view: ClusterView, local: Local) -> bool:
     lock = view.lock
     return bool(lock and local.session and lock.node == local.node and lock.session == local.session)
+
+
+def holds_ready_lock(view: ClusterView, local: Local) -> bool:
+    """This node is the primary of record (its lock, marked ready): its primary term stays open."""
+    return holds_lock(view, local) and view.lock is not None and view.lock.state == READY
 
 
 def rank(flavor: str, contenders: Mapping[str, tuple[str, str]]) -> list[str]:
@@ -285,6 +312,42 @@ def best_peer(view: ClusterView, local: Local, timing: Timing) -> str | None:
     """The best candidate other than this node (hand-over target of preStop and maintenance)."""
     order = rank(local.flavor, contenders(view, local, timing, exclude={local.node}))
     return order[0] if order else None
+
+
+def handover_target(view: ClusterView, local: Local, timing: Timing) -> str | None:
+    """Whom the primary hands over to (preStop, maintenance): the node a valid `switchover` request
+    names, else the best peer; None when there is nobody."""
+    target = switchover_target(view, timing)
+    if target is None or target == local.node:
+        target = best_peer(view, local, timing)
+    return target
+
+
+def cluster_flavor(view: ClusterView) -> str:
+    """The cluster's server family, as its members publish it (MariaDB when none says)."""
+    for member in view.members.values():
+        if member.flavor:
+            return member.flavor
+    return "mariadb"
+
+
+def switchover_candidates(view: ClusterView, timing: Timing) -> list[str]:
+    """The `switchover` command's choice, best first: fresh candidate members other than the holder,
+    ranked as an election ranks them."""
+    holder = view.lock.node if view.lock is not None else None
+    peers = {m.node: (m.received_gtid, m.gtid) for m in view.members.values()
+             if m.node != holder and m.candidate and m.fresh(view.now, timing.session_ttl)}
+    return rank(cluster_flavor(view), peers)
+
+
+def why_not_switchover_target(view: ClusterView, node: str, timing: Timing) -> str:
+    """Why `node` is not among `switchover_candidates` (for the command's refusal)."""
+    member = view.member(node)
+    if member is None:
+        return "unknown node"
+    if not member.fresh(view.now, timing.session_ttl):
+        return "its member record is stale"
+    return "not a candidate (lagging in error, errant, backing up or NOFAILOVER)"
 
 
 def cooldown_left(view: ClusterView, timing: Timing) -> float:
@@ -374,9 +437,7 @@ def _maintenance(view: ClusterView, local: Local, timing: Timing) -> Decision:
         assert lock is not None
         if lock.state == PROMOTING:
             return Decision(RELEASE, "maintenance: giving up a promotion in progress", lock)
-        target = switchover_target(view, timing)
-        if target is None or target == local.node:
-            target = best_peer(view, local, timing)
+        target = handover_target(view, local, timing)
         if target is None:
             return Decision(RELEASE, "maintenance on the primary and no candidate to hand over to", lock)
         return Decision(HANDOVER, f"maintenance: handing over to {target}", lock, target=target)
@@ -484,6 +545,31 @@ def previous_primary(view: ClusterView, me: str, last_holder: str | None) -> dic
     return max(records, key=lambda r: float(r.get("updated") or 0.0)) if records else {"node": name}
 
 
+def previous_or_source(previous: dict[str, Any] | None, source: tuple[str, int] | None) -> dict[str, Any] | None:
+    """The previous primary to fence: when nothing in discovery gives its address (a wiped service),
+    the node this one replicated from (`source`) was it."""
+    if source is None or (previous is not None and previous.get("address")):
+        return previous
+    host, port = source
+    return {**(previous or {}), "node": (previous or {}).get("node") or f"{host}:{port}", "address": host,
+            "port": port}
+
+
+def apply_target(flavor: str, received: str, final: str | None, previous: Mapping[str, Any] | None,
+                 source: tuple[str, int] | None) -> str:
+    """What the winner applies before turning writable: everything it received, plus the previous
+    primary's last transactions (`final`, read when fencing it over SQL) when it replicates from it."""
+    if final and previous and source is not None and source == (previous.get("address"), previous.get("port")):
+        return gtids.merge(flavor, received, final)
+    return received
+
+
+def failover_caught_up(view: ClusterView, planned: bool) -> bool:
+    """A planned hand-over whose target confirmed everything (preStop writes `caught_up: false`
+    when it handed over anyway); an automatic failover never is."""
+    return planned and bool((view.switchover or {}).get("caught_up", True))
+
+
 def writable_peers(view: ClusterView, me: str) -> list[dict[str, Any]]:
     """Other nodes whose newest record says they are (or may be) writable: role primary, or
     read_only false."""
@@ -549,6 +635,47 @@ def verdict(decision: Decision, local: Local, max_lag: float) -> tuple[bool, str
             return False, f"lag {local.lag_seconds} s exceeds MAX_LAG={max_lag:g}"
         return True, f"replica, lag {local.lag_seconds:g} s"
     return False, decision.reason
+
+
+# ---------------------------------------------------------------------------
+# the member record (health publishes it after acting)
+
+def member_role(decision: Decision, local: Local, bootstrap_pending: bool) -> str:
+    """The role a node's member record claims after this pass (`status` and peers read it).
+
+    `bootstrap_pending`: the node state says this datadir's bootstrap is not finished yet."""
+    if not local.mysql_up:
+        return "starting"
+    if local.maintenance:
+        return "maintenance"
+    if decision.action in (PRIMARY, TAKE_BOOTSTRAP_LOCK) and not local.read_only:
+        return "primary"
+    if decision.action in (FENCE, HANDOVER, RELEASE, ABANDON_PROMOTION):
+        return "fenced"
+    if local.source is not None:
+        return "replica"
+    if bootstrap_pending:
+        return "starting"
+    return "fenced"
+
+
+def publishes_candidate(role: str, local: Local) -> bool:
+    """Only a read-only node (replica, or fenced) may announce itself as a candidate."""
+    return role in ("replica", "fenced") and is_candidate(local)[0]
+
+
+def withdraws_member(decision: Decision, local: Local) -> bool:
+    """In maintenance and out of the cluster (not handing over): no member record — not a candidate,
+    not a peer anyone waits for; only the durable node record that `status` shows."""
+    return local.maintenance and decision.action in (MAINTENANCE, FENCE)
+
+
+def renews_bootstrap_claim(view: ClusterView, session: str | None, bootstrap_pending: bool) -> bool:
+    """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
+    lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
+    return bool(session and bootstrap_pending
+                and (view.bootstrap or {}).get("session") == session
+                and (view.lock is None or view.lock.session != session))
 
 
 # -- semi-synchronous replication (SYNC_REPLICATION) -------------------------

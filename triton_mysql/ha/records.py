@@ -21,6 +21,10 @@ PROMOTING = "promoting"  # the winner holds the lock but is still applying its r
 READY = "ready"          # the holder is (or may be) writable
 
 
+class ServerIdContention(DiscoveryError):
+    """No server_id could be handed out: the counter kept changing under this node."""
+
+
 def _known(cls: type, record: Mapping[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in record.items() if k in names}
@@ -105,6 +109,47 @@ class Member:
 
 
 @dataclass(frozen=True)
+class MemberRecord:
+    """A member record as a node publishes it (`members/<node>` and `nodes/<node>`).
+
+    The written form, field for field what older versions write and read: `None` stays `None`
+    (mysqld down), where `Member` (the reader's interpretation) turns it into "" or a default.
+    `sync` is present only when the semi-sync pass reported something."""
+
+    node: str
+    address: str | None
+    port: int
+    server_id: int | None
+    role: str
+    gtid: str | None
+    received_gtid: str | None
+    binlog_state: str | None
+    origin: str | None
+    """The server's own GTID origin (MariaDB server_id, MySQL server_uuid): errant checks tolerate it."""
+    candidate: bool
+    healthy: bool
+    lag_seconds: float | None
+    snapshot_id: str | None
+    updated: float
+    read_only: bool | None
+    verdict: dict[str, Any] | None
+    errant: str | None
+    flavor: str | None
+    sync: dict[str, Any] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        if record["sync"] is None:
+            del record["sync"]
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "MemberRecord":
+        known = _known(cls, record)
+        return cls(**{f.name: known.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class SwitchoverRequest:
     """`switchover`: a planned hand-over to `to` (written by `switchover`, preStop or maintenance)."""
 
@@ -181,7 +226,7 @@ class ClusterStore:
 
     discovery: Discovery
     keys: ClusterKeys
-    clock: Callable[[], float] = field(default=time.time)
+    clock: Callable[[], float] = field(default=lambda: time.time())
 
     # -- the lock ----------------------------------------------------------------
     def take_lock(self, session: str, lock: Lock) -> bool:
@@ -195,21 +240,37 @@ class ClusterStore:
     def release_lock(self, session: str) -> bool:
         return self.discovery.release(self.keys.primary, session)
 
+    def held_lock(self) -> Lock | None:
+        """The `primary` record when a session holds it (None: free, or left without a session)."""
+        kv = self.discovery.get(self.keys.primary)
+        record = decode(kv.value) if kv is not None and kv.session else None
+        if not record:
+            return None
+        return Lock.from_record(record, kv.session, kv.index)
+
     def wait_lock(self, index: int, timeout: float) -> KV | None:
         return self.discovery.wait(self.keys.primary, index, timeout)
 
     # -- members -------------------------------------------------------------------
-    def publish_member(self, node: str, record: Mapping[str, Any], session: str | None) -> bool:
+    def publish_member(self, record: MemberRecord, session: str | None) -> bool:
         """The member record bound to the session (when there is one) and the durable node record.
         False when another session holds the member record."""
         ok = True
+        value = encode(record.to_record())
         if session:
-            ok = self.discovery.put(self.keys.member(node), encode(dict(record)), session=session)
-        self.discovery.put(self.keys.node(node), encode(dict(record)))
+            ok = self.discovery.put(self.keys.member(record.node), value, session=session)
+        self.discovery.put(self.keys.node(record.node), value)
         return ok
 
     def drop_member(self, node: str) -> None:
         self.discovery.delete(self.keys.member(node))
+
+    def drop_node(self, node: str) -> None:
+        self.discovery.delete(self.keys.node(node))
+
+    def mark_node_stopped(self, node: str, record: Mapping[str, Any]) -> None:
+        """Keep the durable node record of a node that left cleanly, saying it is down and since when."""
+        self.discovery.put(self.keys.node(node), encode({**record, "healthy": False, "stopped": self.clock()}))
 
     def node_record(self, node: str) -> dict[str, Any] | None:
         kv = self.discovery.get(self.keys.node(node))
@@ -244,6 +305,11 @@ class ClusterStore:
         return BootstrapClaim.from_record(decode(kv.value) if kv else None)
 
     # -- snapshots ------------------------------------------------------------------
+    def snapshot_running(self) -> dict[str, Any] | None:
+        """The record of `snapshots/lock` while a session holds it (a snapshot is being taken)."""
+        kv = self.discovery.holder(self.keys.snapshots_lock)
+        return (decode(kv.value) or {}) if kv is not None else None
+
     def snapshot_pointer(self) -> dict[str, Any] | None:
         """The manifest `snapshots/last` names (None: none recorded)."""
         kv = self.discovery.get(self.keys.snapshots_last)
@@ -271,4 +337,4 @@ class ClusterStore:
                     return current + 1
                 continue  # taken: the counter has moved on, try the next value
             time.sleep(0.01)
-        raise DiscoveryError("could not allocate a server_id: too much contention on the counter")
+        raise ServerIdContention("could not allocate a server_id: too much contention on the counter")

@@ -13,90 +13,9 @@ from typing import Any
 
 from ..discovery import Discovery, Instance
 from ..keys import ClusterKeys, decode
+from .records import PROMOTING, READY, Lock, Member
 
-# Lock states (an extra field of the `primary` record; SPEC allows more fields).
-PROMOTING = "promoting"  # the winner holds the lock but is still applying its relay log
-READY = "ready"          # the holder is (or may be) writable
-
-
-@dataclass(frozen=True)
-class Lock:
-    """The `primary` key: who holds the lock, bound to which session."""
-
-    node: str
-    address: str
-    port: int
-    server_id: int | None
-    since: float
-    session: str | None
-    index: int
-    state: str = READY
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], session: str | None, index: int) -> "Lock":
-        return cls(
-            node=str(record.get("node", "")),
-            address=str(record.get("address", "")),
-            port=int(record.get("port") or 0),
-            server_id=record.get("server_id"),
-            since=float(record.get("since") or 0.0),
-            session=session,
-            index=index,
-            state=str(record.get("state") or READY),
-        )
-
-
-@dataclass(frozen=True)
-class Member:
-    """A member record (`members/<node>`, bound to the node's session)."""
-
-    node: str
-    address: str
-    port: int
-    server_id: int | None
-    role: str
-    gtid: str
-    received_gtid: str
-    candidate: bool
-    healthy: bool
-    lag_seconds: float | None
-    snapshot_id: str | None
-    updated: float
-    session: str | None = None
-    backup_running: bool = False
-    binlog_state: str = ""
-    """What the errant check compares (MariaDB @@gtid_binlog_state, MySQL @@gtid_executed)."""
-    verdict: dict[str, Any] | None = None
-    """The node's own divergence verdict, when it has one (errant, tail, ahead, stranded)."""
-    flavor: str = ""
-    read_only: bool | None = None
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], session: str | None = None) -> "Member":
-        return cls(
-            node=str(record.get("node", "")),
-            address=str(record.get("address", "")),
-            port=int(record.get("port") or 0),
-            server_id=record.get("server_id"),
-            role=str(record.get("role", "starting")),
-            gtid=str(record.get("gtid") or ""),
-            received_gtid=str(record.get("received_gtid") or record.get("gtid") or ""),
-            candidate=bool(record.get("candidate")),
-            healthy=bool(record.get("healthy")),
-            lag_seconds=record.get("lag_seconds"),
-            snapshot_id=record.get("snapshot_id"),
-            updated=float(record.get("updated") or 0.0),
-            session=session,
-            backup_running=bool(record.get("backup_running")),
-            binlog_state=str(record.get("binlog_state") or record.get("gtid") or ""),
-            verdict=record.get("verdict") if isinstance(record.get("verdict"), dict) else None,
-            flavor=str(record.get("flavor") or ""),
-            read_only=record.get("read_only") if isinstance(record.get("read_only"), bool) else None,
-        )
-
-    def fresh(self, now: float, ttl: float) -> bool:
-        """Updated within `ttl` seconds (SPEC §5: a candidate's record must be)."""
-        return now - self.updated <= ttl
+__all__ = ["PROMOTING", "READY", "Lock", "Member", "ClusterView", "read_view"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import click
 
 from ..discovery import DiscoveryError, ServiceSpec, connect
 from ..errors import UserError
+from ..ha.records import ClusterStore
 from ..ha.view import read_view
 from ..keys import ClusterKeys
 
@@ -29,6 +30,7 @@ log = logging.getLogger("triton_mysql.forget")
 def run(config, node: str) -> int:
     discovery = connect(config)
     keys = ClusterKeys.for_config(config)
+    store = ClusterStore(discovery, keys)
     try:
         view = read_view(discovery, keys)
         member = view.members.get(node)
@@ -41,10 +43,10 @@ def run(config, node: str) -> int:
             raise UserError(f"no node {node} in {discovery.describe()} (see `triton-mysql status`)")
         removed = []
         if node in view.nodes:
-            discovery.delete(keys.node(node))
+            store.drop_node(node)
             removed.append(f"nodes/{node}")
         if member is not None:
-            discovery.delete(keys.member(node))
+            store.drop_member(node)
             removed.append(f"members/{node} (stale)")
             session = view.member_sessions.get(node)
             if session:
@@ -56,7 +58,7 @@ def run(config, node: str) -> int:
                                                      ttl=config.session_ttl))
         removed.append(f"services {config.service_name}-{node}, {config.primary_service}-{node}")
         if view.switchover and view.switchover.get("to") == node:
-            discovery.delete(keys.switchover, view.switchover_index)
+            store.clear_switchover(view.switchover_index)
             removed.append("the switchover request naming it")
         log.info("forgot node %s: removed %s", node, ", ".join(removed))
         click.echo(f"forgot {node}: removed {', '.join(removed)}")

@@ -12,13 +12,14 @@ without the lock fences itself; nobody renews a session or advertises.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from ..discovery import DiscoveryError
-from ..keys import encode
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
+from ..ha.records import BootstrapClaim, SwitchoverRequest
 from ..ha.sync import sync_pass
 from ..ha.view import READY, ClusterView
 from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
@@ -54,10 +55,10 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     try:
         view = agent.view()
         if view is not None:
-            session = agent.my_session(view)
+            session = agent.session.mine(view)
             if not check_only and observed.server is not None and not agent.maintenance:
-                session = agent.ensure_session(view)
-            elif not check_only and _starting_bootstrap(observed, view, session):
+                session = agent.session.ensure(view)
+            elif not check_only and d.renews_bootstrap_claim(view, session, _bootstrap_pending(observed)):
                 agent.discovery.renew_session(session)  # keep the bootstrap claim while mysqld starts
     except DiscoveryError as exc:
         log.warning("discovery unreachable: %s", exc)
@@ -83,17 +84,13 @@ def _pass(agent: Agent, check_only: bool, act: bool = True) -> int:
     if changed:
         observed = agent.observe()
         local = agent.local(observed, view, session)
-    if view is not None and not _holds(view, local):
+    if view is not None and not d.holds_ready_lock(view, local):
         observed = agent.close_term(observed)
     healthy, why = d.verdict(decision, local, config.max_lag)
     sync = sync_pass(agent, decision, observed, local, view)  # semi-sync: decide, set, report (ha/sync.py)
     _publish(agent, decision, observed, local, session, healthy, sync)
     (log.info if changed else log.debug)("%s; verdict: %s (%s)", decision, "healthy" if healthy else "unhealthy", why)
     return 0 if healthy else 1
-
-
-def _holds(view: ClusterView, local: d.Local) -> bool:
-    return d.holds_lock(view, local) and view.lock is not None and view.lock.state == READY
 
 
 def _first_boot(agent: Agent, observed: Observed) -> Observed:
@@ -141,9 +138,9 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         assert session is not None
         if not server.read_only:
             agent.fence(decision.reason)
-        if agent.discovery.release(agent.keys.primary, session):
+        if agent.store.release_lock(session):
             log.warning("released the primary lock: %s", decision.reason)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, True
     if action == d.PRIMARY:
         changed = server.read_only or server.replica is not None
@@ -158,18 +155,18 @@ def _act(agent: Agent, decision: d.Decision, observed: Observed, view: ClusterVi
         assert decision.lock is not None
         before = observed.verdict
         observed = agent.follow(observed, decision.lock)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, server.replica is None or observed.verdict != before or not (
             server.replica.io_running and server.replica.sql_running)
     if action == d.REFUSE:
         agent.refuse(observed, decision.reason)
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, False
     if action == d.RECLONE:
         agent.schedule_reclone(observed, decision.reason, decision.target or "")
         return observed, True
     if action == d.NO_PRIMARY:
-        agent.advertise(primary=False)
+        agent.advertiser.advertise(primary=False)
         return observed, False
     raise AssertionError(f"unhandled action {action}")
 
@@ -181,27 +178,22 @@ def _primary(agent: Agent, observed: Observed, reason: str) -> Observed:
         agent.stop_replication_if_any(server, "this node is the primary")
     if server.read_only:
         observed = agent.become_writable(observed, reason)
-    agent.advertise(primary=True)
+    agent.advertiser.advertise(primary=True)
     return observed
 
 
 def _claim_again(agent: Agent, session: str) -> bool:
     """The bootstrap claim expired while this node stalled and nobody claimed since: claim it again."""
-    record = {"node": agent.config.node_name, "at": time.time(), "session": session}
-    if agent.discovery.create(agent.keys.bootstrap, encode(record), session=session):
+    claim = BootstrapClaim(node=agent.config.node_name, at=time.time(), session=session)
+    if agent.store.claim_bootstrap(claim):
         log.warning("bootstrap: this node's claim had expired; claimed the new cluster again (session %s)", session)
         return True
     log.info("bootstrap: another node claimed the new cluster first")
     return False
 
 
-def _starting_bootstrap(observed: Observed, view: ClusterView, session: str | None) -> bool:
-    """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
-    lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
-    state = observed.state
-    return bool(session and state is not None and state.bootstrap_pending
-                and (view.bootstrap or {}).get("session") == session
-                and (view.lock is None or view.lock.session != session))
+def _bootstrap_pending(observed: Observed) -> bool:
+    return observed.state is not None and observed.state.bootstrap_pending
 
 
 def _clear_bootstrap(agent: Agent, observed: Observed) -> None:
@@ -216,18 +208,18 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     assert view is not None and decision.lock is not None and session is not None
     server = observed.server
     target = decision.target or ""
-    if agent.maintenance and (view.switchover or {}).get("to") != target:
-        agent.discovery.put(agent.keys.switchover, encode({"to": target, "requested": time.time(),
-                                                          "from": agent.config.node_name, "kind": "maintenance"}))
+    if d.names_handover_target(view, agent.maintenance, target):
+        agent.store.request_switchover(SwitchoverRequest(to=target, requested=time.time(),
+                                                         source=agent.config.node_name, kind="maintenance"))
         log.info("maintenance: named %s for the hand-over", target)
         view = agent.view()
     refusal = d.handover_refusal(view, target, agent.timing)
     if refusal is not None:
         log.error("%s", refusal)
-        agent.discovery.delete(agent.keys.switchover, index=view.switchover_index)
+        agent.store.clear_switchover(index=view.switchover_index)
         if agent.maintenance:
             agent.fence("maintenance: " + refusal)
-            agent.discovery.release(agent.keys.primary, session)
+            agent.store.release_lock(session)
             return True
         return False
     changed = False
@@ -238,39 +230,23 @@ def _handover_step(agent: Agent, decision: d.Decision, observed: Observed, view:
     position = server.executed_gtid if server else ""
     member = view.member(target)
     assert member is not None
-    if agent.peer_applied(member.address, member.port, position, timeout=1.0):
-        if agent.discovery.release(agent.keys.primary, session):
+    if agent.peers.applied(member.address, member.port, position, timeout=1.0):
+        if agent.store.release_lock(session):
             log.info("hand-over: %s has applied everything up to %s; lock released to it", target, position)
-            agent.advertise(primary=False)
+            agent.advertiser.advertise(primary=False)
             return True
     return changed
 
 
 def _publish(agent: Agent, decision: d.Decision, observed: Observed, local: d.Local, session: str | None,
              healthy: bool, sync: dict | None = None) -> None:
-    if observed.server is None:
-        role = "starting"
-    elif local.maintenance:
-        role = "maintenance"
-    elif decision.action in (d.PRIMARY, d.TAKE_BOOTSTRAP_LOCK) and not local.read_only:
-        role = "primary"
-    elif decision.action in (d.FENCE, d.HANDOVER, d.RELEASE, d.ABANDON_PROMOTION):
-        role = "fenced"
-    elif local.source is not None:
-        role = "replica"
-    elif observed.state is not None and observed.state.bootstrap_pending:
-        role = "starting"
-    else:
-        role = "fenced"
-    candidate = role in ("replica", "fenced") and agent.candidate(local)
-    record = agent.member_record(observed, role, healthy, candidate)
+    role = d.member_role(decision, local, _bootstrap_pending(observed))
+    record = agent.member_record(observed, role, healthy, d.publishes_candidate(role, local))
     if sync is not None:
-        record["sync"] = sync
+        record = dataclasses.replace(record, sync=sync)
     try:
-        if local.maintenance and decision.action in (d.MAINTENANCE, d.FENCE):
-            # Out of the cluster until SIGUSR1 again: no member record (not a candidate, not a peer
-            # anyone waits for), only the durable node record that `status` shows.
-            agent.discovery.delete(agent.keys.member(agent.config.node_name))
+        if d.withdraws_member(decision, local):  # out of the cluster until SIGUSR1 again
+            agent.store.drop_member(agent.config.node_name)
             agent.publish(None, record)
         else:
             agent.publish(session, record)

@@ -28,7 +28,8 @@ from typing import Any
 
 from .. import bootstrap
 from ..discovery import Discovery, DiscoveryError, connect
-from ..keys import ClusterKeys, decode
+from ..ha.records import ClusterStore, ServerIdContention
+from ..keys import ClusterKeys
 from ..mysql import flavor as flavors
 from ..mysql import gtid as gtids
 from ..mysql.datadir import (MOUNT_ADVICE, DatadirError, chown_mysql, initialize, install, is_empty,
@@ -157,7 +158,7 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
     deadline = 0.0
     stalled_logged = False
     while True:
-        if waiting_for is None or discovery.get(keys.snapshots_last) is not None:
+        if waiting_for is None or ClusterStore(discovery, keys).snapshot_pointer() is not None:
             manifest = _restore(config, discovery, datadir, server_id)
             if manifest is not None:
                 return _restored(config, datadir, manifest)
@@ -218,7 +219,7 @@ def _try_bootstrap(config, discovery: Discovery, keys: ClusterKeys, flavor, data
         raise
     claim.stop_renewing()
     if claim.renew() and claim.holds():
-        return state  # health adopts the session (Agent.my_session) and keeps renewing it
+        return state  # health adopts the session (ha/session.py NodeSession.mine) and keeps renewing it
     aside = move_aside(datadir, "gave-way")
     log.warning("lost the bootstrap claim while initialising (its session ended): moved the new datadir aside "
                 "to %s; waiting for the node that claimed it instead", aside)
@@ -273,8 +274,8 @@ def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: 
     snapshot in `snapshots/last`: the cluster formed from this data; it joins
     it as an ordinary node.
     """
-    kv = discovery.get(keys.snapshots_last)
-    last = decode(kv.value) if kv else None
+    store = ClusterStore(discovery, keys)
+    last = store.snapshot_pointer()
     if last is not None and last.get("source_node") == config.node_name:
         log.info("the cluster's first snapshot %s came from this node's data: continuing as a member", last.get("id"))
         state = state.update(bootstrap_pending=False)
@@ -294,8 +295,7 @@ def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: 
             raise StartError("the bootstrap claim still names this node under a session that has not ended; "
                              "try again later")
         time.sleep(1.0)
-        kv = discovery.get(keys.snapshots_last)
-        last = decode(kv.value) if kv else None
+        last = store.snapshot_pointer()
     other = f"snapshot {last.get('id')} of {last.get('source_node')}" if last else f"the claim of {name}"
     aside = move_aside(datadir, "gave-way")
     log.warning("this node bootstrapped a cluster that never turned writable, and %s now exists: giving way; "
@@ -335,26 +335,12 @@ def _restored(config, datadir: Path, manifest: dict[str, Any]) -> node_state.Nod
 
 
 def _allocate_server_id(discovery: Discovery, keys: ClusterKeys, avoid: frozenset[int] = frozenset()) -> int:
-    """The next free value of the cluster's server_id counter (compare-and-set, so no two nodes share one).
-
-    Ids in `avoid` and ids of known nodes (member and node records) are skipped: after the
-    discovery service was wiped the counter starts again at 1, and a node with the id of a
-    server whose events it replicates would silently skip them.
-    """
-    taken = set(avoid)
-    for kv in discovery.list(keys.members) + discovery.list(keys.nodes):
-        record = decode(kv.value) or {}
-        if isinstance(record.get("server_id"), int):
-            taken.add(record["server_id"])
-    for _ in range(1000):
-        kv = discovery.get(keys.server_id_counter)
-        current = int(kv.value.decode()) if kv is not None and kv.value.strip().isdigit() else 0
-        if discovery.cas(keys.server_id_counter, str(current + 1).encode(), kv.index if kv else 0):
-            if current + 1 not in taken:
-                return current + 1
-            continue  # taken: the counter has moved on, try the next value
-        time.sleep(0.01)
-    raise StartError("could not allocate a server_id: too much contention on the counter")
+    """A server_id no other node has (ha/records.py `ClusterStore.allocate_server_id`); StartError
+    when the counter is too contended to hand one out."""
+    try:
+        return ClusterStore(discovery, keys).allocate_server_id(avoid)
+    except ServerIdContention as exc:
+        raise StartError(str(exc)) from None
 
 
 def _gtid_server_ids(gtid: str) -> frozenset[int]:

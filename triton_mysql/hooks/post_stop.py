@@ -18,17 +18,14 @@ def run(config) -> int:
     agent = Agent(config)
     try:
         view = agent.view()
-        session = agent.my_session(view)
-        agent.discovery.delete(agent.keys.member(config.node_name))
+        session = agent.session.mine(view)
+        agent.store.drop_member(config.node_name)
         if session:
             agent.discovery.destroy_session(session)
-        agent.discovery.drop_keepalive(agent.keepalive)
+        agent.discovery.drop_keepalive(agent.session.keepalive)
         node = view.nodes.get(config.node_name)
         if node is not None:
-            from ..keys import encode
-            import time
-            agent.discovery.put(agent.keys.node(config.node_name),
-                                encode({**node, "healthy": False, "stopped": time.time()}))
+            agent.store.mark_node_stopped(config.node_name, node)
         log.info("left the cluster: member record deleted, session ended")
     except DiscoveryError as exc:
         log.warning("could not clean up in discovery (%s); the session expires by itself", exc)

@@ -10,13 +10,14 @@ which is logged).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent
-from ..keys import encode
+from ..ha.records import SwitchoverRequest
 
 log = logging.getLogger("triton_mysql.preStop")
 
@@ -50,21 +51,19 @@ def hand_over(agent: Agent) -> int:
         return 0
     if agent.try_conn() is None:
         log.warning("mysqld is not reachable: releasing the lock without a hand-over")
-        agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.release_lock(lock.session)
         return 0
     agent.fence("planned stop: handing over")
     observed = agent.observe()
     position = observed.server.executed_gtid if observed.server else ""
     local = agent.local(observed, view, lock.session)
-    target = d.switchover_target(view, agent.timing)
-    if target is None or target == config.node_name:
-        target = d.best_peer(view, local, agent.timing)
+    target = d.handover_target(view, local, agent.timing)
     if target is None:
         log.warning("no candidate to hand over to; releasing the lock (no primary until one appears)")
-        agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.release_lock(lock.session)
         return 0
-    request = {"to": target, "requested": time.time(), "from": config.node_name, "kind": "planned"}
-    agent.discovery.put(agent.keys.switchover, encode(request))
+    request = SwitchoverRequest(to=target, requested=time.time(), source=config.node_name, kind="planned")
+    agent.store.request_switchover(request)
     member = view.member(target)
     deadline = time.monotonic() + config.stop_grace
     caught_up = False
@@ -75,13 +74,13 @@ def hand_over(agent: Agent) -> int:
         # No health pass renews the session while the supervisor stops: keep the lock for the
         # hand-over (STOP_GRACE may exceed SESSION_TTL).
         agent.discovery.renew_session(lock.session)
-        caught_up = agent.peer_applied(member.address, member.port, position, timeout=min(left, 2.0))
+        caught_up = agent.peers.applied(member.address, member.port, position, timeout=min(left, 2.0))
     if caught_up:
         log.info("handing over to %s: it has applied everything up to %s", target, position or "(empty)")
     else:
         log.warning("handing over to %s although it did not confirm %s within STOP_GRACE=%g s",
                     target, position, config.stop_grace)
         # The winner reports possible loss in failover/last.
-        agent.discovery.put(agent.keys.switchover, encode({**request, "caught_up": False}))
-    agent.discovery.release(agent.keys.primary, lock.session)
+        agent.store.request_switchover(dataclasses.replace(request, caught_up=False))
+    agent.store.release_lock(lock.session)
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from ..keys import ClusterKeys, decode
+from ..keys import ClusterKeys
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +22,19 @@ log = logging.getLogger(__name__)
 def run(config) -> int:
     from ..errors import UserError
     from ..discovery import connect
+    from ..ha.records import ClusterStore
 
     keys = ClusterKeys.for_config(config)
     discovery = connect(config)
+    store = ClusterStore(discovery, keys)
     try:
-        kv = discovery.get(keys.primary)
-        holder = decode(kv.value) if kv is not None and kv.session else None
-        if not holder or holder.get("node") != config.node_name:
+        holder = store.held_lock()
+        if holder is None or holder.node != config.node_name:
             log.debug("snapshot: not the primary (lock held by %s): nothing to do",
-                      holder.get("node") if holder else "nobody")
+                      holder.node if holder else "nobody")
             return 0
-        busy = discovery.holder(keys.snapshots_lock)
-        if busy is not None:
-            running = decode(busy.value) or {}
+        running = store.snapshot_running()
+        if running is not None:
             log.debug("snapshot: one is already running on %s", running.get("node", "?"))
             return 0
         from ..backup._db import DatabaseError, LocalServer

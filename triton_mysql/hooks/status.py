@@ -179,7 +179,7 @@ def render(status: dict[str, Any], title: str) -> str:
     lines = [title]
     primary = status["primary"]
     if primary:
-        state = "" if primary["state"] == "ready" else f" ({primary['state']})"
+        state = "" if primary["state"] == READY else f" ({primary['state']})"
         lines.append(f"primary: {primary['node']} at {primary['address']}:{primary['port']}{state}, "
                      f"lock held since {_ago(status['time'] - primary['since'])}")
     else:

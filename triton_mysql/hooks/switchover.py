@@ -13,8 +13,9 @@ import time
 from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
-from ..ha.view import READY, read_view
-from ..keys import ClusterKeys, encode
+from ..ha.records import READY, ClusterStore, SwitchoverRequest
+from ..ha.view import read_view
+from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.switchover")
 
@@ -27,9 +28,8 @@ def run(config, target: str | None = None) -> int:
         if view.lock is None:
             raise UserError("there is no primary to switch over from (the lock is free)")
         current = view.lock.node
-        flavor = _flavor(view)
-        ranked = d.rank(flavor, {m.node: (m.received_gtid, m.gtid) for m in view.members.values()
-                                 if m.node != current and m.candidate and m.fresh(view.now, config.session_ttl)})
+        timing = d.Timing.from_config(config, discovery.expiry_bounds(config.session_ttl)[1])
+        ranked = d.switchover_candidates(view, timing)
         if target is None:
             if not ranked:
                 raise UserError("no candidate replica to switch over to")
@@ -37,15 +37,12 @@ def run(config, target: str | None = None) -> int:
         if target == current:
             raise UserError(f"{target} is already the primary")
         if target not in ranked:
-            member = view.member(target)
-            why = "unknown node" if member is None else ("its member record is stale" if not member.fresh(
-                view.now, config.session_ttl) else "not a candidate (lagging in error, errant, backing up or NOFAILOVER)")
-            raise UserError(f"refusing to switch over to {target}: {why}")
-        if not discovery.create(keys.switchover, encode({"to": target, "requested": time.time(), "from": current,
-                                                         "kind": "planned"})):
+            raise UserError(f"refusing to switch over to {target}: {d.why_not_switchover_target(view, target, timing)}")
+        request = SwitchoverRequest(to=target, requested=time.time(), source=current, kind="planned")
+        if not ClusterStore(discovery, keys).request_switchover(request, only_if_none=True):
             raise UserError("another switchover is already in progress")
         print(f"switchover requested: {current} -> {target}; waiting for {target} to become primary")
-        deadline = time.monotonic() + config.stop_grace + 2 * discovery.expiry_bounds(config.session_ttl)[1] + 15
+        deadline = time.monotonic() + timing.switchover_wait
         while time.monotonic() < deadline:
             view = read_view(discovery, keys)
             if view.lock is not None and view.lock.node == target and view.lock.state == READY:
@@ -61,10 +58,3 @@ def run(config, target: str | None = None) -> int:
     finally:
         discovery.close()
 
-
-def _flavor(view) -> str:
-    """The cluster's server family, as its members publish it (MariaDB when none says)."""
-    for member in view.members.values():
-        if member.flavor:
-            return member.flavor
-    return "mariadb"
