@@ -73,7 +73,8 @@ def is_empty(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> bool:
     return not entries(datadir, ignore)
 
 
-def _mysql_ids() -> tuple[int, int] | None:
+def mysql_ids() -> tuple[int, int] | None:
+    """(uid, gid) of the `mysql` user, or None when this system has none."""
     try:
         entry = pwd.getpwnam("mysql")
     except KeyError:
@@ -81,20 +82,28 @@ def _mysql_ids() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def chown_mysql(path: str | os.PathLike) -> None:
-    """chown -R mysql:mysql `path` when running as root (mysqld runs as mysql then); else nothing.
+def chown_mysql(path: str | os.PathLike, *, recursive: bool = True, must_exist: bool = True) -> None:
+    """chown mysql:mysql `path` (and everything below it) when running as root; else nothing.
 
-    Needed after anything root writes into the datadir: initialisation,
-    mariabackup --move-back, moving old data aside.
+    The one ownership helper of the package: mysqld runs as mysql when we are
+    root, so whatever root writes for it (initialisation, a restored datadir,
+    --move-back, moving old data aside, the socket directory, the TLS copies)
+    is handed over.  Without a `mysql` user: DatadirError when `must_exist`,
+    else a warning and the owner stays.
     """
     if os.geteuid() != 0:
         return
-    ids = _mysql_ids()
+    ids = mysql_ids()
     if ids is None:
-        raise DatadirError("running as root but there is no 'mysql' user to own the datadir")
+        if must_exist:
+            raise DatadirError("running as root but there is no 'mysql' user to own the datadir")
+        logger.warning("no 'mysql' user: %s keeps its current owner", path)
+        return
     uid, gid = ids
     root = Path(path)
     os.lchown(root, uid, gid)
+    if not recursive:
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             os.lchown(os.path.join(dirpath, name), uid, gid)
