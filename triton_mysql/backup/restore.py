@@ -32,7 +32,7 @@ from ..mysql import gtid as gtids
 from ..mysql.datadir import DatadirError, chown_mysql, entries, install, new_staging
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
-from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
+from .manifest import data_key, is_complete, newest_complete, read_manifest, validate
 from .pipeline import CHUNK, _grow_pipe, failure
 from .progress import Progress
 
@@ -43,20 +43,11 @@ NOT_MOVED = frozenset({"backup-my.cnf", "xtrabackup_binlog_info", "xtrabackup_ch
                        "xtrabackup_binary", "xtrabackup_galera_info", "xtrabackup_slave_info",
                        "xtrabackup_debug_sync", "xtrabackup_tablespaces", "donor_galera_info"})
 
-__all__ = ["RestoreError", "restore", "restore_newest", "newest_complete", "list_complete", "datadir_is_empty"]
+__all__ = ["RestoreError", "restore", "restore_newest"]
 
 
 class RestoreError(Exception):
     """The restore was refused or failed; the datadir was not touched (one line for the operator)."""
-
-
-def datadir_entries(datadir: str) -> list[str]:
-    """What is in `datadir` that counts as data (see mysql.datadir.entries)."""
-    return entries(datadir)
-
-
-def datadir_is_empty(datadir: str) -> bool:
-    return not datadir_entries(datadir)
 
 
 # -- the public entry points ---------------------------------------------------------
@@ -81,7 +72,7 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
     except FlavorError as exc:
         raise RestoreError(f"snapshot {snapshot_id}: {exc}") from None
     datadir = os.path.abspath(datadir)
-    left = datadir_entries(datadir)
+    left = entries(datadir)
     if left:
         shown = ", ".join(left[:3]) + (", …" if len(left) > 3 else "")
         raise RestoreError(f"{datadir} is not empty ({shown}): restore needs an empty datadir")

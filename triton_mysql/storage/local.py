@@ -24,7 +24,6 @@ import errno
 import os
 import secrets
 import shutil
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -271,20 +270,3 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.url}: cannot create {key}: {exc.strerror or exc}") from None
         finally:
             temp.unlink(missing_ok=True)
-
-    def stale_temporaries(self, older_than: float) -> list[Path]:
-        """Hidden temporary files of killed writers older than `older_than` seconds."""
-        found: list[Path] = []
-        if not self.root.is_dir():
-            return found
-        cutoff = time.time() - older_than
-        for dirpath, _dirs, filenames in os.walk(self.root):
-            for name in filenames:
-                if _is_temp(name):
-                    path = Path(dirpath) / name
-                    try:
-                        if path.stat().st_mtime < cutoff:
-                            found.append(path)
-                    except FileNotFoundError:
-                        pass
-        return found
