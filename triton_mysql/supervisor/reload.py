@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from .backends import BackendRunner
-from .config import SupervisorConfig
+from .config import SupervisorConfig, TaskConfig
 from .context import Context
 from .process import Child, now
 from .services import ServiceRunner
@@ -100,45 +100,45 @@ def services(sup: Reloadable, new: SupervisorConfig) -> list[str]:
 
 
 def backends(sup: Reloadable, new: SupervisorConfig) -> list[str]:
-    changes: list[str] = []
-    old_by_name = {b.config.name: b for b in sup.backends}
-    runners = []
-    for conf in new.backends:
-        runner = old_by_name.pop(conf.name, None)
-        if runner is None:
-            runner = BackendRunner(conf, sup.ctx)
-            changes.append(f"backend {conf.name} added")
-        elif runner.config != conf:
-            runner.config = conf
-            changes.append(f"backend {conf.name} changed")
-        runners.append(runner)
-    for runner in old_by_name.values():
-        runner.removed = True
-        changes.append(f"backend {runner.config.name} removed")
-    sup.backends = runners
+    sup.backends, changes = _match_by_name("backend", sup.backends, new.backends,
+                                           lambda conf: BackendRunner(conf, sup.ctx))
     return changes
 
 
 def tasks(sup: Reloadable, new: SupervisorConfig) -> list[str]:
+    def changed(runner: TaskRunner, conf: TaskConfig) -> None:
+        if runner.config.frequency != conf.frequency:
+            runner.next_due = now() + conf.frequency
+
+    sup.tasks, changes = _match_by_name("task", sup.tasks, new.tasks, lambda conf: TaskRunner(conf, sup.ctx), changed)
+    return changes
+
+
+R = TypeVar("R", BackendRunner, TaskRunner)
+
+
+def _match_by_name(kind: str, current: list[R], confs: Iterable[Any], make: Callable[[Any], R],
+                   changed: Callable[[R, Any], None] | None = None) -> tuple[list[R], list[str]]:
+    """The runners for `confs`: one that kept its name keeps its state (with the new config,
+    `changed` called first), a new name gets a new runner, a name gone marks its runner removed."""
     changes: list[str] = []
-    old_by_name = {t.config.name: t for t in sup.tasks}
+    old_by_name = {runner.config.name: runner for runner in current}
     runners = []
-    for conf in new.tasks:
+    for conf in confs:
         runner = old_by_name.pop(conf.name, None)
         if runner is None:
-            runner = TaskRunner(conf, sup.ctx)
-            changes.append(f"task {conf.name} added")
+            runner = make(conf)
+            changes.append(f"{kind} {conf.name} added")
         elif runner.config != conf:
-            if runner.config.frequency != conf.frequency:
-                runner.next_due = now() + conf.frequency
+            if changed is not None:
+                changed(runner, conf)
             runner.config = conf
-            changes.append(f"task {conf.name} changed")
+            changes.append(f"{kind} {conf.name} changed")
         runners.append(runner)
     for runner in old_by_name.values():
         runner.removed = True
-        changes.append(f"task {runner.config.name} removed")
-    sup.tasks = runners
-    return changes
+        changes.append(f"{kind} {runner.config.name} removed")
+    return runners, changes
 
 
 def coprocesses(sup: Reloadable, new: SupervisorConfig) -> list[str]:
