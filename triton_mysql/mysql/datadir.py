@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import node_state
+from ..files import fsync_dir
 from ..config import Config
 from .flavor import Flavor
 
@@ -155,7 +156,7 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
     node_state.save(built, mark.update(complete=True))
     try:
         os.rename(built, datadir)
-        _fsync_dir(datadir.parent)
+        fsync_dir(datadir.parent)
         return
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY, errno.EXDEV, errno.EINVAL):
@@ -167,9 +168,9 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
                 continue
             os.rename(built / name, datadir / name)
             moved.append(datadir / name)
-        _fsync_dir(datadir)
+        fsync_dir(datadir)
         os.replace(built / node_state.FILENAME, node_state.path(datadir))
-        _fsync_dir(datadir)
+        fsync_dir(datadir)
     except OSError as exc:
         for path in moved:  # leave the datadir as it was (empty)
             if path.is_dir() and not path.is_symlink():
@@ -178,19 +179,6 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
                 path.unlink(missing_ok=True)
         raise DatadirError(f"moving the new files into {datadir} failed: {exc.strerror or exc}") from None
     shutil.rmtree(built, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def move_aside(datadir: str | os.PathLike, why: str) -> Path:
@@ -216,7 +204,7 @@ def move_aside(datadir: str | os.PathLike, why: str) -> Path:
     except OSError as exc:
         raise DatadirError(f"cannot move {datadir} aside to {aside}: {exc.strerror or exc}") from None
     datadir.mkdir(mode=mode)
-    _fsync_dir(datadir.parent)
+    fsync_dir(datadir.parent)
     return aside
 
 

@@ -27,6 +27,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..files import fsync_dir
 from .base import CHUNK, NotFound, ObjectInfo, ObjectReader, ObjectWriter, Storage, StorageError, check_key
 
 TMP_MARK = ".tmp-"
@@ -114,7 +115,7 @@ class _FileWriter(ObjectWriter):
             os.fsync(self.file.fileno())
             self.file.close()
             os.rename(self.temp, self.final)
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
         except OSError as exc:
             raise StorageError(f"{self.storage.url}: storing {self.key} failed: {exc.strerror or exc}") from None
 
@@ -142,19 +143,6 @@ class _FileReader(ObjectReader):
 
     def close(self) -> None:
         self.file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class LocalStorage(Storage):
