@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tests.test_backup_helpers import ROOT, backups_url, cli, env_for, hold_primary_lock
+from tests.harness.backup import ROOT, backups_url, cli, env_for, hold_primary_lock
 from triton_mysql.keys import ClusterKeys, decode
 
 
@@ -76,7 +76,7 @@ def test_backup_export_list_and_restore(node, tmp_path):
 def test_backup_shows_a_progress_bar_on_a_terminal(node):
     import pty
 
-    from tests.test_backup_helpers import triton_mysql
+    from tests.harness.backup import triton_mysql
     _, env, _, _ = node
     master, slave = pty.openpty()
     proc = subprocess.Popen([triton_mysql(), "backup"], env={**os.environ, **env}, cwd=ROOT, stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.test_backup_helpers import backups_url, cli, config_for, env_for, hold_primary_lock
+from tests.harness.backup import backups_url, cli, config_for, env_for, hold_primary_lock
 from triton_mysql.backup import manifest as mf
 from triton_mysql.backup.snapshot import SnapshotError, clone_source_refusal, take_snapshot
 from triton_mysql.keys import ClusterKeys, encode

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.procs import descendants, wait_for
-from tests.test_backup_helpers import (backups_url, cli, cli_popen, config_for, env_for,  # noqa: F401
+from tests.harness.backup import (backups_url, cli, cli_popen, config_for, env_for,  # noqa: F401
                                        hold_primary_lock, source)
 from triton_mysql.backup.manifest import data_key, list_complete, manifest_key
 from triton_mysql.backup.progress import process_read_bytes

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.test_backup_helpers import (Ticker, backups_url, checksums, config_for, gtid_seq, seed,  # noqa: F401
+from tests.harness.backup import (Ticker, backups_url, checksums, config_for, gtid_seq, seed,  # noqa: F401
                                        source, spare, start_restored)
 from triton_mysql.backup.manifest import FIELDS, data_key, list_complete, manifest_key
 from triton_mysql.backup.restore import restore

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.harness.procs import wait_for
-from tests.test_backup_helpers import (backups_url, cli, config_for, env_for, hold_primary_lock, seed,  # noqa: F401
+from tests.harness.backup import (backups_url, cli, config_for, env_for, hold_primary_lock, seed,  # noqa: F401
                                        spare, start_restored)
 from triton_mysql.backup import manifest as mf
-from triton_mysql.backup._db import LocalServer
+from triton_mysql.mysql.local import LocalServer
 from triton_mysql.backup.binlogs import purge
 from triton_mysql.backup.lock import LockBusy, SnapshotLock
 from triton_mysql.backup.restore import restore

@@ -23,7 +23,7 @@ BASE = {
 
 # One malformed value per variable that has a type or a format.
 MALFORMED = {
-    "CONSUL": "no-port",
+    "CONSUL": "consul:port",
     "ETCD": "127.0.0.1:99999",
     "ETCD_PREFIX": "no-leading-slash",
     "SERVICE_NAME": "bad name!",
@@ -149,7 +149,7 @@ def test_consul_session_ttl_below_ten_is_refused():
 def test_timing_rule_refuses_a_ttl_that_fencing_cannot_meet():
     with pytest.raises(ConfigError) as err:
         Config.from_env({**BASE, "SESSION_TTL": "5", "HEALTH_POLL": "2", "DISCOVERY_TIMEOUT": "1"})
-    assert err.value.variable == "SESSION_TTL"
+    assert err.value.key == "SESSION_TTL"
     assert "HEALTH_POLL" in err.value.problem
     # The same TTL is fine with a faster poll and a shorter discovery timeout.
     Config.from_env({**BASE, "SESSION_TTL": "5", "HEALTH_POLL": "1", "DISCOVERY_TIMEOUT": "0.5"})
@@ -159,7 +159,7 @@ def test_manta_storage_requires_its_credentials_only_when_used():
     config = Config.from_env({**BASE, "BACKUP_URL": "manta:///acct/stor/backups"})
     with pytest.raises(ConfigError) as err:
         config.require("storage")
-    assert err.value.variable == "MANTA_URL"
+    assert err.value.key == "MANTA_URL"
     Config.from_env(BASE).require("storage")  # file:// needs nothing
 
 
@@ -209,4 +209,4 @@ def test_sync_replication_defaults_to_semi_with_a_ten_second_timeout():
     assert Config.from_env({**BASE, "SYNC_REPLICATION": "off"}).sync_replication == "off"
     with pytest.raises(ConfigError) as err:
         Config.from_env({**BASE, "SYNC_TIMEOUT": "5000000"})  # beyond the server's 2^32-1 ms
-    assert err.value.variable == "SYNC_TIMEOUT"
+    assert err.value.key == "SYNC_TIMEOUT"

@@ -46,7 +46,7 @@ def test_file_form_keeps_all_but_one_newline_and_then_refuses_the_rest(tmp_path)
     path = tmp_path / "secret"
     path.write_text("pw\n\n")
     err = _error({**{k: v for k, v in BASE.items() if k != "MYSQL_REPL_PASSWORD"}, "MYSQL_REPL_PASSWORD_FILE": str(path)})
-    assert err.variable == "MYSQL_REPL_PASSWORD_FILE" and "control character" in err.problem
+    assert err.key == "MYSQL_REPL_PASSWORD_FILE" and "control character" in err.problem
     assert "pw" not in err.problem.replace("position", "")
 
 
@@ -76,7 +76,7 @@ def test_control_characters_are_refused_in_every_variable(name, char):
     if name == "MANTA_PRIVATE_KEY" and char in "\n\r":
         return  # PEM text: lines are allowed (next test)
     err = _error({**BASE, name: value})
-    assert err.variable == name and "control character" in err.problem
+    assert err.key == name and "control character" in err.problem
 
 
 def test_control_characters_are_exit_2_and_a_secret_is_not_echoed():
@@ -112,17 +112,17 @@ def test_https_discovery_addresses(tmp_path):
     assert config.etcd == (("10.0.0.1", 2379), ("10.0.0.2", 2379)) and config.etcd_scheme == "https"
     assert Config.from_env(BASE).etcd_scheme == "http"
     err = _error({**BASE, "ETCD": "https://10.0.0.1:2379,10.0.0.2:2379"})
-    assert err.variable == "ETCD" and "mixes" in err.problem
-    assert _error({**CONSUL, "CONSUL": "ftp://c:1"}).variable == "CONSUL"
+    assert err.key == "ETCD" and "mixes" in err.problem
+    assert _error({**CONSUL, "CONSUL": "ftp://c:1"}).key == "CONSUL"
 
 
 def test_tls_files_for_a_plain_http_service_are_refused(tmp_path):
     pem = tmp_path / "ca.pem"
     pem.write_text("x")
     err = _error({**CONSUL, "CONSUL": "consul:8500", "CONSUL_CACERT": str(pem)})
-    assert err.variable == "CONSUL_CACERT" and "https://" in err.problem
+    assert err.key == "CONSUL_CACERT" and "https://" in err.problem
     err = _error({**BASE, "ETCD_CERT": str(pem), "ETCD_KEY": str(pem)})
-    assert err.variable == "ETCD_CERT"
+    assert err.key == "ETCD_CERT"
     Config.from_env({**BASE, "ETCD": "https://e:2379", "ETCD_CACERT": str(pem)})
 
 
@@ -136,12 +136,12 @@ def test_certificate_settings_come_together(given, missing, tmp_path):
     env = {**BASE, "ETCD": "https://e:2379"} if not given.startswith("CONSUL") else \
         {**CONSUL, "CONSUL": "https://c:8501"}
     err = _error({**env, given: str(pem)})
-    assert err.variable == missing
+    assert err.key == missing
 
 
 def test_etcd_user_and_password_come_together():
-    assert _error({**BASE, "ETCD_USER": "u"}).variable == "ETCD_PASSWORD"
-    assert _error({**BASE, "ETCD_PASSWORD": "p"}).variable == "ETCD_USER"
+    assert _error({**BASE, "ETCD_USER": "u"}).key == "ETCD_PASSWORD"
+    assert _error({**BASE, "ETCD_PASSWORD": "p"}).key == "ETCD_USER"
 
 
 def test_peer_identity_is_verified_by_default_only_for_host_names(tmp_path):

@@ -26,7 +26,7 @@ import pytest
 
 from tests.harness.mariadb import mysql_tmp_dir, next_loopback_address, run_mysqld
 from tests.harness.procs import free_port
-from tests.test_backup_helpers import cli, cli_popen
+from tests.harness.backup import cli, cli_popen
 from triton_mysql import node_state
 from triton_mysql.mysql import datadir as dd
 from triton_mysql.mysql.connection import connect_local

@@ -6,8 +6,7 @@ import pytest
 from triton_mysql import node_state
 from triton_mysql.config import Config
 from triton_mysql.mysql import fence
-from triton_mysql.mysql.accounts import (ACCOUNTS_VERSION, AccountsError, ensure_accounts,
-                                         read_only_bypass_privileges, upgrade_once)
+from triton_mysql.mysql.accounts import ACCOUNTS_VERSION, AccountsError, ensure_accounts, upgrade_once
 from triton_mysql.mysql.connection import DBError, connect_local, connect_tcp
 from triton_mysql.mysql.flavor import MARIADB, from_version
 
@@ -177,9 +176,9 @@ def test_existing_accounts_get_the_new_grants_once(mariadb_factory):
 
 
 def test_read_only_bypass_privileges_by_version():
-    assert read_only_bypass_privileges(from_version("10.11.6-MariaDB-0+deb12u1")) == ["READ ONLY ADMIN"]
-    assert read_only_bypass_privileges(from_version("10.6.16-MariaDB")) == ["READ ONLY ADMIN", "SUPER"]
-    assert read_only_bypass_privileges(from_version("8.0.36")) == []  # MySQL: super_read_only stops SUPER
+    assert from_version("10.11.6-MariaDB-0+deb12u1").read_only_bypass_privileges() == ["READ ONLY ADMIN"]
+    assert from_version("10.6.16-MariaDB").read_only_bypass_privileges() == ["READ ONLY ADMIN", "SUPER"]
+    assert from_version("8.0.36").read_only_bypass_privileges() == []  # MySQL: super_read_only stops SUPER
 
 
 def test_replication_account_can_wait_for_a_gtid(mariadb_factory):

@@ -56,7 +56,7 @@ def test_an_invalid_stored_name_is_a_configuration_error(tmp_path):
     datadir = store(tmp_path / "data", "bad name/..")
     with pytest.raises(ConfigError) as exc:
         Config.from_env(env(datadir))
-    assert exc.value.variable == "NODE_NAME" and str(datadir) in exc.value.problem
+    assert exc.value.key == "NODE_NAME" and str(datadir) in exc.value.problem
 
 
 def test_the_supervisor_builds_its_service_ids_from_the_same_name(tmp_path):

@@ -2,6 +2,7 @@
 S3 server) and manta:// (the Manta API double, signed requests)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -78,6 +79,22 @@ def test_uncommitted_object_is_never_visible(storage):
     writer.abort()
     assert not storage.exists("partial/backup.bin")
     assert storage.list("partial/") == []
+
+
+def test_a_killed_writers_upload_is_listed_and_dropped(storage):
+    """Retention's housekeeping: what a writer that never finished left in the store (S3's
+    multipart upload) is listed with `abandoned_uploads` and dropped with `abort_upload`."""
+    writer = storage.open_write("killed/backup.bin")
+    for _ in range(20):
+        writer.write(b"z" * (1 << 20))
+    for key, upload_id, started in storage.abandoned_uploads():
+        assert key.endswith("killed/backup.bin") and started > 0
+        storage.abort_upload(key, upload_id)
+    assert storage.abandoned_uploads() == []
+    assert storage.list() == []
+    with contextlib.suppress(Exception):  # its upload may be gone already
+        writer.abort()
+    assert storage.abandoned_uploads() == []
 
 
 def test_exception_inside_writer_block_aborts(storage):

@@ -18,7 +18,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.test_backup_helpers import hold_primary_lock
+from tests.harness.backup import hold_primary_lock
 from tests.test_datadir_lifecycle import NodeDirs, service_name
 from triton_mysql.config import Config
 from triton_mysql.discovery import connect_endpoints

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
+from .errors import ConfigError
+
 # Fencing must finish within this long once a health pass decides to fence
 # (kill connections, read_only=ON, verify; otherwise stop mysqld).
 FENCE_BUDGET = 2.0
@@ -31,15 +33,12 @@ CONSUL_MAX_TTL = 86400
 ETCD_MIN_TTL = 2
 # rpl_semi_sync_*_timeout is in milliseconds, at most 2^32 - 1.
 SYNC_TIMEOUT_MAX = 4294967.295
+# What an address without a port means, as the services' own clients read it.
+DEFAULT_CONSUL_PORT = 8500
+DEFAULT_ETCD_PORT = 2379
+DEFAULT_ETCD_PREFIX = "/triton-mysql"
 
-
-class ConfigError(Exception):
-    """A user mistake in the configuration: reported in one line, exit code 2."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
+__all__ = ["ConfigError"]  # re-exported: callers catch configuration mistakes from here
 
 
 # --------------------------------------------------------------------------
@@ -107,17 +106,37 @@ def _host(raw: str) -> str:
     return value
 
 
-def _host_port(raw: str) -> tuple[str, int]:
+def parse_host_port(raw: str, default_port: int) -> tuple[str, int]:
+    """(host, port) from "host:port", "http(s)://host:port" or "[v6 address]:port".
+
+    The one reading of a service address, for the environment (`CONSUL`,
+    `ETCD`) and the supervisor file (`consul`, `etcd.endpoints`) alike.  A bare
+    host takes `default_port` (8500 for Consul, 2379 for etcd, as their own
+    clients do).  Anything else is a ValueError.  An IPv6 address needs its
+    brackets: in "fe80::1:2379" nobody can tell the port from the address.
+    """
     value = raw.strip()
     if "://" in value:
         scheme, _, value = value.partition("://")
         if scheme not in ("http", "https"):
             raise ValueError("must be host:port (only http:// or https:// may prefix it)")
-        value = value.rstrip("/")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
+    value = value.rstrip("/")
+    if not value or "/" in value:
         raise ValueError("must be host:port")
-    host = host.strip("[]")
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError("must be host:port")
+        has_port, port = bool(rest), rest[1:]
+    elif value.count(":") > 1:
+        raise ValueError("must be host:port (write IPv6 addresses as [address]:port)")
+    else:
+        host, colon, port = value.partition(":")
+        has_port = bool(colon)
+    if not host:
+        raise ValueError("must be host:port")
+    if not has_port:
+        return _host(host), default_port
     try:
         port_number = int(port, 10)
     except ValueError:
@@ -127,14 +146,18 @@ def _host_port(raw: str) -> tuple[str, int]:
     return _host(host), port_number
 
 
+def _consul_address(raw: str) -> tuple[str, int]:
+    return parse_host_port(raw, DEFAULT_CONSUL_PORT)
+
+
 def _host_port_list(raw: str) -> tuple[tuple[str, int], ...]:
     parts = [p for p in raw.split(",") if p.strip()]
     if not parts:
         raise ValueError("must be host:port[,host:port...]")
-    return tuple(_host_port(p) for p in parts)
+    return tuple(parse_host_port(p, DEFAULT_ETCD_PORT) for p in parts)
 
 
-def _scheme(raw: str) -> str:
+def endpoint_scheme(raw: str) -> str:
     """"https" when every address in `raw` (one, or a comma-separated list) says https://, else "http".
 
     Mixing both in one list is a ValueError: a client either verifies the
@@ -177,7 +200,12 @@ def _abs_path(raw: str) -> str:
     return raw
 
 
-def _name(raw: str) -> str:
+def valid_name(raw: str) -> str:
+    """The rule for SERVICE_NAME and node names (NODE_NAME, a stored name, the host name).
+
+    1-63 characters, DNS-label-like.  The supervisor builds its service IDs
+    from the node name before any hook runs, so it checks it with this too.
+    """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", raw):
         raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return raw
@@ -221,7 +249,7 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _etcd_prefix(raw: str) -> str:
+def valid_etcd_prefix(raw: str) -> str:
     if not raw.startswith("/") or raw.endswith("/") and raw != "/":
         raise ValueError("must start with '/' and not end with '/', e.g. /triton-mysql")
     return raw
@@ -258,9 +286,9 @@ class Var:
 
 
 VARIABLES: tuple[Var, ...] = (
-    Var("CONSUL", _host_port, None, "discovery: Consul agent `host:port`, or `https://host:port` for TLS (exactly one of `CONSUL`/`ETCD`)"),
-    Var("ETCD", _host_port_list, None, "discovery: etcd endpoints `host:port[,host:port…]` (each `https://host:port` for TLS), tried in turn"),
-    Var("ETCD_PREFIX", _etcd_prefix, "/triton-mysql", "etcd key prefix for KV records and services"),
+    Var("CONSUL", _consul_address, None, "discovery: Consul agent `host[:port]` (port 8500 by default), or `https://host:port` for TLS (exactly one of `CONSUL`/`ETCD`)"),
+    Var("ETCD", _host_port_list, None, "discovery: etcd endpoints `host[:port][,host[:port]…]` (port 2379 by default; each `https://host:port` for TLS), tried in turn"),
+    Var("ETCD_PREFIX", valid_etcd_prefix, DEFAULT_ETCD_PREFIX, "etcd key prefix for KV records and services"),
     Var("CONSUL_HTTP_TOKEN", _text, None, "Consul ACL token (sent as `X-Consul-Token`)", secret=True),
     Var("CONSUL_HTTP_TOKEN_FILE", _file, None, "file holding `CONSUL_HTTP_TOKEN`", file_of="CONSUL_HTTP_TOKEN"),
     Var("CONSUL_CACERT", _file, None, "CA certificate (PEM) that signed the Consul agent's certificate (`https://` in `CONSUL`)"),
@@ -273,8 +301,8 @@ VARIABLES: tuple[Var, ...] = (
     Var("ETCD_USER", _text, None, "etcd user (etcd `auth enable`); with `ETCD_PASSWORD`"),
     Var("ETCD_PASSWORD", _text, None, "password of `ETCD_USER`", secret=True),
     Var("ETCD_PASSWORD_FILE", _file, None, "file holding `ETCD_PASSWORD`", file_of="ETCD_PASSWORD"),
-    Var("SERVICE_NAME", _name, "mysql", "replicas register as `<SERVICE_NAME>`, the primary as `<SERVICE_NAME>-primary`"),
-    Var("NODE_NAME", _name, None, "unique name of this node (default: the name stored with its data, else the host name)"),
+    Var("SERVICE_NAME", valid_name, "mysql", "replicas register as `<SERVICE_NAME>`, the primary as `<SERVICE_NAME>-primary`"),
+    Var("NODE_NAME", valid_name, None, "unique name of this node (default: the name stored with its data, else the host name)"),
     Var("ADVERTISE_ADDRESS", _address, None, "address other nodes and clients use (default: first non-loopback IPv4)"),
     Var("MYSQL_PORT", _port, 3306, "mysqld TCP port"),
     Var("MYSQL_BIND_ADDRESS", _address, "0.0.0.0", "address mysqld listens on"),
@@ -385,73 +413,82 @@ def _attr(var: Var) -> str:
     return var.attr or var.name.lower()
 
 
+_DEFAULTS: dict[str, Any] = {_attr(var): var.default for var in VARIABLES if not var.file_of}
+
+
+def _default(attr: str, **options: Any) -> Any:
+    """A `Config` field whose default is the one `VARIABLES` gives: the table stays the single source."""
+    return field(default=_DEFAULTS[attr], **options)
+
+
 @dataclass(frozen=True)
 class Config:
     """The validated environment.  Immutable; build it with `Config.from_env`."""
 
-    consul: tuple[str, int] | None = None
-    etcd: tuple[tuple[str, int], ...] | None = None
-    etcd_prefix: str = "/triton-mysql"
-    consul_http_token: str | None = field(default=None, repr=False)
-    consul_cacert: str | None = None
-    consul_client_cert: str | None = None
-    consul_client_key: str | None = None
-    consul_http_ssl_verify: bool = True
-    etcd_cacert: str | None = None
-    etcd_cert: str | None = None
-    etcd_key: str | None = None
-    etcd_user: str | None = None
-    etcd_password: str | None = field(default=None, repr=False)
+    consul: tuple[str, int] | None = _default("consul")
+    etcd: tuple[tuple[str, int], ...] | None = _default("etcd")
+    etcd_prefix: str = _default("etcd_prefix")
+    consul_http_token: str | None = _default("consul_http_token", repr=False)
+    consul_cacert: str | None = _default("consul_cacert")
+    consul_client_cert: str | None = _default("consul_client_cert")
+    consul_client_key: str | None = _default("consul_client_key")
+    consul_http_ssl_verify: bool = _default("consul_http_ssl_verify")
+    etcd_cacert: str | None = _default("etcd_cacert")
+    etcd_cert: str | None = _default("etcd_cert")
+    etcd_key: str | None = _default("etcd_key")
+    etcd_user: str | None = _default("etcd_user")
+    etcd_password: str | None = _default("etcd_password", repr=False)
     consul_scheme: str = "http"
     etcd_scheme: str = "http"
-    service_name: str = "mysql"
+    service_name: str = _default("service_name")
     node_name: str = ""
-    advertise_address: str | None = None
-    mysql_port: int = 3306
-    mysql_bind_address: str = "0.0.0.0"
-    mysql_datadir: str = "/var/lib/mysql"
-    mysql_cnf: str = "/etc/mysql/triton-mysql.cnf"
-    mysql_conf_dir: str = "/etc/mysql/triton-mysql.d"
-    mysql_socket: str = "/run/mysqld/mysqld.sock"
-    mysqld: str | None = None
-    mysql_root_password: str | None = field(default=None, repr=False)
-    mysql_user: str | None = None
-    mysql_password: str | None = field(default=None, repr=False)
-    mysql_database: str | None = None
-    mysql_repl_user: str | None = None
-    mysql_repl_password: str | None = field(default=None, repr=False)
-    mysql_tls_ca: str | None = None
-    mysql_tls_cert: str | None = None
-    mysql_tls_key: str | None = None
-    mysql_tls_verify_identity: bool | None = None
-    backup_url: str = "file:///var/backups/triton-mysql"
-    s3_endpoint_url: str | None = None
-    s3_create_bucket: bool = False
-    manta_url: str | None = None
-    manta_user: str | None = None
-    manta_key_id: str | None = None
-    manta_private_key: str | None = field(default=None, repr=False)
-    manta_key_path: str | None = None
-    snapshot_interval: float = 86400.0
-    snapshot_keep: int = 7
-    session_ttl: float = 10.0
-    max_lag: float = 30.0
-    stop_grace: float = 10.0
-    discovery_wait: float = 60.0
-    discovery_timeout: float = 2.0
-    health_poll: float = 2.0
-    snapshot_poll: float = 10.0
-    http_port: int = 9090
-    http_bind_address: str = "0.0.0.0"
-    warm_start: bool = True
-    bootstrap_wait: float = 600.0
-    nofailover: bool = False
-    auto_reclone: bool = False
-    failover_cooldown: float = 0.0
-    sync_replication: str = "semi"
-    sync_timeout: float = 10.0
-    log_level: str = "INFO"
-    log_format: str = "text"
+    """Never empty once built by `from_env`: its default is computed (`default_node_name`), not a table value."""
+    advertise_address: str | None = _default("advertise_address")
+    mysql_port: int = _default("mysql_port")
+    mysql_bind_address: str = _default("mysql_bind_address")
+    mysql_datadir: str = _default("mysql_datadir")
+    mysql_cnf: str = _default("mysql_cnf")
+    mysql_conf_dir: str = _default("mysql_conf_dir")
+    mysql_socket: str = _default("mysql_socket")
+    mysqld: str | None = _default("mysqld")
+    mysql_root_password: str | None = _default("mysql_root_password", repr=False)
+    mysql_user: str | None = _default("mysql_user")
+    mysql_password: str | None = _default("mysql_password", repr=False)
+    mysql_database: str | None = _default("mysql_database")
+    mysql_repl_user: str | None = _default("mysql_repl_user")
+    mysql_repl_password: str | None = _default("mysql_repl_password", repr=False)
+    mysql_tls_ca: str | None = _default("mysql_tls_ca")
+    mysql_tls_cert: str | None = _default("mysql_tls_cert")
+    mysql_tls_key: str | None = _default("mysql_tls_key")
+    mysql_tls_verify_identity: bool | None = _default("mysql_tls_verify_identity")
+    backup_url: str = _default("backup_url")
+    s3_endpoint_url: str | None = _default("s3_endpoint_url")
+    s3_create_bucket: bool = _default("s3_create_bucket")
+    manta_url: str | None = _default("manta_url")
+    manta_user: str | None = _default("manta_user")
+    manta_key_id: str | None = _default("manta_key_id")
+    manta_private_key: str | None = _default("manta_private_key", repr=False)
+    manta_key_path: str | None = _default("manta_key_path")
+    snapshot_interval: float = _default("snapshot_interval")
+    snapshot_keep: int = _default("snapshot_keep")
+    session_ttl: float = _default("session_ttl")
+    max_lag: float = _default("max_lag")
+    stop_grace: float = _default("stop_grace")
+    discovery_wait: float = _default("discovery_wait")
+    discovery_timeout: float = _default("discovery_timeout")
+    health_poll: float = _default("health_poll")
+    snapshot_poll: float = _default("snapshot_poll")
+    http_port: int = _default("http_port")
+    http_bind_address: str = _default("http_bind_address")
+    warm_start: bool = _default("warm_start")
+    bootstrap_wait: float = _default("bootstrap_wait")
+    nofailover: bool = _default("nofailover")
+    auto_reclone: bool = _default("auto_reclone")
+    failover_cooldown: float = _default("failover_cooldown")
+    sync_replication: str = _default("sync_replication")
+    sync_timeout: float = _default("sync_timeout")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
     external_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     # ------------------------------------------------------------------
@@ -478,12 +515,12 @@ class Config:
             raise ConfigError("CONSUL", "set either CONSUL or ETCD, not both")
         for name in ("CONSUL", "ETCD"):
             try:
-                values[f"{name.lower()}_scheme"] = _scheme(env.get(name, ""))
+                values[f"{name.lower()}_scheme"] = endpoint_scheme(env.get(name, ""))
             except ValueError as exc:
                 raise ConfigError(name, str(exc)) from None
         values["external_secrets"] = tuple(env[n] for n in EXTERNAL_SECRETS if env.get(n))
         if not values.get("node_name"):
-            values["node_name"] = default_node_name(values.get("mysql_datadir", "/var/lib/mysql"))
+            values["node_name"] = default_node_name(values["mysql_datadir"])
         config = cls(**values)
         config._check_consistency()
         return config
@@ -706,22 +743,24 @@ def stored_node_name(datadir: str) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def default_node_name(datadir: str) -> str:
+def default_node_name(datadir: str, *, check: bool = True) -> str:
     """NODE_NAME's default: the name stored with the data, else the short host name.
 
     The config layer and the supervisor (which builds its service IDs before
-    onStart runs) both use this, so that they agree on the name.
+    onStart runs) both use this, so that they agree on the name.  `check=False`
+    returns the name even when it breaks the rule (the supervisor logs with it
+    before it reports the mistake).
     """
     stored = stored_node_name(datadir)
-    if stored is not None:
-        try:
-            return _name(stored)
-        except ValueError:
+    name = stored if stored is not None else socket.gethostname().split(".")[0]
+    if not check:
+        return name
+    try:
+        return valid_name(name)
+    except ValueError:
+        if stored is not None:
             raise ConfigError("NODE_NAME", f"not set and the name stored in {datadir} ({stored!r}) "
                                            "is not a valid node name") from None
-    try:
-        return _name(socket.gethostname().split(".")[0])
-    except ValueError:
         raise ConfigError("NODE_NAME", "not set and the host name is not a valid node name") from None
 
 

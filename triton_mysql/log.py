@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Iterable
@@ -93,9 +92,3 @@ def setup(component: str, *, level: str = "INFO", fmt: str = "text", node: str =
     # Client libraries log every request at DEBUG/INFO; keep them quiet.
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "requests", "consul", "etcd3gw"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def setup_from_env(component: str) -> None:
-    """Minimal setup before the configuration is known (e.g. for config errors)."""
-    setup(component, level=os.environ.get("LOG_LEVEL") or "INFO",
-          fmt=(os.environ.get("LOG_FORMAT") or "text").lower())

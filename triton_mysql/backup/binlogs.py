@@ -45,7 +45,7 @@ def purge_target(flavor: str, logs: Sequence[tuple[str, str | None]], keep: Sequ
 
 
 def purge(server, snapshot_gtid: str, extra_keep: Sequence[str] = ()) -> list[str]:
-    """Purge the binlogs of `server` (a backup._db.LocalServer) older than `snapshot_gtid`.
+    """Purge the binlogs of `server` (a mysql.local.LocalServer) older than `snapshot_gtid`.
 
     Returns the names purged.  Reads each file's start state (cheap: the
     first events of each file) until the first file that must be kept.

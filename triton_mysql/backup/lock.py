@@ -149,9 +149,3 @@ class SnapshotLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def lock_holder(discovery: Discovery, key: str) -> dict[str, Any] | None:
-    """The value of a live snapshot lock (who runs a backup), or None."""
-    kv = discovery.holder(key)
-    return decode(kv.value) if kv else None

@@ -111,7 +111,7 @@ def binlog_position(info: dict[str, str]) -> tuple[str | None, int | None, str]:
     return match["file"], int(match["pos"]), gtid
 
 
-def tool_error(log_path: Path, tool: str) -> str:
+def tool_error(log_path: Path) -> str:
     """The most telling line of a tool's log: its last error, else its last line."""
     try:
         lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
@@ -127,7 +127,7 @@ def failure(tool: str, code: int, log_path: Path) -> str:
     """One line: how the tool ended, and (unless a signal ended it) its last error."""
     if code < 0:
         return f"{tool} {exit_text(code)}"
-    return f"{tool} {exit_text(code)}: {tool_error(log_path, tool)}"
+    return f"{tool} {exit_text(code)}: {tool_error(log_path)}"
 
 
 def exit_text(code: int) -> str:
@@ -256,7 +256,7 @@ def stream_backup(*, flavor: Flavor, storage: Storage, key: str, socket: str, se
                     if code != 0:
                         raise SnapshotError(failure(name, code, path))
                 if "completed OK!" not in tool_log_path.read_text(errors="replace")[-4000:]:
-                    raise SnapshotError(f"{tool} did not report success: {tool_error(tool_log_path, tool)}")
+                    raise SnapshotError(f"{tool} did not report success: {tool_error(tool_log_path)}")
                 info_path = lsn / "xtrabackup_info"
                 try:
                     info = parse_xtrabackup_info(info_path.read_text(errors="replace"))

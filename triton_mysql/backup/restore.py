@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,10 +29,10 @@ from typing import Any, Callable
 
 from .. import node_state
 from ..mysql import gtid as gtids
-from ..mysql.datadir import DatadirError, entries, install, new_staging
+from ..mysql.datadir import DatadirError, chown_mysql, entries, install, new_staging
 from ..mysql.flavor import BINLOG_INFO_FILE, Flavor, FlavorError, by_name, parse_binlog_info
 from ..storage import NotFound, Storage, StorageError, open_storage
-from .manifest import data_key, is_complete, list_complete, newest_complete, read_manifest, validate
+from .manifest import data_key, is_complete, newest_complete, read_manifest, validate
 from .pipeline import CHUNK, _grow_pipe, failure
 from .progress import Progress
 
@@ -44,31 +43,22 @@ NOT_MOVED = frozenset({"backup-my.cnf", "xtrabackup_binlog_info", "xtrabackup_ch
                        "xtrabackup_binary", "xtrabackup_galera_info", "xtrabackup_slave_info",
                        "xtrabackup_debug_sync", "xtrabackup_tablespaces", "donor_galera_info"})
 
-__all__ = ["RestoreError", "restore", "restore_newest", "newest_complete", "list_complete", "datadir_is_empty"]
+__all__ = ["RestoreError", "restore", "restore_newest"]
 
 
 class RestoreError(Exception):
     """The restore was refused or failed; the datadir was not touched (one line for the operator)."""
 
 
-def datadir_entries(datadir: str) -> list[str]:
-    """What is in `datadir` that counts as data (see mysql.datadir.entries)."""
-    return entries(datadir)
-
-
-def datadir_is_empty(datadir: str) -> bool:
-    return not datadir_entries(datadir)
-
-
 # -- the public entry points ---------------------------------------------------------
 
 def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
-            progress: bool | Progress | None = None, chown: bool | None = None,
+            progress: bool | Progress | None = None,
             mark: node_state.NodeState | None = None) -> dict[str, Any]:
     """Restore `snapshot` (an id or a manifest) into the empty `datadir`; returns the manifest used.
 
     `progress`: True for the default reporter (bar on a terminal, log lines
-    otherwise), or a Progress.  `chown`: default: when running as root.
+    otherwise), or a Progress.  Run as root, the restored files go to the mysql user.
     `mark`: the node state the restored datadir gets (onStart passes its own);
     default: a restore for no node yet (`node` empty), which onStart adopts
     with a server_id of its own and seeds from the snapshot's GTID position.
@@ -82,7 +72,7 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
     except FlavorError as exc:
         raise RestoreError(f"snapshot {snapshot_id}: {exc}") from None
     datadir = os.path.abspath(datadir)
-    left = datadir_entries(datadir)
+    left = entries(datadir)
     if left:
         shown = ", ".join(left[:3]) + (", …" if len(left) > 3 else "")
         raise RestoreError(f"{datadir} is not empty ({shown}): restore needs an empty datadir")
@@ -93,7 +83,6 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
         raise RestoreError(f"cannot create a staging directory for {datadir}: {exc.strerror or exc}") from None
     log.info("restoring snapshot %s (%s, GTID %s) into %s", snapshot_id, _size(manifest["size"]),
              manifest["gtid"] or "''", datadir)
-    chown = chown if chown is not None else os.geteuid() == 0
     try:
         backup_dir, logs = staging / "backup", staging / "logs"
         backup_dir.mkdir()
@@ -116,8 +105,7 @@ def restore(storage: Storage, snapshot: str | dict[str, Any], datadir: str, *,
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if chown:
-        _chown_mysql(datadir)
+    chown_mysql(datadir, must_exist=False)
     log.info("restored snapshot %s into %s", snapshot_id, datadir)
     return manifest
 
@@ -311,13 +299,3 @@ def _drop_tool_files(backup_dir: Path, logs: Path) -> None:
             os.rename(backup_dir / name, logs / name)
 
 
-def _chown_mysql(datadir: str) -> None:
-    try:
-        user = pwd.getpwnam("mysql")
-    except KeyError:
-        log.warning("no 'mysql' user: %s keeps its current owner", datadir)
-        return
-    for dirpath, dirnames, filenames in os.walk(datadir):
-        os.lchown(dirpath, user.pw_uid, user.pw_gid)
-        for name in (*dirnames, *filenames):
-            os.lchown(os.path.join(dirpath, name), user.pw_uid, user.pw_gid)

@@ -69,10 +69,7 @@ def apply(storage: Storage, keep: int, *, protect: Iterable[str] = (), now: floa
 
 
 def _abort_stale_uploads(storage: Storage, now: float, age: float) -> None:
-    uploads = getattr(storage, "abandoned_uploads", None)
-    if uploads is None:
-        return
-    for key, upload_id, started in uploads():
+    for key, upload_id, started in storage.abandoned_uploads():
         if now - started >= age:
             storage.abort_upload(key, upload_id)
             log.info("retention: aborted an unfinished upload of %s (%.0f h old)", key, (now - started) / 3600)

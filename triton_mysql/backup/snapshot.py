@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterator
 
 from ..discovery import Discovery, DiscoveryError
 from ..keys import ClusterKeys, decode, encode
+from ..mysql.local import DBError, LocalServer
 from ..storage import Storage, StorageError, open_storage
 from ..storage.marker import MARKER_KEY, read_marker, write_marker
 from . import binlogs, manifest as mf, retention
-from ._db import DatabaseError, LocalServer
 from .lock import LockBusy, SnapshotLock
 from .pipeline import SnapshotError, stream_backup
 from .progress import Progress, directory_size
@@ -153,7 +153,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
     keys = ClusterKeys.for_config(config)
     try:
         server = LocalServer(config.mysql_socket, config.mysql_root_password, timeout=5.0)
-    except DatabaseError as exc:
+    except DBError as exc:
         raise SnapshotError(str(exc)) from None
     lock: SnapshotLock | None = None
     snapshot_id: str | None = None
@@ -233,7 +233,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
         return manifest
     except StorageError as exc:
         raise SnapshotError(str(exc)) from None
-    except DatabaseError as exc:
+    except DBError as exc:
         raise SnapshotError(str(exc)) from None
     finally:
         try:
@@ -308,7 +308,7 @@ def commits_waiting(server: LocalServer) -> str | None:
     SIGTERM meanwhile.  None when nothing waits.
     """
     from ..mysql import semisync
-    state = semisync.read(server.conn, server.flavor)
+    state = semisync.read(server, server.flavor)
     if state.wait_sessions:
         return (f"{state.wait_sessions} commit(s) wait for a semi-sync acknowledgement (no replica answers); "
                 f"a backup would wait behind them: deferred")
@@ -341,7 +341,7 @@ def _after_snapshot(config: Any, discovery: Discovery | None, storage: Storage, 
         return
     try:
         binlogs.purge(server, manifest["gtid"], extra_keep=_member_positions(config, discovery))
-    except DatabaseError as exc:
+    except DBError as exc:
         log.warning("binlog purge failed (will retry after the next snapshot): %s", exc)
 
 

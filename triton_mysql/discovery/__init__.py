@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from ..config import DEFAULT_ETCD_PREFIX
 from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport
 
 __all__ = ["KV", "Discovery", "DiscoveryError", "Instance", "ServiceSpec", "Transport", "connect",
@@ -25,7 +26,7 @@ def connect_endpoints(
     *,
     consul: tuple[str, int] | None = None,
     etcd: Sequence[tuple[str, int]] | None = None,
-    etcd_prefix: str = "/triton-mysql",
+    etcd_prefix: str = DEFAULT_ETCD_PREFIX,
     timeout: float = 2.0,
     transport: Transport | None = None,
 ) -> Discovery:

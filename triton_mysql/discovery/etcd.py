@@ -52,6 +52,7 @@ import requests
 from etcd3gw.client import Etcd3Client
 
 from .. import log as logsetup
+from ..config import DEFAULT_ETCD_PREFIX
 from .base import KV, Discovery, DiscoveryError, Instance, ServiceSpec, Transport, settle_environment, short_error
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def lease_ttl(ttl: float) -> int:
 class EtcdDiscovery(Discovery):
     """The discovery contract on etcd v3.  See the module docstring."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], prefix: str = "/triton-mysql",
+    def __init__(self, endpoints: Sequence[tuple[str, int]], prefix: str = DEFAULT_ETCD_PREFIX,
                  timeout: float = 2.0, transport: Transport | None = None) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")

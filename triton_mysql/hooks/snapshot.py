@@ -37,13 +37,13 @@ def run(config) -> int:
         if running is not None:
             log.debug("snapshot: one is already running on %s", running.get("node", "?"))
             return 0
-        from ..backup._db import DatabaseError, LocalServer
+        from ..mysql.local import DBError, LocalServer
         from ..backup.snapshot import (LockBusy, NotDue, SnapshotError, Terminated, due_now, take_snapshot,
                                        terminate_on_sigterm)
         try:
             with LocalServer(config.mysql_socket, config.mysql_root_password) as server:
                 decision = due_now(config, discovery, server)
-        except DatabaseError as exc:
+        except DBError as exc:
             raise UserError(f"cannot decide whether a snapshot is due: {exc}") from None
         if not decision:
             log.debug("snapshot: not due: %s", decision.reason)

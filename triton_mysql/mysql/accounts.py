@@ -96,7 +96,7 @@ def _ensure_replication(conn: Connection, flavor: Flavor, config: Config, done: 
         return
     _ensure_user(conn, flavor, user, ANY_HOST, password, done)
     _ensure_grant(conn, user, ANY_HOST, flavor.replication_privileges(), "*.*", "REPLICATION SLAVE", done)
-    missing = [p for p in fencing_privileges(flavor) if not _has_global(_grants(conn, user, ANY_HOST), p)]
+    missing = [p for p in flavor.fencing_privileges() if not _has_global(_grants(conn, user, ANY_HOST), p)]
     if missing:
         conn.execute(f"GRANT {', '.join(missing)} ON *.* TO %s@%s", (user, ANY_HOST))
         done.append(f"granted {', '.join(missing)} ON *.* to '{user}'@'%' (so a peer can fence this server)")
@@ -111,23 +111,6 @@ def _ensure_x509(conn: Connection, user: str, host: str, done: list[str]) -> Non
         return
     conn.execute("ALTER USER %s@%s REQUIRE X509", (user, host))
     done.append(f"'{user}'@'{host}' requires a client certificate (REQUIRE X509)")
-
-
-def fencing_privileges(flavor: Flavor) -> list[str]:
-    """What a peer needs to fence a server over SQL: set read_only, see and kill client connections."""
-    if flavor.is_mariadb:
-        return ["READ ONLY ADMIN", "CONNECTION ADMIN", "PROCESS"]
-    return ["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN", "PROCESS"]
-
-
-def read_only_bypass_privileges(flavor: Flavor) -> list[str]:
-    """Global privileges that let an account write on a read_only server (MariaDB; MySQL has
-    super_read_only instead).  SUPER implied READ ONLY ADMIN before MariaDB 10.11."""
-    if not flavor.is_mariadb:
-        return []
-    if flavor.version is not None and flavor.version < (10, 11, 0):
-        return ["READ ONLY ADMIN", "SUPER"]
-    return ["READ ONLY ADMIN"]
 
 
 def _global_grants(grants: str) -> str:
@@ -166,11 +149,7 @@ def _ensure_root(conn: Connection, flavor: Flavor, config: Config, done: list[st
             done.append("dropped 'root'@'%' (MYSQL_ROOT_PASSWORD is not set)")
         return
     if not _password_ok(conn, flavor, "root", "localhost", password):
-        if flavor.is_mariadb:
-            conn.execute("ALTER USER %s@%s IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(%s)",
-                         ("root", "localhost", password))
-        else:
-            conn.execute("ALTER USER %s@%s IDENTIFIED BY %s", ("root", "localhost", password))
+        conn.execute(flavor.set_root_password(password))
         done.append("set the password of 'root'@'localhost'")
     _ensure_user(conn, flavor, "root", ANY_HOST, password, done)
     _ensure_root_grants(conn, flavor, done)
@@ -187,7 +166,7 @@ def _ensure_root_grants(conn: Connection, flavor: Flavor, done: list[str]) -> No
         conn.execute("GRANT ALL PRIVILEGES ON *.* TO %s@%s WITH GRANT OPTION", ("root", ANY_HOST))
         done.append("granted ALL PRIVILEGES ON *.* to 'root'@'%'")
         grants = _grants(conn, "root", ANY_HOST)
-    bypass = [p for p in read_only_bypass_privileges(flavor) if _has_global(grants, p)]
+    bypass = [p for p in flavor.read_only_bypass_privileges() if _has_global(grants, p)]
     if bypass:
         conn.execute(f"REVOKE {', '.join(bypass)} ON *.* FROM %s@%s", ("root", ANY_HOST))
         done.append(f"revoked {', '.join(bypass)} from 'root'@'%' (read_only must stop it)")

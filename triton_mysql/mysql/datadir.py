@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import node_state
+from ..files import fsync_dir
 from ..config import Config
 from .flavor import Flavor
 
@@ -73,7 +74,8 @@ def is_empty(datadir: str | os.PathLike, ignore: Iterable[str] = ()) -> bool:
     return not entries(datadir, ignore)
 
 
-def _mysql_ids() -> tuple[int, int] | None:
+def mysql_ids() -> tuple[int, int] | None:
+    """(uid, gid) of the `mysql` user, or None when this system has none."""
     try:
         entry = pwd.getpwnam("mysql")
     except KeyError:
@@ -81,20 +83,28 @@ def _mysql_ids() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def chown_mysql(path: str | os.PathLike) -> None:
-    """chown -R mysql:mysql `path` when running as root (mysqld runs as mysql then); else nothing.
+def chown_mysql(path: str | os.PathLike, *, recursive: bool = True, must_exist: bool = True) -> None:
+    """chown mysql:mysql `path` (and everything below it) when running as root; else nothing.
 
-    Needed after anything root writes into the datadir: initialisation,
-    mariabackup --move-back, moving old data aside.
+    The one ownership helper of the package: mysqld runs as mysql when we are
+    root, so whatever root writes for it (initialisation, a restored datadir,
+    --move-back, moving old data aside, the socket directory, the TLS copies)
+    is handed over.  Without a `mysql` user: DatadirError when `must_exist`,
+    else a warning and the owner stays.
     """
     if os.geteuid() != 0:
         return
-    ids = _mysql_ids()
+    ids = mysql_ids()
     if ids is None:
-        raise DatadirError("running as root but there is no 'mysql' user to own the datadir")
+        if must_exist:
+            raise DatadirError("running as root but there is no 'mysql' user to own the datadir")
+        logger.warning("no 'mysql' user: %s keeps its current owner", path)
+        return
     uid, gid = ids
     root = Path(path)
     os.lchown(root, uid, gid)
+    if not recursive:
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             os.lchown(os.path.join(dirpath, name), uid, gid)
@@ -146,7 +156,7 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
     node_state.save(built, mark.update(complete=True))
     try:
         os.rename(built, datadir)
-        _fsync_dir(datadir.parent)
+        fsync_dir(datadir.parent)
         return
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY, errno.EXDEV, errno.EINVAL):
@@ -158,9 +168,9 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
                 continue
             os.rename(built / name, datadir / name)
             moved.append(datadir / name)
-        _fsync_dir(datadir)
+        fsync_dir(datadir)
         os.replace(built / node_state.FILENAME, node_state.path(datadir))
-        _fsync_dir(datadir)
+        fsync_dir(datadir)
     except OSError as exc:
         for path in moved:  # leave the datadir as it was (empty)
             if path.is_dir() and not path.is_symlink():
@@ -169,19 +179,6 @@ def install(built: str | os.PathLike, datadir: str | os.PathLike, mark: "node_st
                 path.unlink(missing_ok=True)
         raise DatadirError(f"moving the new files into {datadir} failed: {exc.strerror or exc}") from None
     shutil.rmtree(built, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def move_aside(datadir: str | os.PathLike, why: str) -> Path:
@@ -207,7 +204,7 @@ def move_aside(datadir: str | os.PathLike, why: str) -> Path:
     except OSError as exc:
         raise DatadirError(f"cannot move {datadir} aside to {aside}: {exc.strerror or exc}") from None
     datadir.mkdir(mode=mode)
-    _fsync_dir(datadir.parent)
+    fsync_dir(datadir.parent)
     return aside
 
 

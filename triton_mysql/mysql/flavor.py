@@ -130,6 +130,16 @@ class Flavor:
         """One row, column `gtid`: every transaction executed here."""
         raise NotImplementedError
 
+    def binlog_gtid(self) -> Sql:
+        """One value: the position this server's own binlog reached (what a snapshot taken now
+        records; non-empty when it has history of its own to keep on a rejoin)."""
+        return Sql("SELECT @@GLOBAL.gtid_executed")
+
+    def restored_position(self, gtid: str) -> str:
+        """The position a server restored from a snapshot recording `gtid` is seeded with."""
+        from . import gtid as gtids
+        return gtids.normalize(self, gtid)
+
     def binlog_state(self) -> Sql:
         """One row, column `gtid`: what the errant-transaction check compares (gtid.classify)."""
         raise NotImplementedError
@@ -179,6 +189,33 @@ class Flavor:
 
     def password_matches(self, user: str, host: str, password: str) -> Sql | None:
         """A query returning one row if the account's password is `password`, or None if it cannot be checked."""
+        return None
+
+    def set_root_password(self, password: str) -> Sql:
+        """Give root@localhost `password` (MariaDB keeps unix_socket authentication beside it)."""
+        return Sql("ALTER USER %s@%s IDENTIFIED BY %s", ("root", "localhost", password))
+
+    def fencing_privileges(self) -> list[str]:
+        """What a peer needs to fence a server over SQL: set read_only, see and kill client connections."""
+        raise NotImplementedError
+
+    def read_only_bypass_privileges(self) -> list[str]:
+        """Global privileges that let an account write on a read_only server (none where
+        super_read_only stops them all, as on MySQL)."""
+        return []
+
+    # -- server options (MYSQL_CNF) ---------------------------------------
+    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
+        """[mysqld] options for GTID replication that starts only when told (read_only at boot)."""
+        raise NotImplementedError
+
+    @property
+    def client_cnf_section(self) -> str:
+        """The option-file section read by this family's command-line client only."""
+        return "[mysql]"
+
+    def semisync_crash_warning(self) -> str | None:
+        """Why semi-sync on this server may keep unacknowledged commits after a crash, or None."""
         return None
 
     # -- datadir and backups ---------------------------------------------
@@ -294,6 +331,15 @@ class MariaDBFlavor(Flavor):
     def executed_gtid(self) -> Sql:
         return Sql("SELECT @@GLOBAL.gtid_current_pos AS gtid")
 
+    def binlog_gtid(self) -> Sql:
+        return Sql("SELECT @@GLOBAL.gtid_binlog_pos")
+
+    def restored_position(self, gtid: str) -> str:
+        # A snapshot records gtid_binlog_state (one GTID per domain and server):
+        # the position is its per-domain maximum.
+        from . import gtid as gtids
+        return gtids.merge(self, gtid, "")
+
     def binlog_state(self) -> Sql:
         return Sql("SELECT @@GLOBAL.gtid_binlog_state AS gtid")
 
@@ -327,6 +373,39 @@ class MariaDBFlavor(Flavor):
             "AND JSON_SEARCH(Priv, 'one', PASSWORD(%s)) IS NOT NULL",
             (user, host, password),
         )
+
+    def set_root_password(self, password: str) -> Sql:
+        return Sql("ALTER USER %s@%s IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD(%s)",
+                   ("root", "localhost", password))
+
+    def fencing_privileges(self) -> list[str]:
+        return ["READ ONLY ADMIN", "CONNECTION ADMIN", "PROCESS"]
+
+    def read_only_bypass_privileges(self) -> list[str]:
+        # SUPER implied READ ONLY ADMIN before MariaDB 10.11.
+        if self.version is not None and self.version < (10, 11, 0):
+            return ["READ ONLY ADMIN", "SUPER"]
+        return ["READ ONLY ADMIN"]
+
+    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
+        return [
+            f"gtid_domain_id={domain_id}",
+            "gtid_strict_mode=ON",
+            "log_slave_updates=ON",
+            "read_only=ON",
+            "skip_slave_start=ON",
+            f"slave_net_timeout={net_timeout}",
+        ]
+
+    @property
+    def client_cnf_section(self) -> str:
+        return "[mariadb-client]"
+
+    def semisync_crash_warning(self) -> str | None:
+        if self.cuts_unacknowledged_tail is not False:
+            return None
+        return (f"this MariaDB ({self}) has no init_rpl_role (10.6.19/10.11.9+): after a crash it commits the "
+                "transactions it never had acknowledged instead of cutting them")
 
     def state_query(self) -> Sql:
         return Sql("SELECT VERSION() AS version, @@GLOBAL.server_id AS server_id, NULL AS server_uuid, "
@@ -454,6 +533,21 @@ class MySQLFlavor(Flavor):
 
     def read_only_query(self) -> Sql:
         return Sql("SELECT @@GLOBAL.read_only AS read_only, @@GLOBAL.super_read_only AS super_read_only")
+
+    def fencing_privileges(self) -> list[str]:
+        return ["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN", "PROCESS"]
+
+    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
+        # MySQL 8.0.26+ names (the replica-named options); no GTID domains.
+        return [
+            "gtid_mode=ON",
+            "enforce_gtid_consistency=ON",
+            "log_replica_updates=ON",
+            "read_only=ON",
+            "super_read_only=ON",
+            "skip_replica_start=ON",
+            f"replica_net_timeout={net_timeout}",
+        ]
 
     def replication_privileges(self) -> str:
         return "REPLICATION SLAVE, REPLICATION CLIENT"

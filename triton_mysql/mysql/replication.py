@@ -31,8 +31,9 @@ def follow(conn: Connection, flavor: Flavor, host: str, port: int, user: str, pa
     """
     conn.execute(flavor.stop_replica(), timeout=STOP_TIMEOUT)
     kill_gtid_waiters(conn, flavor)
-    if flavor.is_mariadb and conn.scalar("SELECT @@GLOBAL.gtid_binlog_pos"):
-        conn.execute_all(flavor.prepare_rejoin())
+    rejoin = flavor.prepare_rejoin()
+    if rejoin and conn.scalar(flavor.binlog_gtid()):
+        conn.execute_all(rejoin)
     conn.execute(flavor.change_source(host, port, user, password, tls))
     conn.execute(flavor.start_replica())
     logger.info("replicating from %s:%s with GTID auto-positioning%s", host, port, " over TLS" if tls else "")
@@ -88,7 +89,7 @@ def wait_applied(conn: Connection, flavor: Flavor, target_gtid: str, timeout: fl
 
 def seed_after_restore(conn: Connection, flavor: Flavor, restored_gtid: str) -> None:
     """Make a server restored from a snapshot start at `restored_gtid` (and serve as a source itself)."""
-    position = gtid.merge(flavor, restored_gtid, "") if flavor.is_mariadb else gtid.normalize(flavor, restored_gtid)
+    position = flavor.restored_position(restored_gtid)
     conn.execute(flavor.stop_replica())
     kill_gtid_waiters(conn, flavor)
     conn.execute_all(flavor.seed_after_restore(position))

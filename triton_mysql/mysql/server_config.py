@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import re
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 from ..config import Config
 from . import tls
 from . import semisync
+from .datadir import chown_mysql
 from .flavor import Flavor
 
 logger = logging.getLogger(__name__)
@@ -78,33 +78,14 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         "binlog_expire_logs_seconds=0",
         "skip_name_resolve=ON",
     ]
-    if flavor.is_mariadb:
-        mysqld += [
-            f"gtid_domain_id={GTID_DOMAIN_ID}",
-            "gtid_strict_mode=ON",
-            "log_slave_updates=ON",
-            "read_only=ON",
-            "skip_slave_start=ON",
-            f"slave_net_timeout={NET_TIMEOUT}",
-        ]
-    else:
-        # MySQL 8.0.26+ names (the replica-named options).
-        mysqld += [
-            "gtid_mode=ON",
-            "enforce_gtid_consistency=ON",
-            "log_replica_updates=ON",
-            "read_only=ON",
-            "super_read_only=ON",
-            "skip_replica_start=ON",
-            f"replica_net_timeout={NET_TIMEOUT}",
-        ]
+    mysqld += flavor.replication_cnf(NET_TIMEOUT, GTID_DOMAIN_ID)
     mysqld += tls.server_options(config)
     if config.sync_replication != "off":  # semi-sync: mysql/semisync.py; the source side is turned on by health
         mysqld += flavor.semisync_cnf(semisync.timeout_ms(config.sync_timeout))
     sections = [
         HEADER,
         "[client]", *client, "",
-        "[mariadb-client]" if flavor.is_mariadb else "[mysql]", *client[:1], "",
+        flavor.client_cnf_section, *client[:1], "",
         "[mysqld]", *mysqld, "",
         f"!includedir {config.mysql_conf_dir}",
     ]
@@ -132,19 +113,15 @@ def write_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | No
             os.unlink(tmp)
         raise
     logger.info("wrote %s (server_id %d, %s)", target, server_id, flavor.name)
-    if config.sync_replication != "off" and flavor.is_mariadb and flavor.cuts_unacknowledged_tail is False:
-        logger.warning("this MariaDB (%s) has no init_rpl_role (10.6.19/10.11.9+): after a crash it commits the "
-                       "transactions it never had acknowledged instead of cutting them", flavor)
+    warning = flavor.semisync_crash_warning() if config.sync_replication != "off" else None
+    if warning:
+        logger.warning("%s", warning)
 
 
 def _ensure_socket_dir(path: Path, as_root: bool) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    if as_root and os.geteuid() == 0:
-        try:
-            mysql = pwd.getpwnam("mysql")
-        except KeyError:
-            return
-        os.chown(path, mysql.pw_uid, mysql.pw_gid)
+    if as_root:
+        chown_mysql(path, recursive=False, must_exist=False)
 
 
 _SERVER_ID_RE = re.compile(r"^\s*server[-_]id\s*=\s*(\d+)\s*$", re.IGNORECASE)

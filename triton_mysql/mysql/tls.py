@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from .datadir import chown_mysql
 from .flavor import ReplicationTLS
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ def install(config: Config, as_root: bool) -> None:
     target = directory(config)
     target.mkdir(mode=0o700, exist_ok=True)
     os.chmod(target, 0o700)
-    owner = _mysql_ids() if as_root and os.geteuid() == 0 else None
     sources = (config.mysql_tls_ca, config.mysql_tls_cert, config.mysql_tls_key)
     for source, dest, mode in zip(sources, installed(config), (0o644, 0o644, 0o600)):
         tmp = Path(f"{dest}.tmp")
@@ -61,20 +60,10 @@ def install(config: Config, as_root: bool) -> None:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:  # type: ignore[arg-type]
             shutil.copyfileobj(src, out)
         os.chmod(tmp, mode)
-        if owner is not None:
-            os.chown(tmp, *owner)
         os.replace(tmp, dest)
-    if owner is not None:
-        os.chown(target, *owner)
+    if as_root:  # the directory is 0700: mysqld reads nothing in it before it is handed over
+        chown_mysql(target, must_exist=False)
     log.info("TLS: installed the CA, certificate and key for mysqld in %s", target)
-
-
-def _mysql_ids() -> tuple[int, int] | None:
-    try:
-        entry = pwd.getpwnam("mysql")
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
 
 
 def server_options(config: Config) -> list[str]:

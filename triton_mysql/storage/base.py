@@ -189,6 +189,18 @@ class Storage(abc.ABC):
         names = {info.key.split("/", 1)[0] for info in self.list("") if "/" in info.key}
         return sorted(names)
 
+    # -- housekeeping ----------------------------------------------------------
+    def abandoned_uploads(self) -> list[tuple[str, str, float]]:
+        """Uploads a killed writer began and the store keeps (and bills) until told to drop them:
+        (key as the store names it, upload id, when it began).  Retention aborts old ones.
+
+        Only S3's multipart uploads are such; a backend whose unfinished writes
+        the store does not keep has none (the default)."""
+        return []
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Drop one of `abandoned_uploads()` (best effort: housekeeping never fails a snapshot)."""
+
     def describe(self) -> str:
         """The root URL (never with credentials: none are ever part of it)."""
         return self.url

@@ -24,10 +24,10 @@ import errno
 import os
 import secrets
 import shutil
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..files import fsync_dir
 from .base import CHUNK, NotFound, ObjectInfo, ObjectReader, ObjectWriter, Storage, StorageError, check_key
 
 TMP_MARK = ".tmp-"
@@ -115,7 +115,7 @@ class _FileWriter(ObjectWriter):
             os.fsync(self.file.fileno())
             self.file.close()
             os.rename(self.temp, self.final)
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
         except OSError as exc:
             raise StorageError(f"{self.storage.url}: storing {self.key} failed: {exc.strerror or exc}") from None
 
@@ -143,19 +143,6 @@ class _FileReader(ObjectReader):
 
     def close(self) -> None:
         self.file.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class LocalStorage(Storage):
@@ -271,20 +258,3 @@ class LocalStorage(Storage):
             raise StorageError(f"{self.url}: cannot create {key}: {exc.strerror or exc}") from None
         finally:
             temp.unlink(missing_ok=True)
-
-    def stale_temporaries(self, older_than: float) -> list[Path]:
-        """Hidden temporary files of killed writers older than `older_than` seconds."""
-        found: list[Path] = []
-        if not self.root.is_dir():
-            return found
-        cutoff = time.time() - older_than
-        for dirpath, _dirs, filenames in os.walk(self.root):
-            for name in filenames:
-                if _is_temp(name):
-                    path = Path(dirpath) / name
-                    try:
-                        if path.stat().st_mtime < cutoff:
-                            found.append(path)
-                    except FileNotFoundError:
-                        pass
-        return found

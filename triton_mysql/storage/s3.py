@@ -406,8 +406,8 @@ class S3Storage(Storage):
             found.append((upload["Key"], upload["UploadId"], upload["Initiated"].timestamp()))
         return found
 
-    def abort_upload(self, full_key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except Exception:  # noqa: BLE001 - housekeeping only
             pass

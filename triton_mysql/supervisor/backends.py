@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
 
 from triton_mysql.discovery import Discovery
 
 from .config import BackendConfig
+from .context import Context, Periodic
 from .process import Child, describe_exit, now
-
-if TYPE_CHECKING:
-    from .main import Supervisor
 
 log = logging.getLogger("containerbuddy")
 
 
-class BackendRunner:
-    def __init__(self, config: BackendConfig, sup: "Supervisor") -> None:
+class BackendRunner(Periodic):
+    def __init__(self, config: BackendConfig, ctx: Context) -> None:
         self.config = config
-        self.sup = sup
+        self.ctx = ctx
         self.next_due: float = now()
         self.last: tuple[str, ...] | None = None
         self.hook: Child | None = None
@@ -39,18 +36,12 @@ class BackendRunner:
         return f"backend {self.config.name}"
 
     def active(self) -> bool:
-        return not (self.removed or self.sup.stopping or self.sup.maintenance)
-
-    def due(self) -> float | None:
-        return self.next_due if self.active() else None
+        return not (self.removed or self.ctx.stopping or self.ctx.maintenance)
 
     def tick(self, t: float) -> None:
-        if not self.active() or t < self.next_due:
+        if not self.take_turn(t, self.config.poll):
             return
-        self.next_due += self.config.poll
-        if self.next_due <= t:
-            self.next_due = t + self.config.poll
-        if self.sup.worker is None:
+        if self.ctx.worker is None:
             return
         name, tag = self.config.name, self.config.tag
 
@@ -58,14 +49,14 @@ class BackendRunner:
             instances = client.healthy(name)
             return tuple(sorted(i.address_port for i in instances if tag is None or tag in i.tags))
 
-        self.sup.worker.submit(f"healthy {name}", read, self._read_done)
+        self.ctx.worker.submit(f"healthy {name}", read, self._read_done)
 
     def _read_done(self, addresses: tuple[str, ...] | None, error: BaseException | None) -> None:
         what = f"{self.key}: reading healthy instances"
         if error is not None:
-            self.sup.errors.failed(what, error)
+            self.ctx.errors.failed(what, error)
             return
-        self.sup.errors.succeeded(what)
+        self.ctx.errors.succeeded(what)
         if not self.active() or addresses is None:
             return
         if addresses == self.last:
@@ -85,7 +76,7 @@ class BackendRunner:
             return
         self.pending = False
         self.runs += 1
-        self.hook = self.sup.table.spawn(f"onChange {self.config.name}", self.config.on_change.argv,
+        self.hook = self.ctx.table.spawn(f"onChange {self.config.name}", self.config.on_change.argv,
                                          on_exit=self._hook_done, timeout=self.config.timeout)
 
     def _hook_done(self, child: Child, code: int) -> None:

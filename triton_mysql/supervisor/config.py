@@ -19,10 +19,12 @@ import json
 import os
 import re
 import shlex
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from triton_mysql.config import (DEFAULT_CONSUL_PORT, DEFAULT_ETCD_PORT, DEFAULT_ETCD_PREFIX, DISCOVERY_VARIABLES,
+                                  Config, ConfigError, valid_etcd_prefix, default_node_name, endpoint_scheme,
+                                  parse_host_port, valid_name)
 from triton_mysql.discovery.base import ServiceSpec
 
 from . import netif
@@ -31,18 +33,8 @@ from .telemetry.config import TelemetryConfig
 from .template import TemplateError, render
 
 DEFAULT_STOP_TIMEOUT = 5.0
-DEFAULT_ETCD_PREFIX = "/triton-mysql"
-DEFAULT_CONSUL_PORT = 8500
-DEFAULT_ETCD_PORT = 2379
 
-
-class ConfigError(Exception):
-    """A mistake in the supervisor config: one line, exit code 2."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+__all__ = ["ConfigError", "DEFAULT_ETCD_PREFIX"]  # the one ConfigError and prefix default (triton_mysql.config)
 
 
 # --------------------------------------------------------------------------
@@ -231,15 +223,13 @@ def node_name(env: Mapping[str, str]) -> str:
     """This node's name, as the hooks will see it: NODE_NAME, else the name stored
     with the node's data (in MYSQL_DATADIR), else the short host name.
 
-    The service IDs are built from it before onStart runs, so it must be the
-    same rule as triton_mysql.config's (a re-created container keeps its name).
+    The service IDs are built from it before onStart runs, so it is the rule
+    of triton_mysql.config (a re-created container keeps its name).  Not
+    validated here (build() does, naming NODE_NAME): logging needs a name even then.
     """
     if env.get("NODE_NAME"):
         return env["NODE_NAME"]
-    from triton_mysql.config import stored_node_name
-
-    # Not validated here (build() does, naming NODE_NAME): logging needs a name even then.
-    return stored_node_name(env.get("MYSQL_DATADIR") or "/var/lib/mysql") or socket.gethostname().split(".")[0]
+    return default_node_name(env.get("MYSQL_DATADIR") or Config.mysql_datadir, check=False)
 
 
 def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[str, str]) -> SupervisorConfig:
@@ -249,8 +239,10 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
     if "onStart" in data and "preStart" in data:
         raise ConfigError("preStart", "set onStart or its alias preStart, not both")
     node = node_name(env)
-    if not _NAME.match(node):
-        raise ConfigError("NODE_NAME", f"{node!r} is not a valid node name")
+    try:
+        valid_name(node)
+    except ValueError as exc:
+        raise ConfigError("NODE_NAME", f"{node!r} is not a valid node name: {exc}") from None
     services = tuple(_service(item, f"services[{i}]", node, env, warnings)
                      for i, item in enumerate(_array(data.get("services"), "services")))
     _unique([s.name for s in services], "services", "name")
@@ -492,11 +484,12 @@ def _discovery(data: dict[str, Any], warnings: list[str], env: Mapping[str, str]
 
 
 def _scheme(value: Any, where: str) -> str:
-    items = value if isinstance(value, list) else str(value or "").split(",")
-    schemes = {"https" if str(item).strip().startswith("https://") else "http" for item in items if str(item).strip()}
-    if len(schemes) > 1:
-        raise ConfigError(where, "mixes http:// and https:// endpoints; use one scheme for all")
-    return schemes.pop() if schemes else "http"
+    """The endpoints' scheme, by the hooks' rule (one scheme for all)."""
+    joined = ",".join(str(item) for item in value) if isinstance(value, list) else str(value or "")
+    try:
+        return endpoint_scheme(joined)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
 
 
 def _settings(env: Mapping[str, str], *, consul: tuple[str, int] | None = None,
@@ -507,9 +500,6 @@ def _settings(env: Mapping[str, str], *, consul: tuple[str, int] | None = None,
     credential variables (CONSUL_*, ETCD_*) from the environment, validated as
     the hooks validate them: a mistake there is exit 2 at start, naming it.
     """
-    from triton_mysql.config import DISCOVERY_VARIABLES, Config
-    from triton_mysql.config import ConfigError as EnvError
-
     sub = {name: env[name] for name in DISCOVERY_VARIABLES if env.get(name)}
     sub["NODE_NAME"] = "containerbuddy"  # not used for discovery; checked on its own above
     if consul is not None:
@@ -517,10 +507,7 @@ def _settings(env: Mapping[str, str], *, consul: tuple[str, int] | None = None,
     else:
         sub.update({"ETCD": ",".join(f"{scheme}://{_bracket(h)}:{p}" for h, p in etcd), "CONSUL": "",
                     "ETCD_PREFIX": prefix})
-    try:
-        return Config.from_env(sub)
-    except EnvError as exc:
-        raise ConfigError(exc.variable, exc.problem) from None
+    return Config.from_env(sub)
 
 
 def _bracket(host: str) -> str:
@@ -552,35 +539,17 @@ def _etcd(value: Any, warnings: list[str]) -> tuple[tuple[tuple[str, int], ...],
     prefix = value.get("prefix")
     if prefix is None or prefix == "":
         prefix = DEFAULT_ETCD_PREFIX
-    if not isinstance(prefix, str) or not prefix.startswith("/"):
+    if not isinstance(prefix, str):
         raise ConfigError("etcd.prefix", f"must be a path starting with '/' (got {prefix!r})")
-    return parsed, prefix.rstrip("/") or "/"
+    try:
+        return parsed, valid_etcd_prefix(prefix.rstrip("/") or "/")
+    except ValueError as exc:
+        raise ConfigError("etcd.prefix", f"{exc} (got {prefix!r})") from None
 
 
 def host_port(text: str, where: str, default_port: int) -> tuple[str, int]:
-    """(host, port) from "host:port", "http://host:port" or "[v6]:port"."""
-    raw = text
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme):]
-    text = text.rstrip("/")
-    if not text or "/" in text:
-        raise ConfigError(where, f"{raw!r} is not host:port")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        if rest and not rest.startswith(":"):
-            raise ConfigError(where, f"{raw!r} is not host:port")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif ":" not in text:
-        host, port_text = text, ""
-    else:
-        raise ConfigError(where, f"{raw!r} is not host:port (write IPv6 addresses as [addr]:port)")
-    if not host:
-        raise ConfigError(where, f"{raw!r} has no host")
-    if port_text == "":
-        return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(where, f"{raw!r} has no valid port")
-    return host, int(port_text)
+    """(host, port) from "host[:port]", "http(s)://host[:port]" or "[v6]:port": the hooks' reading."""
+    try:
+        return parse_host_port(text, default_port)
+    except ValueError as exc:
+        raise ConfigError(where, f"{exc} (got {text!r})") from None

@@ -35,6 +35,7 @@ from triton_mysql.config import secret_values
 from . import config as cfgmod
 from .backends import BackendRunner
 from .config import ConfigError, SupervisorConfig
+from .context import Context
 from .environment import app_environment
 from .reload import apply as apply_reload
 from .process import (KILL_GRACE, FORWARDED_SIGNALS, Child, ProcessTable, SignalInbox, become_subreaper,
@@ -104,22 +105,19 @@ class Supervisor:
             env["CONTAINERBUDDY"] = config.source
         self.table = ProcessTable(env)
         self.errors = ErrorLog()
-        self.worker: DiscoveryWorker | None = None
+        self.ctx = Context(self.table, self.errors)
+        """What the runners read (stopping, maintenance, the worker, the loop's time): they get only this."""
         self.services: list[ServiceRunner] = []
         self.backends: list[BackendRunner] = []
         self.tasks: list[TaskRunner] = []
         self.coprocesses: list[CoprocessRunner] = []
         self.app: Child | None = None
         self.app_code: int | None = None
-        self.stopping = False
-        self.maintenance = False
         self.term_signal: int | None = None
         self.reload_requested = False
         self.maintenance_toggles = 0
         self.selector = selectors.DefaultSelector()
         self.inbox: SignalInbox | None = None
-        self.loop_time = now()
-        """When the loop last woke up (read by the discovery thread)."""
         self.telemetry = None
         """The HTTP endpoints and metrics (`telemetry.runtime.Telemetry`), when configured."""
 
@@ -180,10 +178,10 @@ class Supervisor:
     def start_polling(self) -> None:
         if self.config.discovery is not None:
             self.set_worker(DiscoveryWorker(self.config.discovery, discovery_timeout(os.environ)))
-        self.services = [ServiceRunner(c, self) for c in self.config.services]
-        self.backends = [BackendRunner(c, self) for c in self.config.backends]
-        self.tasks = [TaskRunner(c, self) for c in self.config.tasks]
-        self.coprocesses = [CoprocessRunner(c, self) for c in self.config.coprocesses]
+        self.services = [ServiceRunner(c, self.ctx) for c in self.config.services]
+        self.backends = [BackendRunner(c, self.ctx) for c in self.config.backends]
+        self.tasks = [TaskRunner(c, self.ctx) for c in self.config.tasks]
+        self.coprocesses = [CoprocessRunner(c, self.ctx) for c in self.config.coprocesses]
         for coprocess in self.coprocesses:
             coprocess.start()
 
@@ -244,13 +242,13 @@ class Supervisor:
         return max((s.poll + s.timeout for s in self.config.services), default=30.0) + 2 * LOOP_SLACK
 
     def submit_discovery(self, key: str, fn, done) -> Job | None:
-        return self.worker.submit(key, fn, done) if self.worker is not None else None
+        return self.ctx.worker.submit(key, fn, done) if self.ctx.worker is not None else None
 
     def set_worker(self, worker: DiscoveryWorker | None) -> None:
-        if self.worker is not None:
-            self.selector.unregister(self.worker.fd)
-            self.worker.stop()
-        self.worker = worker
+        if self.ctx.worker is not None:
+            self.selector.unregister(self.ctx.worker.fd)
+            self.ctx.worker.stop()
+        self.ctx.worker = worker
         if worker is not None:
             self.selector.register(worker.fd, selectors.EVENT_READ)
 
@@ -276,7 +274,7 @@ class Supervisor:
             self.pump(None if wake is None else max(0.0, wake - now()))
 
     def runners(self) -> list:
-        extra = [self.telemetry] if self.telemetry is not None and not self.stopping else []
+        extra = [self.telemetry] if self.telemetry is not None and not self.ctx.stopping else []
         return [*self.services, *self.backends, *self.tasks, *self.coprocesses, *extra]
 
     def next_wake(self) -> float | None:
@@ -298,20 +296,20 @@ class Supervisor:
         self.selector.select(timeout)
         t = now()
         late = timeout is not None and t > before + timeout + LOOP_SLACK
-        if not self.stopping:
+        if not self.ctx.stopping:
             for service in self.services:
                 if service.active() and service.late(t) > 0:
                     service.frozen(t)
                     late = True
         if self.telemetry is not None:
             self.telemetry.loop_woke(t, late)
-        self.loop_time = t  # after the freeze check: see ServiceRunner.heartbeat
+        self.ctx.loop_time = t  # after the freeze check: see ServiceRunner.heartbeat
         self.inbox.drain()
         while (sig := self.inbox.pop()) is not None:
             self.on_signal(sig)
         self.table.reap()
-        if self.worker is not None:
-            self.worker.complete()
+        if self.ctx.worker is not None:
+            self.ctx.worker.complete()
         self.table.enforce_deadlines(now())
 
     def on_signal(self, sig: int) -> None:
@@ -323,7 +321,7 @@ class Supervisor:
                 log.info("%s: forwarding to the app (pid %d)", name, self.app.pid)
                 self.app.signal(sig)
             return
-        if self.stopping or self.term_signal is not None:
+        if self.ctx.stopping or self.term_signal is not None:
             log.info("%s: already stopping; ignored", name)
             return
         if sig in (signal.SIGTERM, signal.SIGINT):
@@ -384,10 +382,10 @@ class Supervisor:
 
     # -- SIGUSR1 --------------------------------------------------------------
     def toggle_maintenance(self) -> None:
-        self.maintenance = not self.maintenance
+        self.ctx.maintenance = not self.ctx.maintenance
         if self.telemetry is not None:
-            self.telemetry.set_state(maintenance=self.maintenance)
-        if self.maintenance:
+            self.telemetry.set_state(maintenance=self.ctx.maintenance)
+        if self.ctx.maintenance:
             log.info("SIGUSR1: entering maintenance: services deregistered, backends paused; health checks run "
                      "in maintenance mode (hand-over and fencing only)")
             for service in self.services:
@@ -407,7 +405,7 @@ class Supervisor:
     # -- stop -----------------------------------------------------------------
     def shutdown(self, reason: str) -> int:
         """Stop polling, deregister, (preStop), stop the app, clean up, postStop; the app's exit code."""
-        self.stopping = True
+        self.ctx.stopping = True
         if self.telemetry is not None:
             self.telemetry.set_state(stopping=True)
         why = "app exited" if reason == "app" else f"{signal.Signals(self.term_signal or 15).name} received"
@@ -424,8 +422,8 @@ class Supervisor:
         if self.config.post_stop is not None:
             self.run_hook("postStop", self.config.post_stop.argv)
         self.table.reap()
-        if self.worker is not None and not all(j is None or j.finished.is_set() for j in deregistrations):
-            if not self.worker.wait(deregistrations, 1.0):
+        if self.ctx.worker is not None and not all(j is None or j.finished.is_set() for j in deregistrations):
+            if not self.ctx.worker.wait(deregistrations, 1.0):
                 log.warning("deregistration did not finish; the services expire with their ttl")
         self.set_worker(None)
         if self.telemetry is not None:
@@ -444,9 +442,9 @@ class Supervisor:
         (the container runtime's stop timeout is short): what is not done by
         then goes on in the background, and the services expire with their ttl.
         """
-        jobs: list[Job | None] = [s.deregister("stopping") for s in self.services if not self.maintenance]
-        if self.worker is not None and any(jobs):
-            if not self.worker.wait(jobs, self.worker.timeout + 1):
+        jobs: list[Job | None] = [s.deregister("stopping") for s in self.services if not self.ctx.maintenance]
+        if self.ctx.worker is not None and any(jobs):
+            if not self.ctx.worker.wait(jobs, self.ctx.worker.timeout + 1):
                 log.warning("deregistration not finished yet; going on (it continues in the background)")
         return jobs
 

@@ -212,15 +212,7 @@ class ProcessTable:
         """Collect every exited process; run the exit callbacks of our own children."""
         finished: list[Child] = []
         statuses: list[tuple[int, int]] = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if pid == 0:
-                break
+        for pid, status in warm.exited_children():
             if self._warm is None or not self._warm.reaped(pid, status):
                 statuses.append((pid, status))
         if self._warm is not None:

@@ -13,22 +13,33 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from .backends import BackendRunner
-from .config import SupervisorConfig
+from .config import SupervisorConfig, TaskConfig
+from .context import Context
 from .process import Child, now
 from .services import ServiceRunner
 from .tasks import CoprocessRunner, TaskRunner
 from .worker import DiscoveryWorker, discovery_timeout
 
-if TYPE_CHECKING:
-    from .main import Supervisor
-
 log = logging.getLogger("containerbuddy")
 
 
-def apply(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
+class Reloadable(Protocol):
+    """What a reload changes: the config, the runners built from it, the discovery worker."""
+
+    ctx: Context
+    config: SupervisorConfig
+    services: list[ServiceRunner]
+    backends: list[BackendRunner]
+    tasks: list[TaskRunner]
+    coprocesses: list[CoprocessRunner]
+
+    def set_worker(self, worker: DiscoveryWorker | None) -> None: ...
+
+
+def apply(sup: Reloadable, new: SupervisorConfig) -> list[str]:
     """Make the running supervisor follow `new`; one short description per change."""
     old = sup.config
     sup.config = new
@@ -38,18 +49,19 @@ def apply(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
     return [*services(sup, new), *backends(sup, new), *tasks(sup, new), *coprocesses(sup, new)]
 
 
-def switch_discovery(sup: "Supervisor", new: SupervisorConfig) -> None:
+def switch_discovery(sup: Reloadable, new: SupervisorConfig) -> None:
     """New discovery endpoints: deregister everything from the old service first."""
     jobs = [s.deregister("discovery endpoints changed") for s in sup.services]
-    if sup.worker is not None:
-        sup.worker.wait(jobs, sup.worker.timeout * (len(jobs) + 1))
+    worker = sup.ctx.worker
+    if worker is not None:
+        worker.wait(jobs, worker.timeout * (len(jobs) + 1))
     log.info("discovery: switching to %s", new.discovery.describe() if new.discovery else "none")
     sup.set_worker(DiscoveryWorker(new.discovery, discovery_timeout(os.environ)) if new.discovery else None)
     for backend in sup.backends:
         backend.next_due = now()
 
 
-def services(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
+def services(sup: Reloadable, new: SupervisorConfig) -> list[str]:
     changes: list[str] = []
     old_by_name = {s.config.name: s for s in sup.services}
     new_names = {c.name for c in new.services}
@@ -57,7 +69,7 @@ def services(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
     for service in sup.services:
         if service.config.name not in new_names:
             service.removed = True
-            if not sup.maintenance:
+            if not sup.ctx.maintenance:
                 service.deregister("removed from the config")
             if service.check is not None and service.check.running:
                 orphan_checks.append(service.check)
@@ -66,7 +78,7 @@ def services(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
     for conf in new.services:
         runner = old_by_name.get(conf.name)
         if runner is None:
-            runner = ServiceRunner(conf, sup)
+            runner = ServiceRunner(conf, sup.ctx)
             earlier = next((c for c in orphan_checks if c.argv == tuple(conf.health.argv)), None)
             if earlier is not None:
                 orphan_checks.remove(earlier)
@@ -87,56 +99,56 @@ def services(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
     return changes
 
 
-def backends(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
-    changes: list[str] = []
-    old_by_name = {b.config.name: b for b in sup.backends}
-    runners = []
-    for conf in new.backends:
-        runner = old_by_name.pop(conf.name, None)
-        if runner is None:
-            runner = BackendRunner(conf, sup)
-            changes.append(f"backend {conf.name} added")
-        elif runner.config != conf:
-            runner.config = conf
-            changes.append(f"backend {conf.name} changed")
-        runners.append(runner)
-    for runner in old_by_name.values():
-        runner.removed = True
-        changes.append(f"backend {runner.config.name} removed")
-    sup.backends = runners
+def backends(sup: Reloadable, new: SupervisorConfig) -> list[str]:
+    sup.backends, changes = _match_by_name("backend", sup.backends, new.backends,
+                                           lambda conf: BackendRunner(conf, sup.ctx))
     return changes
 
 
-def tasks(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
-    changes: list[str] = []
-    old_by_name = {t.config.name: t for t in sup.tasks}
-    runners = []
-    for conf in new.tasks:
-        runner = old_by_name.pop(conf.name, None)
-        if runner is None:
-            runner = TaskRunner(conf, sup)
-            changes.append(f"task {conf.name} added")
-        elif runner.config != conf:
-            if runner.config.frequency != conf.frequency:
-                runner.next_due = now() + conf.frequency
-            runner.config = conf
-            changes.append(f"task {conf.name} changed")
-        runners.append(runner)
-    for runner in old_by_name.values():
-        runner.removed = True
-        changes.append(f"task {runner.config.name} removed")
-    sup.tasks = runners
+def tasks(sup: Reloadable, new: SupervisorConfig) -> list[str]:
+    def changed(runner: TaskRunner, conf: TaskConfig) -> None:
+        if runner.config.frequency != conf.frequency:
+            runner.next_due = now() + conf.frequency
+
+    sup.tasks, changes = _match_by_name("task", sup.tasks, new.tasks, lambda conf: TaskRunner(conf, sup.ctx), changed)
     return changes
 
 
-def coprocesses(sup: "Supervisor", new: SupervisorConfig) -> list[str]:
+R = TypeVar("R", BackendRunner, TaskRunner)
+
+
+def _match_by_name(kind: str, current: list[R], confs: Iterable[Any], make: Callable[[Any], R],
+                   changed: Callable[[R, Any], None] | None = None) -> tuple[list[R], list[str]]:
+    """The runners for `confs`: one that kept its name keeps its state (with the new config,
+    `changed` called first), a new name gets a new runner, a name gone marks its runner removed."""
+    changes: list[str] = []
+    old_by_name = {runner.config.name: runner for runner in current}
+    runners = []
+    for conf in confs:
+        runner = old_by_name.pop(conf.name, None)
+        if runner is None:
+            runner = make(conf)
+            changes.append(f"{kind} {conf.name} added")
+        elif runner.config != conf:
+            if changed is not None:
+                changed(runner, conf)
+            runner.config = conf
+            changes.append(f"{kind} {conf.name} changed")
+        runners.append(runner)
+    for runner in old_by_name.values():
+        runner.removed = True
+        changes.append(f"{kind} {runner.config.name} removed")
+    return runners, changes
+
+
+def coprocesses(sup: Reloadable, new: SupervisorConfig) -> list[str]:
     changes: list[str] = []
     old = {(c.config.name, c.config.command): c for c in sup.coprocesses}
     runners = []
     for conf in new.coprocesses:
         runner = old.pop((conf.name, conf.command), None)
         if runner is None:
-            runner = CoprocessRunner(conf, sup)
+            runner = CoprocessRunner(conf, sup.ctx)
             runner.start()
             changes.append(f"coprocess {conf.name} started")
         else:

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
 
 from triton_mysql.discovery import Discovery
 
 from .config import ServiceConfig
+from .context import Context, Periodic
 from .process import Child, describe_exit, now
-
-if TYPE_CHECKING:
-    from .main import Supervisor
 
 log = logging.getLogger("containerbuddy")
 
@@ -39,12 +36,12 @@ LOOP_SLACK = 1.0
 """Seconds the loop may be later than a poll before a queued heartbeat counts as stale."""
 
 
-class ServiceRunner:
+class ServiceRunner(Periodic):
     """One configured service: its schedule, its running check, its registration."""
 
-    def __init__(self, config: ServiceConfig, sup: "Supervisor") -> None:
+    def __init__(self, config: ServiceConfig, ctx: Context) -> None:
         self.config = config
-        self.sup = sup
+        self.ctx = ctx
         self.next_due: float = now()
         self.check: Child | None = None
         self.registered = False
@@ -60,11 +57,11 @@ class ServiceRunner:
     # -- schedule -----------------------------------------------------------
     def active(self) -> bool:
         """Checks run (also in maintenance, see the module docstring)."""
-        return not (self.removed or self.sup.stopping)
+        return not (self.removed or self.ctx.stopping)
 
     def serving(self) -> bool:
         """Results count and heartbeats are sent: active and not in maintenance."""
-        return self.active() and not self.sup.maintenance
+        return self.active() and not self.ctx.maintenance
 
     def late(self, t: float) -> float:
         """How far past one whole poll the loop woke for this service (> 0: frozen)."""
@@ -82,26 +79,20 @@ class ServiceRunner:
         self.registered = False
         self.next_due = t
 
-    def due(self) -> float | None:
-        return self.next_due if self.active() else None
-
     def tick(self, t: float) -> None:
         """Start the health check when it is due (and the previous one has finished)."""
-        if not self.active() or t < self.next_due:
+        if not self.take_turn(t, self.config.poll):
             return
-        self.next_due += self.config.poll
-        if self.next_due <= t:
-            self.next_due = t + self.config.poll
         if self.check is not None and self.check.running:
             log.debug("%s: health check still running (pid %d); not starting another", self.key, self.check.pid)
             return
         self.start_check()
 
     def start_check(self) -> None:
-        self.check = self.sup.table.spawn(
+        self.check = self.ctx.table.spawn(
             f"health {self.config.name}", self.config.health.argv,
             on_exit=self._check_done, timeout=self.config.timeout,
-            add_env={MAINTENANCE_ENV: "1"} if self.sup.maintenance else None,
+            add_env={MAINTENANCE_ENV: "1"} if self.ctx.maintenance else None,
         )
         if self.check is None:
             self._failed(127)
@@ -132,7 +123,7 @@ class ServiceRunner:
             self.check = None
         if child.ignore_result or not self.serving():
             log.debug("%s: ignoring the result of a %s health check (%s)", self.key,
-                      "maintenance" if self.sup.maintenance and not child.ignore_result else "stale",
+                      "maintenance" if self.ctx.maintenance and not child.ignore_result else "stale",
                       describe_exit(code))
             return
         if code == 0:
@@ -164,7 +155,7 @@ class ServiceRunner:
             # (epoch) or has not run for longer than it ever sleeps (it is
             # about to see it).  The loop bumps the epoch before it records
             # its wake-up time, so one of the two always catches it.
-            if self.epoch != epoch or now() - self.sup.loop_time > overdue:
+            if self.epoch != epoch or now() - self.ctx.loop_time > overdue:
                 return "stale"
             if register:
                 client.register_service(spec)
@@ -175,30 +166,30 @@ class ServiceRunner:
             what = f"{self.key}: heartbeat"
             if error is not None:
                 self.registered = False
-                self.sup.errors.failed(what, error)
+                self.ctx.errors.failed(what, error)
                 return
-            self.sup.errors.succeeded(what)
+            self.ctx.errors.succeeded(what)
             if result == "registered" and not self.removed:
                 self.registered = True
                 log.info("%s: registered %s", self.key, spec.id)
             elif result == "stale":
                 log.debug("%s: dropped a stale heartbeat", self.key)
 
-        if self.sup.worker is not None:
-            self.sup.worker.submit(f"heartbeat {spec.id}", job, done)
+        if self.ctx.worker is not None:
+            self.ctx.worker.submit(f"heartbeat {spec.id}", job, done)
 
     def deregister(self, why: str):
         """Queue the removal of this instance from discovery; returns the job (or None)."""
         self.registered = False
         self.healthy = False
-        if self.sup.worker is None:
+        if self.ctx.worker is None:
             return None
         spec = self.config.spec()
         log.info("%s: deregistering %s (%s)", self.key, spec.id, why)
 
         def done(_result: object, error: BaseException | None) -> None:
             if error is not None:
-                self.sup.errors.failed(f"{self.key}: deregister", error, then=f"it expires {self.config.ttl:g} s "
+                self.ctx.errors.failed(f"{self.key}: deregister", error, then=f"it expires {self.config.ttl:g} s "
                                        "after its last heartbeat")
 
-        return self.sup.worker.submit(f"deregister {spec.id}", lambda client: client.deregister_service(spec), done)
+        return self.ctx.worker.submit(f"deregister {spec.id}", lambda client: client.deregister_service(spec), done)

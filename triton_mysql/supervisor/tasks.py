@@ -12,23 +12,20 @@ command that fails at once cannot spin the supervisor.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from .config import CoprocessConfig, TaskConfig
+from .context import Context, Periodic
 from .process import KILL_GRACE, Child, describe_exit, now
-
-if TYPE_CHECKING:
-    from .main import Supervisor
 
 log = logging.getLogger("containerbuddy")
 
 RESTART_DELAY = 1.0
 
 
-class TaskRunner:
-    def __init__(self, config: TaskConfig, sup: "Supervisor") -> None:
+class TaskRunner(Periodic):
+    def __init__(self, config: TaskConfig, ctx: Context) -> None:
         self.config = config
-        self.sup = sup
+        self.ctx = ctx
         self.next_due: float = now() + config.frequency
         self.child: Child | None = None
         self.removed = False
@@ -38,21 +35,15 @@ class TaskRunner:
         return f"task {self.config.name}"
 
     def active(self) -> bool:
-        return not (self.removed or self.sup.stopping)
-
-    def due(self) -> float | None:
-        return self.next_due if self.active() else None
+        return not (self.removed or self.ctx.stopping)
 
     def tick(self, t: float) -> None:
-        if not self.active() or t < self.next_due:
+        if not self.take_turn(t, self.config.frequency):
             return
-        self.next_due += self.config.frequency
-        if self.next_due <= t:
-            self.next_due = t + self.config.frequency
         if self.child is not None and self.child.running:
             log.info("%s: previous run (pid %d) still running; skipping this one", self.key, self.child.pid)
             return
-        self.child = self.sup.table.spawn(self.key, self.config.command.argv, on_exit=self._done,
+        self.child = self.ctx.table.spawn(self.key, self.config.command.argv, on_exit=self._done,
                                           timeout=self.config.timeout, grace=KILL_GRACE)
 
     def _done(self, child: Child, code: int) -> None:
@@ -63,9 +54,9 @@ class TaskRunner:
 
 
 class CoprocessRunner:
-    def __init__(self, config: CoprocessConfig, sup: "Supervisor") -> None:
+    def __init__(self, config: CoprocessConfig, ctx: Context) -> None:
         self.config = config
-        self.sup = sup
+        self.ctx = ctx
         self.child: Child | None = None
         self.restarts = 0
         self.restart_at: float | None = None
@@ -77,15 +68,18 @@ class CoprocessRunner:
 
     def start(self) -> None:
         self.restart_at = None
-        self.child = self.sup.table.spawn(self.key, self.config.command.argv, on_exit=self._exited)
+        self.child = self.ctx.table.spawn(self.key, self.config.command.argv, on_exit=self._exited)
         if self.child is None:
             self._schedule_restart(127)
 
+    def active(self) -> bool:
+        return not (self.removed or self.ctx.stopping)
+
     def due(self) -> float | None:
-        return self.restart_at if not (self.removed or self.sup.stopping) else None
+        return self.restart_at if self.active() else None
 
     def tick(self, t: float) -> None:
-        if self.restart_at is not None and t >= self.restart_at and not (self.removed or self.sup.stopping):
+        if self.restart_at is not None and t >= self.restart_at and self.active():
             self.restarts += 1
             log.info("%s: restarting (restart %d%s)", self.key, self.restarts,
                      "" if self.config.restarts is None else f" of {self.config.restarts}")
@@ -94,7 +88,7 @@ class CoprocessRunner:
     def _exited(self, child: Child, code: int) -> None:
         if child is self.child:
             self.child = None
-        if self.removed or self.sup.stopping:
+        if not self.active():
             log.debug("%s: exited (%s)", self.key, describe_exit(code))
             return
         self._schedule_restart(code)
@@ -112,4 +106,4 @@ class CoprocessRunner:
         self.removed = True
         self.restart_at = None
         if self.child is not None and self.child.running:
-            self.sup.table.terminate(self.child, why=why)
+            self.ctx.table.terminate(self.child, why=why)

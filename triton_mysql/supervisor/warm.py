@@ -67,7 +67,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 log = logging.getLogger("containerbuddy")
 
@@ -469,6 +469,23 @@ class WarmStarter:
                 select.select([helper.sock], [], [], left)
 
 
+def exited_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of every child that has exited, without blocking.
+
+    The one reaping loop of the supervisor and of its helper (each reaps its own children).
+    """
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return
+        yield pid, status
+
+
 def _state(pid: int) -> str | None:
     """The one-letter state of `pid` (None when it is gone)."""
     try:
@@ -616,15 +633,7 @@ class Helper:
 
     def reap(self) -> None:
         reported = False
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if pid == 0:
-                break
+        for pid, status in exited_children():
             reported = self.send({"op": "exit", "pid": pid, "status": status}) or reported
         if reported and os.getppid() == self.parent:
             # What the kernel does when a direct child of the supervisor exits: its loop wakes and reaps.

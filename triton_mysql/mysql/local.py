@@ -1,56 +1,34 @@
-"""The few server queries the snapshot code needs, over the local socket.
+"""The local server over its socket, as root: its identity and its binary logs.
 
-Kept small and private: the snapshot code asks the server for its identity
-(version, server_id), its GTID position, its binary logs and where each
-starts; nothing else.  Root authenticates on the socket by unix_socket (and
-by MYSQL_ROOT_PASSWORD when set).
+What the snapshot code asks the server (version, server_id, datadir, the GTID
+position a snapshot records, the binlogs and where each starts, purging them)
+on top of `connection.Connection` (bounded timeouts, scrubbed `DBError`s):
+`LocalServer` *is* such a connection, so plain statements go through it too.
+Root authenticates on the socket by unix_socket (and by MYSQL_ROOT_PASSWORD
+when set).  The SQL that differs by family comes from `flavor`.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-from ..mysql.connection import DBError, connect_local
-from ..mysql.flavor import Flavor, from_version
+from .connection import Connection, DBError, connect_local
+from .flavor import Flavor, from_version
 
 
-DatabaseError = DBError
-
-
-class LocalServer:
-    """A short-lived root connection to the local mysqld through its socket.
-
-    Wraps `mysql.connection.Connection` (bounded timeouts, scrubbed errors)
-    with the facts the snapshot code needs.
-    """
+class LocalServer(Connection):
+    """A short-lived root connection to the local mysqld through its socket."""
 
     def __init__(self, socket_path: str, password: str | None = None, timeout: float = 5.0) -> None:
-        self.conn = connect_local(socket_path, password, timeout=timeout)
+        opened = connect_local(socket_path, password, timeout=timeout)
+        super().__init__(opened.raw, opened.where, password)
         self._flavor: Flavor | None = None
-
-    def close(self) -> None:
-        self.conn.close()
 
     def __enter__(self) -> "LocalServer":
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- statements ------------------------------------------------------------
-    def query(self, text: str, args: Sequence[Any] | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
-        return self.conn.query(text, args, timeout=timeout)
-
-    def scalar(self, text: str, args: Sequence[Any] | None = None) -> Any:
-        return self.conn.scalar(text, args)
-
-    def execute(self, text: str, args: Sequence[Any] | None = None, timeout: float | None = None) -> None:
-        self.conn.execute(text, args, timeout=timeout)
 
     # -- facts -------------------------------------------------------------------
     @property
     def flavor(self) -> Flavor:
         if self._flavor is None:
-            self._flavor = from_version(str(self.scalar("SELECT VERSION()")))
+            self._flavor = from_version(self.version())
         return self._flavor
 
     def version(self) -> str:
@@ -64,19 +42,17 @@ class LocalServer:
 
     def binlog_gtid(self) -> str:
         """What a snapshot taken now would record: MariaDB @@gtid_binlog_pos, MySQL @@gtid_executed."""
-        if self.flavor.is_mariadb:
-            return str(self.scalar("SELECT @@GLOBAL.gtid_binlog_pos") or "")
-        return str(self.scalar("SELECT @@GLOBAL.gtid_executed") or "")
+        return str(self.scalar(self.flavor.binlog_gtid()) or "")
 
     def current_binlog(self) -> str | None:
-        rows = self.query(self.flavor.show_binlog_status().text)
+        rows = self.query(self.flavor.show_binlog_status())
         return str(rows[0]["File"]) if rows and rows[0].get("File") else None
 
     def binlogs(self) -> list[str]:
         """Binary log file names, oldest first ([] when binary logging is off)."""
         try:
             rows = self.query("SHOW BINARY LOGS")
-        except DatabaseError as exc:
+        except DBError as exc:
             if "not using binary logging" in str(exc).lower():
                 return []
             raise
@@ -86,7 +62,7 @@ class LocalServer:
         """Total size of the binary logs (the backup tool does not copy them)."""
         try:
             rows = self.query("SHOW BINARY LOGS")
-        except DatabaseError:
+        except DBError:
             return 0
         return sum(int(row.get("File_size") or 0) for row in rows)
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the snapshot tests (no tests here): a module-scoped source
+"""Shared pieces of the snapshot tests: a module-scoped source
 server with >= 50 MB of data, configs and CLI runs against real servers,
 checksums, restored servers and GTID seeding."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.harness.mariadb import MariaDBServer, start_servers, stop_all
 from triton_mysql.config import Config
 from triton_mysql.mysql.flavor import MARIADB
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BLOB_ROWS = 65536          # x ~1 KB of random bytes: ~64 MB of table data, incompressible
 SYSTEM_SCHEMAS = ("information_schema", "performance_schema", "sys")
 # InnoDB's persistent statistics are rewritten in the background after big
