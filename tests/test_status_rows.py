@@ -98,3 +98,19 @@ def test_sizes_use_the_unit_of_backup_and_snapshots():
     table = render(build(view([member("n1", "primary")], lock("n1"), snapshot=snapshot), TTL), "t")
     assert human_bytes(snapshot["size"]) == "5.5 MiB"
     assert "5.5 MiB" in table and " MB" not in table
+
+
+def test_a_divergence_verdict_and_a_lossy_failover_are_said_in_the_table():
+    verdict = {"kind": "tail", "gtids": "0-2-40-41", "against": "n1", "at": NOW - 5}
+    nodes = {"n2": {"role": "replica", "verdict": verdict, "updated": NOW - 1}}
+    v = view([member("n1", "primary"), member("n2", "replica")], lock("n1"), nodes=nodes)
+    v = ClusterView(**{**v.__dict__, "failover_last": {"from": "n2", "to": "n1", "kind": "automatic",
+                                                        "at": NOW - 60, "lost_possible": True,
+                                                        "missing_gtids": "0-2-40-41"}})
+    status = build(v, TTL)
+    assert rows(status)["n2"]["verdict"] == verdict and rows(status)["n1"]["verdict"] is None
+    table = render(status, "t")
+    assert "n2 diverged from n1: tail 0-2-40-41" in table
+    assert "writes may be lost (missing 0-2-40-41)" in table
+    clean = render(build(view([member("n1", "primary")], lock("n1")), TTL), "t")
+    assert "diverged" not in clean and "may be lost" not in clean

@@ -104,6 +104,7 @@ def _row(view: ClusterView, name: str, primary: dict[str, Any] | None, ttl: floa
         "last_seen_ago": age,
         "holds_lock": holds_lock,
         "sync": record.get("sync") if live else None,
+        "verdict": record.get("verdict"),
     }
 
 
@@ -217,10 +218,19 @@ def render(status: dict[str, Any], title: str) -> str:
         lines.append(f"snapshot running on {status['snapshot_running'].get('node')}")
     failover = status["last_failover"]
     if failover:
+        loss = ""
+        if failover.get("lost_possible"):
+            missing = failover.get("missing_gtids")
+            loss = f"; writes may be lost{f' (missing {missing})' if missing else ''}"
         lines.append(f"last failover: {failover.get('from') or '-'} -> {failover.get('to')} "
-                     f"({failover.get('kind')}, {_ago(status['time'] - float(failover.get('at') or 0))})")
+                     f"({failover.get('kind')}, {_ago(status['time'] - float(failover.get('at') or 0))}{loss})")
     if status["switchover"]:
         lines.append(f"switchover requested to {status['switchover'].get('to')}")
+    for node in status["nodes"]:
+        verdict = node.get("verdict")
+        if isinstance(verdict, dict) and verdict.get("kind"):
+            lines.append(f"{node['node']} diverged from {verdict.get('against') or 'the primary'}: "
+                         f"{verdict['kind']} {verdict.get('gtids') or ''}".rstrip())
     return "\n".join(lines)
 
 
