@@ -48,7 +48,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@touch $@
 
 test: deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 demo: deps
 	$(PY) -m tests.harness.demo

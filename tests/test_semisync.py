@@ -8,7 +8,7 @@
   kill -9 of the primary's whole node, rounds of it; with `semi` no acknowledged row may be
   missing while a replica was acknowledging; `off` is measured for comparison.
   `SYNC_DRILL_ROUNDS=N` (default 3) sets the semi rounds, `SYNC_DRILL_OFF_ROUNDS`
-  (default 1) the off rounds: `SYNC_DRILL_ROUNDS=10 python -m pytest
+  (default 0: `make bench` measures `off`) the off rounds: `SYNC_DRILL_ROUNDS=10 python -m pytest
   tests/test_semisync.py -k crash_drill` is the long run.
 """
 from __future__ import annotations
@@ -188,7 +188,7 @@ TRUNCATED = re.compile(r"Successfully truncated binlog file:\S+ .* to remove tra
 
 def drill_rounds(mode: str) -> int:
     name = "SYNC_DRILL_ROUNDS" if mode == "semi" else "SYNC_DRILL_OFF_ROUNDS"
-    return int(os.environ.get(name) or (3 if mode == "semi" else 1))
+    return int(os.environ.get(name) or (3 if mode == "semi" else 0))
 
 
 def converge(cluster: Cluster, timeout: float = 120) -> Node:
@@ -300,6 +300,9 @@ def test_crash_drill(cluster_factory, etcd_server, mode):
     """kill -9 of the primary's whole node under a full-speed writer: with semi-sync acknowledging, no
     acknowledged row is missing on the new primary, in any round; `off` is measured for comparison."""
     rounds = drill_rounds(mode)
+    if rounds == 0:
+        pytest.skip("`off` is measured by `make bench` (bench.semisync: crash failover and loss, semi against off); "
+                    "SYNC_DRILL_OFF_ROUNDS=N runs it here")
     writers = int(os.environ.get("SYNC_DRILL_WRITERS") or 3)
     cluster, _, _ = start_cluster(cluster_factory, etcd_server, SYNC_REPLICATION=mode)
     done: list[Round] = []
