@@ -162,7 +162,9 @@ def test_a_wiped_discovery_service_never_gives_two_writable_nodes(cluster_factor
 
 def test_failing_serf_health_never_frees_the_lock(cluster_factory, tmp_path_factory):
     """Consul sessions used to carry the agent's serfHealth check: a gossip flap freed the lock at
-    once, before the primary could fence itself.  Sessions now carry no check (issue 13, item 4)."""
+    once, before the primary could fence itself.  Sessions are now bound only to the node's own
+    keepalive check (issue 13 item 4, issue 19): a critical serfHealth for 1.5 x SESSION_TTL (past
+    the session's own TTL) leaves the lock where it is."""
     from tests.harness.consul_double import ConsulDouble
     double = ConsulDouble(tmp_path_factory.mktemp("consul")).start()
     try:
@@ -171,7 +173,7 @@ def test_failing_serf_health_never_frees_the_lock(cluster_factory, tmp_path_fact
         sampler = Sampler(cluster, interval=0.05).start()
         time.sleep(1.5)
         double.set_serf_health("critical")
-        time.sleep(3 * ttl(cluster))
+        time.sleep(1.5 * ttl(cluster))
         double.set_serf_health("passing")
         time.sleep(2)
         writer.stop()
