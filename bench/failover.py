@@ -111,12 +111,7 @@ def settings(cluster: Cluster) -> dict[str, Any]:
 
 def converge(cluster: Cluster, timeout: float = 90) -> Node:
     """One writable primary; every other live node replicating from it and caught up."""
-    primary = cluster.wait_for_primary(timeout)
-    live = [n for n in cluster.nodes if n.alive() and n is not primary]
-    for node in live:
-        cluster.wait_replicating(node, primary, timeout)
-    cluster.wait_caught_up(primary, live, timeout)
-    return primary
+    return cluster.converge(timeout)
 
 
 def rejoin(cluster: Cluster, node: Node, primary: Node, timeout: float = 60) -> str:

@@ -194,12 +194,7 @@ def private_tmpdir(base: Path, conf_dir: Path) -> None:
 
 
 def converge(c: Cluster, timeout: float = 120) -> Node:
-    primary = c.wait_for_primary(timeout)
-    live = [n for n in c.nodes if n.alive() and n is not primary]
-    for node in live:
-        c.wait_replicating(node, primary, timeout)
-    c.wait_caught_up(primary, live, timeout)
-    return primary
+    return c.converge(timeout)
 
 
 def wait_sync_on(c: Cluster, timeout: float = 60) -> None:

@@ -192,12 +192,7 @@ def drill_rounds(mode: str) -> int:
 
 
 def converge(cluster: Cluster, timeout: float = 120) -> Node:
-    primary = cluster.wait_for_primary(timeout)
-    live = [n for n in cluster.nodes if n.alive() and n is not primary]
-    for node in live:
-        cluster.wait_replicating(node, primary, timeout)
-    cluster.wait_caught_up(primary, live, timeout)
-    return primary
+    return cluster.converge(timeout)
 
 
 def source_status(node: Node) -> dict[str, str]:

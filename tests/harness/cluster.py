@@ -374,6 +374,15 @@ class Cluster:
                 and rows[0]["Master_Port"] == primary.port and rows[0]["Master_Host"] == primary.address
         wait_for(ok, timeout, interval=0.2, what=f"{node.name} replicating from {primary.name}")
 
+    def converge(self, timeout: float = 120.0) -> Node:
+        """One writable primary; every other live node replicating from it and caught up."""
+        primary = self.wait_for_primary(timeout)
+        live = [n for n in self.nodes if n.alive() and n is not primary]
+        for node in live:
+            self.wait_replicating(node, primary, timeout)
+        self.wait_caught_up(primary, live, timeout)
+        return primary
+
     def wait_caught_up(self, primary: Node, nodes: Iterable[Node], timeout: float = 60.0) -> None:
         position = primary.scalar("SELECT @@gtid_binlog_pos")
         for node in nodes:
