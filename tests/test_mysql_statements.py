@@ -24,6 +24,7 @@ class Recorder:
         self.answers = answers or {}
         self.sent: list[tuple[str, tuple]] = []
         self.connection_id = own_id
+        self.server_version: str | None = None
 
     def query(self, sql, args=None, timeout=None):
         text, params = (sql.text, sql.args) if isinstance(sql, Sql) else (sql, tuple(args or ()))

@@ -165,6 +165,7 @@ class FakeConnection:
         self.server, self.user = server, user
         self.where = f"{user}@{server.name}"
         self.connection_id = next(_ids)
+        self.server_version = None  # no handshake: flavor detection asks SELECT VERSION()
 
     def query(self, sql: str | Sql, args: Any = None, timeout: float | None = None) -> list[dict]:
         if not self.server.up:

@@ -398,10 +398,12 @@ class EtcdDiscovery(Discovery):
             return False
         k, v = _b64(key), _b64(value)
         put = [{"request_put": {"key": k, "value": v, "lease": lease}}]
-        # Free (absent, or present without a lease) or already ours: write.
-        for compare in ([{"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
-                        [{"key": k, "result": "EQUAL", "target": "LEASE", "lease": 0}],
-                        [{"key": k, "result": "EQUAL", "target": "LEASE", "lease": lease}]):
+        # Already ours (a renewal: every health pass, so tried first and one request in the
+        # steady state), or free (absent, or present without a lease): write.  The three
+        # conditions exclude one another, so their order changes nothing but the cost.
+        for compare in ([{"key": k, "result": "EQUAL", "target": "LEASE", "lease": lease}],
+                        [{"key": k, "result": "EQUAL", "target": "CREATE", "create_revision": 0}],
+                        [{"key": k, "result": "EQUAL", "target": "LEASE", "lease": 0}]):
             result = self._txn(op, compare, put, lease_may_be_gone=True)
             if result is None:
                 log.warning("etcd: %s: lease %s no longer exists", op, session)

@@ -118,8 +118,7 @@ class Agent:
     @property
     def flavor(self) -> flavors.Flavor:
         if self._flavor is None:
-            version = self.conn().scalar("SELECT VERSION()")
-            self._flavor = flavors.from_version(str(version))
+            self._flavor = flavors.of_connection(self.conn())
         return self._flavor
 
     @cached_property

@@ -140,6 +140,12 @@ class Connection:
 
     # -- misc --------------------------------------------------------------
     @property
+    def server_version(self) -> str | None:
+        """The version the server announced in its handshake (what `SELECT VERSION()` returns):
+        a health pass learns the flavor without a query."""
+        return self.raw.get_server_info() or None
+
+    @property
     def connection_id(self) -> int:
         """The server's id for this connection (CONNECTION_ID())."""
         return int(self.raw.thread_id())

@@ -7,7 +7,7 @@ tested at statement level and the rest of the code never branches on the
 family itself.
 
     flavor = detect_from_binary()                # before mysqld runs
-    flavor = from_version(conn.scalar("SELECT VERSION()"))   # afterwards
+    flavor = of_connection(conn)                 # afterwards
     conn.execute(flavor.stop_replica())
     for stmt in flavor.seed_after_restore(gtid):
         conn.execute(stmt)
@@ -629,6 +629,13 @@ def from_version(version: str) -> Flavor:
     if parsed is None:
         raise FlavorError(f"cannot read a version number in {version!r}")
     return base.with_version(parsed)
+
+
+def of_connection(conn: Any) -> Flavor:
+    """The flavor of the server behind `conn`: from the version of its handshake when the
+    connection knows it (no round trip), else `SELECT VERSION()`."""
+    version = conn.server_version or conn.scalar("SELECT VERSION()")
+    return from_version(str(version))
 
 
 def by_name(name: str) -> Flavor:

@@ -10,7 +10,7 @@ when set).  The SQL that differs by family comes from `flavor`.
 from __future__ import annotations
 
 from .connection import Connection, DBError, connect_local
-from .flavor import Flavor, from_version
+from .flavor import Flavor, of_connection
 
 
 class LocalServer(Connection):
@@ -28,7 +28,7 @@ class LocalServer(Connection):
     @property
     def flavor(self) -> Flavor:
         if self._flavor is None:
-            self._flavor = from_version(self.version())
+            self._flavor = of_connection(self)
         return self._flavor
 
     def version(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import gtid
 from .connection import Connection
-from .flavor import Flavor, from_version
+from .flavor import Flavor, of_connection
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ def _replica(flavor: Flavor, row: dict | None, executed: str) -> ReplicaStatus |
 
 
 def read_state(conn: Connection, flavor: Flavor | None = None) -> ServerState:
-    """Read the server's state; `flavor` None: detect it from VERSION() (one more query)."""
+    """Read the server's state; `flavor` None: detect it from the connection (its handshake)."""
     if flavor is None:
-        flavor = from_version(str(conn.scalar("SELECT VERSION()")))
+        flavor = of_connection(conn)
     row = conn.one(flavor.state_query()) or {}
     executed = gtid.normalize(flavor, row.get("gtid"))
     binlog = conn.one(flavor.show_binlog_status()) or {}

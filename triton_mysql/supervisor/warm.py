@@ -76,8 +76,10 @@ ENTRIES: dict[str, str] = {"triton-mysql": "triton_mysql.cli:main"}
 """Console scripts the helper can run warm: script name -> its entry point ("module:function")."""
 PRELOAD = ("triton_mysql.cli", "triton_mysql.hooks.health", "triton_mysql.hooks.on_change",
            "triton_mysql.hooks.snapshot", "triton_mysql.hooks.pre_stop", "triton_mysql.hooks.post_stop",
-           "triton_mysql.supervisor.rename", "pymysql")
-"""What the frequent hooks import (the storage clients of a real snapshot are left to the child)."""
+           "triton_mysql.supervisor.rename", "triton_mysql.backup.snapshot", "triton_mysql.mysql.local",
+           "pymysql")
+"""What the frequent hooks import: the primary's `snapshot` task asks `backup.snapshot` whether one
+is due every SNAPSHOT_POLL (the storage clients of a real snapshot are left to the child)."""
 REPLY_TIMEOUT = 1.5
 """Seconds the supervisor waits for the helper to answer one spawn before it counts as hung."""
 REAP_TIMEOUT = 1.0

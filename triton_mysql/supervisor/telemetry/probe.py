@@ -94,11 +94,11 @@ class LocalServer:
     def _connection(self):
         if self._conn is None:
             from triton_mysql.mysql.connection import connect_local
-            from triton_mysql.mysql.flavor import from_version
+            from triton_mysql.mysql.flavor import of_connection
             # No TLS over the local socket (see connect_local): it would cost every (re)connect ~90 ms.
             conn = connect_local(self.socket_path, self.password, timeout=self.timeout, ssl_disabled=True)
             try:
-                flavor = self._flavor or from_version(str(conn.scalar("SELECT VERSION()")))
+                flavor = self._flavor or of_connection(conn)
             except Exception:
                 conn.close()
                 raise
