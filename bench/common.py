@@ -183,6 +183,50 @@ def foreign_processes() -> list[str]:
     return found
 
 
+class HttpChecker:
+    """GET /primary and /replica every `interval` seconds and /metrics every `metrics_every`, in a
+    thread, a new connection per request: how one HAProxy (a check per backend) and one Prometheus
+    check a node's HTTP endpoints."""
+
+    def __init__(self, host: str, port: int, *, interval: float, metrics_every: float = 15.0) -> None:
+        import threading
+        self.host, self.port = host, port
+        self.interval, self.metrics_every = interval, metrics_every
+        self.requests = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "HttpChecker":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _get(self, path: str) -> None:
+        import http.client
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+        try:
+            conn.request("GET", path)
+            conn.getresponse().read()
+            self.requests += 1
+        except (OSError, http.client.HTTPException):
+            self.failures += 1
+        finally:
+            conn.close()
+
+    def _run(self) -> None:
+        next_metrics = time.monotonic()
+        while not self._stop.wait(self.interval):
+            self._get("/primary")
+            self._get("/replica")
+            if time.monotonic() >= next_metrics:
+                self._get("/metrics")
+                next_metrics = time.monotonic() + self.metrics_every
+
+
 class LoadWatch:
     """What else ran while a benchmark ran: CPU others used, in cores, and foreign test runs seen.
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import emit, stop_on_sigterm
+from bench.common import HttpChecker, emit, stop_on_sigterm
 from tests.harness.etcd import EtcdServer
 from tests.harness.procs import Proc, free_port, wait_for
 
@@ -60,46 +60,6 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-class Checker:
-    """GET /primary and /replica every 0.5 s each and /metrics every 15 s, as HAProxy and Prometheus would."""
-
-    def __init__(self, port: int) -> None:
-        import threading
-        self.port = port
-        self.requests = 0
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> "Checker":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _get(self, path: str) -> None:
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", path)
-            conn.getresponse().read()
-            self.requests += 1
-        except (OSError, http.client.HTTPException):
-            self.failures += 1
-        finally:
-            conn.close()
-
-    def _run(self) -> None:
-        tick = 0
-        while not self._stop.wait(0.25):
-            self._get("/primary" if tick % 2 == 0 else "/replica")
-            if tick % 60 == 0:
-                self._get("/metrics")
-            tick += 1
-
-
 def run(seconds: float, settle: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-supervisor-") as tmp:
         work = Path(tmp)
@@ -123,7 +83,7 @@ def run(seconds: float, settle: float) -> dict:
                               f"file://{work / 'plain.json'}", "sleep", "3600"], work / "plain.log",
                               env={**env, "NODE_NAME": "bench-plain"})
             bare = Proc("bare python", [sys.executable, "-c", "import time; time.sleep(3600)"], work / "bare.log")
-            checker = Checker(http_port)
+            checker = HttpChecker("127.0.0.1", http_port, interval=0.5)
             try:
                 pid = proc.pid
                 client = __import__("triton_mysql.discovery", fromlist=["connect_endpoints"]).connect_endpoints(
