@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from triton_mysql.hooks.on_start import _allocate_server_id, _gtid_server_ids
 from triton_mysql.keys import ClusterKeys, encode
+from triton_mysql.records import ClusterStore
 
 
 def test_counter_skips_ids_of_known_nodes_and_the_snapshot_writers(discovery_server):
@@ -11,9 +12,10 @@ def test_counter_skips_ids_of_known_nodes_and_the_snapshot_writers(discovery_ser
     # Nodes that survived a wiped discovery service republish their records with their old ids.
     discovery.put(keys.node("a"), encode({"node": "a", "server_id": 1}))
     discovery.put(keys.node("b"), encode({"node": "b", "server_id": 2}))
-    assert _allocate_server_id(discovery, keys) == 3
-    assert _allocate_server_id(discovery, keys, avoid=frozenset({4, 5})) == 6
-    assert _allocate_server_id(discovery, keys) == 7
+    store = ClusterStore(discovery, keys)
+    assert _allocate_server_id(store) == 3
+    assert _allocate_server_id(store, avoid=frozenset({4, 5})) == 6
+    assert _allocate_server_id(store) == 7
 
 
 def test_writers_of_a_gtid_position():

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..discovery import Discovery, Instance
 from ..keys import ClusterKeys, decode
-from .records import PROMOTING, READY, Lock, Member
+from ..records import PROMOTING, READY, Lock, Member
 
 __all__ = ["PROMOTING", "READY", "Lock", "Member", "ClusterView", "read_view"]
 

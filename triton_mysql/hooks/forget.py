@@ -20,7 +20,7 @@ import click
 
 from ..discovery import DiscoveryError, ServiceSpec, connect
 from ..errors import UserError
-from ..ha.records import ClusterStore
+from ..records import ClusterStore
 from ..ha.view import read_view
 from ..keys import ClusterKeys
 

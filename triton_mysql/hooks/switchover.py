@@ -13,7 +13,7 @@ import time
 from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
-from ..ha.records import READY, ClusterStore, SwitchoverRequest
+from ..records import READY, ClusterStore, SwitchoverRequest
 from ..ha.view import read_view
 from ..keys import ClusterKeys
 
