@@ -201,7 +201,7 @@ class FailoverRecord:
         if not record or not record.get("to"):
             return None
         return cls(source=record.get("from"), to=str(record["to"]), at=float(record.get("at") or 0.0),
-                   kind=str(record.get("kind") or "automatic"), lost_possible=bool(record.get("lost_possible")),
+                   kind=str(record.get("kind") or ""), lost_possible=bool(record.get("lost_possible")),
                    missing_gtids=str(record.get("missing_gtids") or ""),
                    missing_count=int(record.get("missing_count") or 0))
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
+from ...records import FailoverRecord
 
 NS = "triton_mysql"
 ROLES = ("primary", "replica", "starting", "fenced", "down")
@@ -102,17 +103,17 @@ class Metrics:
     def discovery_error(self, operation: str) -> None:
         self.discovery_errors.labels(*self.labels, operation).inc()
 
-    def saw_failover(self, record: dict[str, Any] | None, first_read: bool) -> None:
+    def saw_failover(self, record: FailoverRecord | None, first_read: bool) -> None:
         """Count a `failover/last` that differs from the one seen before (not the one found at start)."""
-        if not record:
+        if record is None:
             return
-        key = (record.get("at"), record.get("from"), record.get("to"), record.get("kind"))
+        key = (record.at, record.source, record.to, record.kind)
         if key == self._failover_seen:
             return
         previous, self._failover_seen = self._failover_seen, key
         if previous is None and first_read:
             return
-        kind = str(record.get("kind") or "unknown")
+        kind = record.kind or "unknown"
         self.failovers[kind] = self.failovers.get(kind, 0) + 1
 
     def exposition(self) -> bytes:
@@ -226,10 +227,10 @@ class _Collector:
         for kind in sorted({"automatic", "planned", *counts}):
             failovers.add_metric(labels + [kind], float(counts.get(kind, 0)))
         out.append(failovers)
-        record = view.failover_last or {}
-        if record.get("at") is not None:
+        last = view.failover_last
+        if last is not None:
             gauge("failover_last_timestamp_seconds", "When the last failover happened, from failover/last "
-                  "(cluster)", float(record["at"]), {"kind": str(record.get("kind") or "unknown")})
+                  "(cluster)", last.at, {"kind": last.kind or "unknown"})
         snap = view.snapshot_last or {}
         created = _iso_time(snap.get("created"))
         if created is not None:
