@@ -31,7 +31,6 @@ from ..discovery import Discovery, DiscoveryError, connect
 from ..records import ClusterStore, ServerIdContention
 from ..keys import ClusterKeys
 from ..mysql import flavor as flavors
-from ..mysql import gtid as gtids
 from ..mysql.datadir import (MOUNT_ADVICE, DatadirError, chown_mysql, initialize, install, is_empty,
                              is_mount_point, move_aside, new_staging, remove_staging_leftovers)
 from ..mysql.server_config import write_cnf
@@ -74,7 +73,7 @@ def run(config) -> int:
         write_cnf(config, flavor, server_id)
         if state is None:
             state = _prepare_empty(config, store, flavor, datadir, server_id, had_cluster_data)
-            writers = _gtid_server_ids(state.snapshot_gtid or "")
+            writers = flavor.gtid_server_ids(state.snapshot_gtid or "")
             if state.server_id in writers:
                 state = state.update(server_id=_allocate_server_id(store, avoid=writers))
                 node_state.save(datadir, state)
@@ -340,9 +339,3 @@ def _allocate_server_id(store: ClusterStore, avoid: frozenset[int] = frozenset()
     except ServerIdContention as exc:
         raise StartError(str(exc)) from None
 
-
-def _gtid_server_ids(gtid: str) -> frozenset[int]:
-    """Server ids that wrote the transactions of a MariaDB GTID position (none for MySQL sets)."""
-    if ":" in gtid:
-        return frozenset()
-    return frozenset(server for _, server, _ in gtids.parse_mariadb(gtid))
