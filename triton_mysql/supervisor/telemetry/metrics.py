@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
+from ...backup.manifest import parse_time
 from ...records import FailoverRecord
 
 NS = "triton_mysql"
@@ -58,15 +58,6 @@ def gtid_sequences(text: str | None) -> dict[str, int]:
             domain, seq = match[1], int(match[3])
             out[domain] = max(seq, out.get(domain, 0))
     return out
-
-
-def _iso_time(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class Metrics:
@@ -232,13 +223,13 @@ class _Collector:
             gauge("failover_last_timestamp_seconds", "When the last failover happened, from failover/last "
                   "(cluster)", last.at, {"kind": last.kind or "unknown"})
         snap = view.snapshot_last or {}
-        created = _iso_time(snap.get("created"))
+        created = parse_time(snap.get("created"))
         if created is not None:
             gauge("snapshot_last_timestamp_seconds", "When the newest complete snapshot was started (cluster)",
                   created)
             gauge("snapshot_age_seconds", "Age of the newest complete snapshot (cluster)",
                   round(max(0.0, time.time() - created), 1))
-            completed = _iso_time(snap.get("completed"))
+            completed = parse_time(snap.get("completed"))
             gauge("snapshot_duration_seconds", "How long the newest complete snapshot took (cluster)",
                   None if completed is None else max(0.0, completed - created))
         gauge("snapshot_size_bytes", "Size of the newest complete snapshot's stored object (cluster)",
