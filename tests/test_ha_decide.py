@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from triton_mysql.ha import decide as d
-from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
+from triton_mysql.view import PROMOTING, READY, ClusterView, Lock, Member
 from triton_mysql.discovery import Instance
 from triton_mysql.records import BootstrapClaim, FailoverRecord, SwitchoverRequest
 

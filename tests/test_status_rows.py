@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from triton_mysql.backup.progress import human_bytes
-from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
+from triton_mysql.view import PROMOTING, READY, ClusterView, Lock, Member
 from triton_mysql.hooks.status import build, render
 from triton_mysql.records import FailoverRecord
 

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.cluster import ROOT
-from triton_mysql.ha.view import ClusterView, Lock, Member
+from triton_mysql.view import ClusterView, Lock, Member
 from triton_mysql.records import FailoverRecord
 from triton_mysql.mysql.flavor import MARIADB
 from triton_mysql.mysql.state import ReplicaStatus, ServerState

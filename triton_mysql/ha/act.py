@@ -40,7 +40,7 @@ from .decide import STRANDED, Local, Timing, Verdict
 from .peers import Peers
 from ..records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
 from .session import NodeSession
-from .view import ClusterView, read_view
+from ..view import ClusterView, read_view
 
 log = logging.getLogger("triton_mysql.ha")
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..config import FENCE_BUDGET, FENCE_MARGIN
 from ..mysql import gtid as gtids
-from .view import PROMOTING, READY, ClusterView, Lock
+from ..view import PROMOTING, READY, ClusterView, Lock
 
 # -- health actions ---------------------------------------------------------
 STARTING = "starting"            # mysqld not reachable yet: nothing to do

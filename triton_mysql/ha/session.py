@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from ..discovery import Discovery
-from .view import ClusterView
+from ..view import ClusterView
 
 log = logging.getLogger("triton_mysql.ha")
 

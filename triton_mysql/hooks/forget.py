@@ -21,7 +21,7 @@ import click
 from ..discovery import DiscoveryError, ServiceSpec, connect
 from ..errors import UserError
 from ..records import ClusterStore
-from ..ha.view import read_view
+from ..view import read_view
 from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.forget")

@@ -15,7 +15,7 @@ import click
 from ..discovery import connect
 from ..backup.manifest import parse_time
 from ..backup.progress import human_bytes
-from ..ha.view import READY, ClusterView, read_view
+from ..view import READY, ClusterView, read_view
 from ..keys import ClusterKeys
 from ..log import scrub  # records come from discovery: whatever a node wrote there, no secret is shown
 

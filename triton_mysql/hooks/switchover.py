@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
 from ..records import READY, ClusterStore, SwitchoverRequest
-from ..ha.view import read_view
+from ..view import read_view
 from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.switchover")

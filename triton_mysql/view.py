@@ -4,6 +4,10 @@ Like Patroni's `Cluster`: a hook reads every record under the cluster prefix
 in one request (plus, for `onChange`, the healthy primary instances) and
 makes all of that pass's decisions from this snapshot, never from a fresh
 read in the middle of deciding.
+
+It sits beside records.py, under ha/ and supervisor/: the HA passes, `status`
+and the supervisor's routing checks (supervisor/telemetry) all read the same
+view, and the supervisor does not import from ha/ to get it.
 """
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..discovery import Discovery, Instance
-from ..keys import ClusterKeys, decode
-from ..records import PROMOTING, READY, BootstrapClaim, FailoverRecord, Lock, Member, SwitchoverRequest
+from .discovery import Discovery, Instance
+from .keys import ClusterKeys, decode
+from .records import PROMOTING, READY, BootstrapClaim, FailoverRecord, Lock, Member, SwitchoverRequest
 
 __all__ = ["PROMOTING", "READY", "Lock", "Member", "ClusterView", "read_view"]
 
