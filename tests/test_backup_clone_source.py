@@ -19,6 +19,7 @@ from tests.harness.backup import backups_url, cli, config_for, env_for, hold_pri
 from triton_mysql.backup import manifest as mf
 from triton_mysql.backup.snapshot import SnapshotError, clone_source_refusal, take_snapshot
 from triton_mysql.keys import ClusterKeys, encode
+from triton_mysql.records import ClusterStore
 from triton_mysql.storage import open_storage
 
 NOW = 1_000_000.0
@@ -56,11 +57,12 @@ def test_who_may_write_the_clone_source(discovery_server, tmp_path, record, allo
     keys = ClusterKeys.for_config(config)
     if record is not None:
         discovery.put(keys.member("n1"), record)
-    refusal = clone_source_refusal(config, discovery, keys, now=NOW)
+    store = ClusterStore(discovery, keys)
+    refusal = clone_source_refusal(config, store, now=NOW)
     assert (refusal is None) is allowed and (why is None or why in refusal), refusal
     # The lock holder always may, whatever its member record says (e.g. a new cluster's first snapshot).
     hold_primary_lock(discovery, keys, "n1")
-    assert clone_source_refusal(config, discovery, keys, now=NOW) is None
+    assert clone_source_refusal(config, store, now=NOW) is None
 
 
 def config_for_node(discovery_server, tmp_path):

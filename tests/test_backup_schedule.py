@@ -25,6 +25,7 @@ from triton_mysql.backup.restore import restore
 from triton_mysql.backup.snapshot import due_now, take_snapshot
 from triton_mysql.hooks import snapshot as snapshot_hook
 from triton_mysql.keys import ClusterKeys, decode, encode
+from triton_mysql.records import ClusterStore
 from triton_mysql.storage import open_storage
 
 
@@ -156,12 +157,13 @@ def test_same_second_backups_get_distinct_ids(small, tmp_path):
 
 def test_lock_is_renewed_while_held_and_released(discovery_server):
     discovery = discovery_server.client()
-    key = discovery_server.kv_root("mysql") + "/snapshots/lock"
+    keys = ClusterKeys(discovery_server.kv_root("mysql"))
+    key = keys.snapshots_lock
     ttl = discovery_server.min_session_ttl
     if discovery_server.kind == "consul":
         pytest.skip("holding past Consul's minimum TTL (10 s, expiring up to 2x later) is too slow; "
                     "the etcd run checks renewal")
-    lock = SnapshotLock(discovery, key, node="n1", snapshot="mysql-1", ttl=ttl)
+    lock = SnapshotLock(ClusterStore(discovery, keys), node="n1", snapshot="mysql-1", ttl=ttl)
     with lock:
         time.sleep(ttl * 2.5)
         kv = discovery.get(key)
@@ -174,14 +176,17 @@ def test_lock_is_renewed_while_held_and_released(discovery_server):
 def test_lock_of_a_killed_holder_expires(discovery_server, tmp_path):
     if discovery_server.kind == "consul":
         pytest.skip("Consul's minimum TTL (10 s, expiring up to 2x later) makes this slow; the etcd run covers it")
-    key = discovery_server.kv_root("mysql") + "/snapshots/lock"
+    root = discovery_server.kv_root("mysql")
+    key = ClusterKeys(root).snapshots_lock
     endpoint = discovery_server.endpoint.split(":")
     script = textwrap.dedent(f"""
         import sys, time
         from triton_mysql.discovery import connect_endpoints
         from triton_mysql.backup.lock import SnapshotLock
+        from triton_mysql.keys import ClusterKeys
+        from triton_mysql.records import ClusterStore
         d = connect_endpoints(etcd=[("{endpoint[0]}", {endpoint[1]})])
-        SnapshotLock(d, "{key}", node="victim", snapshot="s", ttl=2).acquire()
+        SnapshotLock(ClusterStore(d, ClusterKeys("{root}")), node="victim", snapshot="s", ttl=2).acquire()
         print("held", flush=True)
         time.sleep(600)
     """)
@@ -206,8 +211,8 @@ def test_lock_of_a_killed_holder_expires(discovery_server, tmp_path):
 
 def test_lost_lock_is_noticed(discovery_server):
     discovery = discovery_server.client()
-    key = discovery_server.kv_root("mysql") + "/snapshots/lock"
-    lock = SnapshotLock(discovery, key, node="n1", snapshot="s", ttl=discovery_server.min_session_ttl)
+    store = ClusterStore(discovery, ClusterKeys(discovery_server.kv_root("mysql")))
+    lock = SnapshotLock(store, node="n1", snapshot="s", ttl=discovery_server.min_session_ttl)
     lock.acquire()
     try:
         discovery.destroy_session(lock.session)          # e.g. expired during a long partition

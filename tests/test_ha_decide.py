@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 
 from triton_mysql.ha import decide as d
-from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
+from triton_mysql.view import PROMOTING, READY, ClusterView, Lock, Member
 from triton_mysql.discovery import Instance
+from triton_mysql.records import BootstrapClaim, FailoverRecord, SwitchoverRequest
 
 NOW = 1_000_000.0
 TIMING = d.Timing(session_ttl=10, lock_expiry_max=20, stop_grace=10, failover_cooldown=0)
@@ -33,9 +34,11 @@ def member(node, received="0-1-100", candidate=True, updated=NOW - 1, role="repl
 
 
 def view(lock_=None, members=(), switchover=None, failover_last=None, healthy=None, bootstrap=None, nodes=None):
+    """The tables write the records as discovery holds them; the view parses them as read_view does."""
     return ClusterView(now=NOW, lock=lock_, members={m.node: m for m in members}, nodes=nodes or {},
-                       bootstrap=bootstrap,
-                       bootstrap_index=0, switchover=switchover, switchover_index=3, failover_last=failover_last,
+                       bootstrap=BootstrapClaim.from_record(bootstrap), bootstrap_index=0,
+                       switchover=SwitchoverRequest.from_record(switchover), switchover_index=3,
+                       failover_last=FailoverRecord.from_record(failover_last),
                        snapshot_last=None, snapshot_lock=None,
                        healthy_primaries=None if healthy is None else tuple(healthy))
 

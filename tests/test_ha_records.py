@@ -1,4 +1,4 @@
-"""The cluster records (ha/records.py): what lands in discovery, and reading it back.
+"""The cluster records (records.py): what lands in discovery, and reading it back.
 
 Nodes of an older version read what a newer one writes (and the other way round during a rolling
 upgrade), so the written fields are pinned here, not only the round trips.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from triton_mysql.discovery import DiscoveryError
-from triton_mysql.ha import records as r
+from triton_mysql import records as r
 from triton_mysql.keys import ClusterKeys, decode, encode
 
 from tests.harness.memory_discovery import Clock, MemoryDiscovery

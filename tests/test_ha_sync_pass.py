@@ -13,7 +13,7 @@ from triton_mysql import node_state
 from triton_mysql.config import Config
 from triton_mysql.ha import decide as d
 from triton_mysql.ha.sync import sync_pass
-from triton_mysql.ha.view import READY, Lock
+from triton_mysql.view import READY, Lock
 from triton_mysql.mysql.flavor import MARIADB, Sql
 from triton_mysql.mysql.semisync import TIMEOUT_MAX_MS
 

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from triton_mysql.backup.progress import human_bytes
-from triton_mysql.ha.view import PROMOTING, READY, ClusterView, Lock, Member
+from triton_mysql.view import PROMOTING, READY, ClusterView, Lock, Member
 from triton_mysql.hooks.status import build, render
+from triton_mysql.records import FailoverRecord
 
 NOW = 1_000_000.0
 TTL = 10.0
@@ -104,9 +105,9 @@ def test_a_divergence_verdict_and_a_lossy_failover_are_said_in_the_table():
     verdict = {"kind": "tail", "gtids": "0-2-40-41", "against": "n1", "at": NOW - 5}
     nodes = {"n2": {"role": "replica", "verdict": verdict, "updated": NOW - 1}}
     v = view([member("n1", "primary"), member("n2", "replica")], lock("n1"), nodes=nodes)
-    v = ClusterView(**{**v.__dict__, "failover_last": {"from": "n2", "to": "n1", "kind": "automatic",
-                                                        "at": NOW - 60, "lost_possible": True,
-                                                        "missing_gtids": "0-2-40-41"}})
+    v = ClusterView(**{**v.__dict__, "failover_last": FailoverRecord(source="n2", to="n1", kind="automatic",
+                                                                     at=NOW - 60, lost_possible=True,
+                                                                     missing_gtids="0-2-40-41")})
     status = build(v, TTL)
     assert rows(status)["n2"]["verdict"] == verdict and rows(status)["n1"]["verdict"] is None
     table = render(status, "t")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from triton_mysql.hooks import status as st
-from triton_mysql.ha.view import READY, ClusterView, Lock, Member
+from triton_mysql.view import READY, ClusterView, Lock, Member
 
 NOW = 2_000_000.0
 

@@ -10,7 +10,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.cluster import ROOT
-from triton_mysql.ha.view import ClusterView, Lock, Member
+from triton_mysql.view import ClusterView, Lock, Member
+from triton_mysql.records import FailoverRecord
 from triton_mysql.mysql.flavor import MARIADB
 from triton_mysql.mysql.state import ReplicaStatus, ServerState
 from triton_mysql.supervisor.telemetry.facts import Facts, HealthPass
@@ -26,7 +27,7 @@ def view() -> ClusterView:
     return ClusterView(
         now=now, lock=Lock("n1", "10.0.0.1", 3306, 1, now - 100, "s", 1, "ready"), members={"n2": member},
         nodes={"n2": record}, bootstrap=None, bootstrap_index=0, switchover=None, switchover_index=0,
-        failover_last={"from": "n3", "to": "n1", "at": now - 30, "kind": "automatic"},
+        failover_last=FailoverRecord(source="n3", to="n1", at=now - 30, kind="automatic"),
         snapshot_last={"id": "x", "created": "2026-01-01T00:00:00Z", "completed": "2026-01-01T00:00:12Z",
                        "size": 12345},
         snapshot_lock=None)
@@ -50,8 +51,9 @@ def scrape_text() -> str:
     metrics.hook_finished("health", 0, 0.2, is_health=True)
     metrics.hook_finished("snapshot", 1, 3.0, is_health=False)
     metrics.discovery_error("heartbeat")
-    metrics.saw_failover({"at": 1, "kind": "planned"}, first_read=True)   # found at start: not counted
-    metrics.saw_failover({"at": 2, "kind": "automatic"}, first_read=False)
+    found_at_start = FailoverRecord(source=None, to="n1", at=1, kind="planned")
+    metrics.saw_failover(found_at_start, first_read=True)   # not counted
+    metrics.saw_failover(FailoverRecord(source=None, to="n2", at=2, kind="automatic"), first_read=False)
     return metrics.exposition().decode()
 
 

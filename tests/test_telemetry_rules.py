@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from triton_mysql.ha.view import Lock
+from triton_mysql.view import Lock
 from triton_mysql.supervisor import config as cb
 from triton_mysql.supervisor.config import ConfigError
 from triton_mysql.supervisor.telemetry import rules

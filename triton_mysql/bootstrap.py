@@ -20,10 +20,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from .discovery import Discovery, DiscoveryError
-from .keys import ClusterKeys, decode, encode
+from .discovery import DiscoveryError
+from .records import BootstrapClaim, ClusterStore
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,7 @@ log = logging.getLogger(__name__)
 class Claim:
     """This node's live bootstrap claim, renewed in the background while `renewing()` runs."""
 
-    discovery: Discovery
-    key: str
+    store: ClusterStore
     session: str
     ttl: float
     lost: threading.Event = field(default_factory=threading.Event)
@@ -47,13 +45,13 @@ class Claim:
     def stop_renewing(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=float(getattr(self.discovery, "timeout", 2.0) or 2.0) + 1)
+            self._thread.join(timeout=float(getattr(self.store.discovery, "timeout", 2.0) or 2.0) + 1)
             self._thread = None
 
     def renew(self) -> bool:
         """One renewal now; False (and `lost` set) when the session is gone."""
         try:
-            alive = self.discovery.renew_session(self.session)
+            alive = self.store.discovery.renew_session(self.session)
         except DiscoveryError as exc:
             log.warning("renewing the bootstrap claim failed, will retry: %s", exc)
             return not self.lost.is_set()
@@ -63,15 +61,14 @@ class Claim:
 
     def holds(self) -> bool:
         """Does the `bootstrap` key still name this claim's session?"""
-        kv = self.discovery.get(self.key)
-        record = decode(kv.value) if kv else None
-        return bool(record) and record.get("session") == self.session and not self.lost.is_set()
+        claim = self.store.bootstrap_claim()
+        return claim is not None and claim.session == self.session and not self.lost.is_set()
 
     def give_up(self) -> None:
         """End the session now (deleting the key), so another node can take over at once."""
         self.stop_renewing()
         try:
-            self.discovery.destroy_session(self.session)
+            self.store.discovery.destroy_session(self.session)
         except DiscoveryError as exc:
             log.warning("ending the bootstrap claim's session failed (%s); it expires within %g s", exc, self.ttl)
 
@@ -86,43 +83,40 @@ class Claim:
                 return
 
 
-def owner(discovery: Discovery, keys: ClusterKeys) -> tuple[str | None, dict[str, Any] | None]:
-    """(node named by the `bootstrap` key, its record), or (None, None) when there is no claim."""
-    kv = discovery.get(keys.bootstrap)
-    record = decode(kv.value) if kv else None
-    if kv is not None and record is None:
-        record = {}
-    return (str(record.get("node")) if record and record.get("node") else None), record
+def owner(store: ClusterStore) -> str | None:
+    """The node the `bootstrap` key names, or None when there is no claim."""
+    claim = store.bootstrap_claim()
+    return claim.node if claim is not None else None
 
 
-def take(discovery: Discovery, keys: ClusterKeys, node: str, ttl: float) -> Claim | None:
+def take(store: ClusterStore, node: str, ttl: float) -> Claim | None:
     """Claim the bootstrap for `node` bound to a new session, or re-adopt this node's claim whose
-    session is still alive (onStart run again right after a crash).  None: another claim exists."""
-    name, record = owner(discovery, keys)
-    if record is not None:
-        if name != node:
+    session is still alive (onStart run again right after a crash).  None: another claim exists
+    (an unreadable `bootstrap` record counts as one: the create-only write below refuses it)."""
+    existing = store.bootstrap_claim()
+    if existing is not None:
+        if existing.node != node:
             return None
-        session = str(record.get("session") or "")
-        if session and discovery.renew_session(session):
-            log.info("the bootstrap claim of this node is still alive (session %s): continuing with it", session)
-            return Claim(discovery, keys.bootstrap, session, ttl)
+        if existing.session and store.discovery.renew_session(existing.session):
+            log.info("the bootstrap claim of this node is still alive (session %s): continuing with it",
+                     existing.session)
+            return Claim(store, existing.session, ttl)
         return None  # ours, from a session that ended: the key goes with it
-    session = discovery.create_session(f"triton-mysql-bootstrap-{node}", ttl)
-    value = {"node": node, "at": time.time(), "session": session}
+    session = store.discovery.create_session(f"triton-mysql-bootstrap-{node}", ttl)
     try:
-        won = discovery.create(keys.bootstrap, encode(value), session=session)
+        won = store.claim_bootstrap(BootstrapClaim(node=node, at=time.time(), session=session))
     except BaseException:
-        _destroy(discovery, session)
+        _destroy(store, session)
         raise
     if won:
-        return Claim(discovery, keys.bootstrap, session, ttl)
-    _destroy(discovery, session)
+        return Claim(store, session, ttl)
+    _destroy(store, session)
     return None
 
 
-def _destroy(discovery: Discovery, session: str) -> None:
+def _destroy(store: ClusterStore, session: str) -> None:
     try:
-        discovery.destroy_session(session)
+        store.discovery.destroy_session(session)
     except DiscoveryError:
         pass  # it expires by itself
 
@@ -133,33 +127,32 @@ def _destroy(discovery: Discovery, session: str) -> None:
 ALIVE_FACTOR = 2.0
 
 
-def seen_ago(discovery: Discovery, keys: ClusterKeys, node: str, now: float | None = None) -> float | None:
+def seen_ago(store: ClusterStore, node: str, now: float | None = None) -> float | None:
     """Seconds since `node` last published its durable node record (None: it never did)."""
-    kv = discovery.get(keys.node(node))
-    record = decode(kv.value) if kv else None
+    record = store.node_record(node)
     if not record or not isinstance(record.get("updated"), (int, float)):
         return None
     return max(0.0, (time.time() if now is None else now) - float(record["updated"]))
 
 
-def cluster_evidence(discovery: Discovery, keys: ClusterKeys) -> list[str]:
+def cluster_evidence(store: ClusterStore) -> list[str]:
     """What in discovery shows that a cluster already exists (empty for a new cluster).
 
     The `bootstrap` claim and the server_id counter do not count: a new
     cluster's own start writes them.
     """
+    keys = store.keys
     found: list[str] = []
     nodes: set[str] = set()
-    for kv in discovery.list(keys.root + "/"):
-        record = decode(kv.value) or {}
-        if kv.key == keys.snapshots_last:
+    for key, record in store.all_records():
+        if key == keys.snapshots_last:
             found.append(f"discovery names snapshot {record.get('id', '?')} in snapshots/last")
-        elif kv.key == keys.primary:
+        elif key == keys.primary:
             found.append(f"{record.get('node', '?')} holds the primary lock")
-        elif kv.key == keys.failover_last:
+        elif key == keys.failover_last:
             found.append("discovery has a failover record")
-        elif kv.key.startswith((keys.nodes, keys.members)):
-            nodes.add(str(record.get("node") or keys.name_of(kv.key)))
+        elif key.startswith((keys.nodes, keys.members)):
+            nodes.add(str(record.get("node") or keys.name_of(key)))
     if nodes:
         found.append(f"discovery has records of node(s) {', '.join(sorted(nodes))}")
     return found

@@ -5,7 +5,8 @@ The supervisor runs each hook with `CONTAINERBUDDY` (where its config comes from
 `CONTAINERBUDDY_PID` (whom to signal) and, in maintenance, `CONTAINERBUDDY_MAINTENANCE=1`.  A node
 is advertised as `<SERVICE_NAME>` or `<SERVICE_NAME>-primary` by renaming the service in that
 config (supervisor/rename.py edits it in place) and sending SIGHUP.  The HA code (ha/) reaches the
-supervisor only through this module: it never imports from supervisor/.
+supervisor only through this module: it never imports from supervisor/.  The variables' names are
+in hook_env.py, which the supervisor's side reads too.
 """
 from __future__ import annotations
 
@@ -14,14 +15,10 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-log = logging.getLogger("triton_mysql.ha")
+from .hook_env import CONFIG_ENV, MAINTENANCE_ENV, PID_ENV
+from .supervisor.rename import notify, set_service_name
 
-CONFIG_ENV = "CONTAINERBUDDY"
-"""The supervisor's config source (`file:///path`, a path, or literal JSON)."""
-PID_ENV = "CONTAINERBUDDY_PID"
-"""The supervisor's pid, which SIGHUP re-reads its config."""
-MAINTENANCE_ENV = "CONTAINERBUDDY_MAINTENANCE"
-"""Set to 1 by the supervisor for the hooks it runs while in maintenance (SIGUSR1)."""
+log = logging.getLogger("triton_mysql.ha")
 
 
 def in_maintenance(env: Mapping[str, str] | None = None) -> bool:
@@ -47,7 +44,6 @@ class Advertiser:
         pid = os.environ.get(PID_ENV)
         if not source or not pid:
             return
-        from .supervisor.rename import notify, set_service_name  # only when a supervisor runs us
         names = {self.service_name, self.primary_service}
         wanted = self.primary_service if primary else self.service_name
         try:

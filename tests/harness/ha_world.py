@@ -20,8 +20,8 @@ from triton_mysql.config import Config
 from triton_mysql.ha import act as act_module
 from triton_mysql.ha import peers as peers_module
 from triton_mysql.ha import promote as promote_module
-from triton_mysql.ha import records as records_module
-from triton_mysql.ha import view as view_module
+from triton_mysql import records as records_module
+from triton_mysql import view as view_module
 from triton_mysql.ha.act import Agent
 from triton_mysql.hooks import health as health_module
 from triton_mysql.hooks import on_change as on_change_module

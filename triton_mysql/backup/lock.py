@@ -17,13 +17,14 @@ rather than run a second snapshot concurrently.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from typing import Any
 
-from ..discovery import Discovery, DiscoveryError
-from ..keys import decode, encode
+from ..discovery import DiscoveryError
+from ..records import ClusterStore, SnapshotLockRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,14 @@ class LockBusy(Exception):
 
 
 class SnapshotLock:
-    """Hold `key` bound to a private session, renewed in the background."""
+    """Hold `snapshots/lock` bound to a private session, renewed in the background."""
 
-    def __init__(self, discovery: Discovery, key: str, *, node: str, snapshot: str | None, ttl: float) -> None:
-        self.discovery = discovery
-        self.key = key
+    def __init__(self, store: ClusterStore, *, node: str, snapshot: str | None, ttl: float) -> None:
+        self.store = store
+        self.discovery = store.discovery  # the lock's own session lives in the discovery contract
         self.node = node
         self.ttl = ttl
-        self.value: dict[str, Any] = {"node": node, "snapshot": snapshot, "started": time.time()}
+        self.record = SnapshotLockRecord(node=node, snapshot=snapshot, started=time.time())
         self.session: str | None = None
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -60,15 +61,14 @@ class SnapshotLock:
         """Take the lock or raise LockBusy (DiscoveryError when discovery fails)."""
         self.session = self.discovery.create_session(f"triton-mysql-snapshot-{self.node}", self.ttl)
         try:
-            won = self.discovery.acquire(self.key, encode(self.value), self.session)
+            won = self.store.take_snapshot_lock(self.session, self.record)
         except BaseException:
             self._destroy_session()
             raise
         if not won:
             holder = None
             try:
-                kv = self.discovery.get(self.key)
-                holder = decode(kv.value) if kv else None
+                holder = self.store.snapshot_running()
             except DiscoveryError:
                 pass
             self._destroy_session()
@@ -80,11 +80,11 @@ class SnapshotLock:
 
     def update(self, **fields: Any) -> None:
         """Rewrite the lock's value (e.g. the final snapshot id); best effort."""
-        self.value.update(fields)
+        self.record = dataclasses.replace(self.record, **fields)
         if self.session is None:
             return
         try:
-            self.discovery.acquire(self.key, encode(self.value), self.session)
+            self.store.take_snapshot_lock(self.session, self.record)
         except DiscoveryError as exc:
             log.warning("could not update the snapshot lock record: %s", exc)
 
@@ -97,7 +97,7 @@ class SnapshotLock:
         if self.session is None:
             return
         try:
-            self.discovery.release(self.key, self.session)
+            self.store.release_snapshot_lock(self.session)
         except Exception as exc:  # noqa: BLE001 - destroying the session below deletes the key too
             log.warning("releasing the snapshot lock failed (%s); ending its session instead", exc)
         self._destroy_session()

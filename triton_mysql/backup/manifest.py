@@ -89,12 +89,20 @@ def iso(when: datetime) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: Any) -> float | None:
+    """Epoch seconds of a manifest time as `iso` writes it (None for anything else): `status` and the
+    telemetry read the snapshot's `created` and `completed` with it."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def created_time(manifest: dict[str, Any]) -> float:
     """`created` as epoch seconds (0.0 when unreadable, which sorts it oldest)."""
-    try:
-        return datetime.fromisoformat(str(manifest["created"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
-        return 0.0
+    return parse_time(str(manifest.get("created", ""))) or 0.0
 
 
 def newest_first_key(manifest: dict[str, Any]) -> tuple[float, int, str]:

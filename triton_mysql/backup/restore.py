@@ -139,10 +139,10 @@ def restore_newest(config: Any, discovery: Any | None, datadir: str, *,
 
 
 def _from_discovery(config: Any, discovery: Any, storage: Storage) -> dict[str, Any] | None:
-    from ..keys import ClusterKeys, decode
+    from ..keys import ClusterKeys
+    from ..records import ClusterStore
 
-    kv = discovery.get(ClusterKeys.for_config(config).snapshots_last)
-    record = decode(kv.value) if kv else None
+    record = ClusterStore(discovery, ClusterKeys.for_config(config)).snapshot_pointer()
     if record is None:
         log.info("discovery names no snapshot (snapshots/last is empty)")
         return None

@@ -32,8 +32,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from ..discovery import Discovery, DiscoveryError
-from ..keys import ClusterKeys, decode, encode
+from ..keys import ClusterKeys
 from ..mysql.local import DBError, LocalServer
+from ..records import ClusterStore
 from ..storage import Storage, StorageError, open_storage
 from ..storage.marker import MARKER_KEY, read_marker, write_marker
 from . import binlogs, manifest as mf, retention
@@ -102,8 +103,7 @@ def last_snapshot(config: Any, discovery: Discovery | None, storage_factory: Cal
                   ) -> dict[str, Any] | None:
     """The newest complete snapshot: `snapshots/last` if set, else the newest in storage."""
     if discovery is not None:
-        kv = discovery.get(ClusterKeys.for_config(config).snapshots_last)
-        record = decode(kv.value) if kv else None
+        record = ClusterStore(discovery, ClusterKeys.for_config(config)).snapshot_pointer()
         if record is not None:
             try:
                 return mf.validate(record)
@@ -113,21 +113,16 @@ def last_snapshot(config: Any, discovery: Discovery | None, storage_factory: Cal
     return mf.newest_complete(storage)
 
 
-def _member_positions(config: Any, discovery: Discovery | None) -> list[str]:
+def _member_positions(config: Any, store: ClusterStore | None) -> list[str]:
     """Received GTIDs of the live members: binlogs they still need are kept."""
-    if discovery is None:
+    if store is None:
         return []
-    out = []
     try:
-        for kv in discovery.list(ClusterKeys.for_config(config).members):
-            record = decode(kv.value) or {}
-            if record.get("node") == config.node_name or record.get("role") == "primary":
-                continue
-            position = record.get("received_gtid") or record.get("gtid")
-            out.append(str(position or ""))
+        return [member.received_gtid for member in store.members()
+                if member.node != config.node_name and member.role != "primary"]
     except DiscoveryError as exc:
         log.warning("binlog purge: cannot read the member records (%s); using the snapshot position only", exc)
-    return out
+        return []
 
 
 def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery | None = None,
@@ -150,7 +145,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
         storage = storage or open_storage(target_url, config)
     except StorageError as exc:
         raise SnapshotError(str(exc)) from None
-    keys = ClusterKeys.for_config(config)
+    store = ClusterStore(discovery, ClusterKeys.for_config(config)) if discovery is not None else None
     try:
         server = LocalServer(config.mysql_socket, config.mysql_root_password, timeout=5.0)
     except DBError as exc:
@@ -159,16 +154,15 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
     snapshot_id: str | None = None
     stored = False
     try:
-        if is_main and discovery is not None:
-            _require_clone_source(config, discovery, keys)
-            _require_marker(config, discovery, storage, keys)
+        if is_main and store is not None:
+            _require_clone_source(config, store)
+            _require_marker(config, store, storage)
         flavor = server.flavor
         server_id = server.server_id()
         version = server.version()
         datadir = server.datadir().rstrip("/") or config.mysql_datadir
-        if discovery is not None:
-            lock = SnapshotLock(discovery, keys.snapshots_lock, node=config.node_name, snapshot=None,
-                                ttl=config.session_ttl)
+        if store is not None:
+            lock = SnapshotLock(store, node=config.node_name, snapshot=None, ttl=config.session_ttl)
             lock.acquire()
             if still_due is not None:
                 decision = still_due(server)
@@ -219,8 +213,8 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             "source_bytes": result.source_bytes,
         }
         mf.validate(manifest)
-        if is_main and discovery is not None:
-            _require_clone_source(config, discovery, keys)  # still true now that the backup is done?
+        if is_main and store is not None:
+            _require_clone_source(config, store)  # still true now that the backup is done?
         try:
             storage.put_bytes(mf.manifest_key(snapshot_id), mf.encode(manifest))
         except StorageError as exc:
@@ -229,7 +223,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
         log.info("snapshot %s: complete, %d bytes in %.1f s, GTID %s (%s:%s)", snapshot_id, result.size,
                  result.seconds, result.gtid or "''", result.binlog_file, result.binlog_pos)
         if is_main:
-            _after_snapshot(config, discovery, storage, server, manifest, keys)
+            _after_snapshot(config, store, storage, server, manifest)
         return manifest
     except StorageError as exc:
         raise SnapshotError(str(exc)) from None
@@ -245,8 +239,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             server.close()
 
 
-def clone_source_refusal(config: Any, discovery: Discovery, keys: ClusterKeys,
-                         now: float | None = None) -> str | None:
+def clone_source_refusal(config: Any, store: ClusterStore, now: float | None = None) -> str | None:
     """Why this node may not write the cluster's clone source, or None when it may.
 
     It may when it holds the primary lock, or when its member record is fresh
@@ -254,30 +247,27 @@ def clone_source_refusal(config: Any, discovery: Discovery, keys: ClusterKeys,
     MAX_LAG) and names no errant transactions.
     """
     now = time.time() if now is None else now
-    lock = discovery.holder(keys.primary)
-    holder = (decode(lock.value) or {}).get("node") if lock else None
-    if holder == config.node_name:
+    lock = store.held_lock()
+    if lock is not None and lock.node == config.node_name:
         return None
-    kv = discovery.get(keys.member(config.node_name))
-    record = decode(kv.value) if kv else None
+    record = store.member_record(config.node_name)
     if record is None:
         return "it has no member record (not running as a cluster member)"
-    age = now - float(record.get("updated") or 0.0)
+    age = now - float(record.updated or 0.0)
     if age > config.session_ttl:
         return f"its member record is {age:.0f} s old (more than SESSION_TTL={config.session_ttl:g} s)"
-    if record.get("errant"):
-        return f"it has errant transactions {record['errant']}"
-    verdict = record.get("verdict")
-    if verdict:
-        return f"it diverged from the primary ({verdict.get('kind')}: {verdict.get('gtids')})"
-    if record.get("role") != "replica" or not record.get("healthy"):
-        return f"it is not a healthy replica (role {record.get('role')}, healthy {bool(record.get('healthy'))})"
+    if record.errant:
+        return f"it has errant transactions {record.errant}"
+    if record.verdict:
+        return f"it diverged from the primary ({record.verdict.get('kind')}: {record.verdict.get('gtids')})"
+    if record.role != "replica" or not record.healthy:
+        return f"it is not a healthy replica (role {record.role}, healthy {bool(record.healthy)})"
     return None
 
 
-def _require_clone_source(config: Any, discovery: Discovery, keys: ClusterKeys) -> None:
+def _require_clone_source(config: Any, store: ClusterStore) -> None:
     try:
-        why = clone_source_refusal(config, discovery, keys)
+        why = clone_source_refusal(config, store)
     except DiscoveryError as exc:
         raise SnapshotError(f"cannot check that this node may write the cluster's snapshots: {exc}") from None
     if why is not None:
@@ -286,13 +276,12 @@ def _require_clone_source(config: Any, discovery: Discovery, keys: ClusterKeys) 
                             f"new nodes. Use --url URL to export one elsewhere")
 
 
-def _require_marker(config: Any, discovery: Discovery, storage: Storage, keys: ClusterKeys) -> None:
+def _require_marker(config: Any, store: ClusterStore, storage: Storage) -> None:
     """The storage root must be the cluster's: it has the marker, or (a cluster from before the
     marker) it holds the snapshot `snapshots/last` names, and then gets the marker now."""
     if read_marker(storage) is not None:
         return
-    kv = discovery.get(keys.snapshots_last)
-    last = decode(kv.value) if kv else None
+    last = store.snapshot_pointer()
     if last and last.get("id") and not storage.exists(mf.manifest_key(str(last["id"]))):
         raise SnapshotError(f"{storage.describe()} has no cluster marker ({MARKER_KEY}) and not the snapshot "
                             f"{last['id']} that snapshots/last names: is the backup volume mounted and BACKUP_URL "
@@ -323,12 +312,12 @@ def _estimate(server: LocalServer, datadir: str) -> int:
     return max(0, directory_size(datadir) - server.binlog_bytes())
 
 
-def _after_snapshot(config: Any, discovery: Discovery | None, storage: Storage, server: LocalServer,
-                    manifest: dict[str, Any], keys: ClusterKeys) -> None:
+def _after_snapshot(config: Any, store: ClusterStore | None, storage: Storage, server: LocalServer,
+                    manifest: dict[str, Any]) -> None:
     """snapshots/last, then retention and binlog purge (a failure of the last two is only logged)."""
-    if discovery is not None:
+    if store is not None:
         try:
-            discovery.put(keys.snapshots_last, encode(manifest))
+            store.point_to_snapshot(manifest)
         except DiscoveryError as exc:
             raise SnapshotError(f"snapshot {manifest['id']} is stored, but recording it in snapshots/last "
                                 f"failed: {exc}") from None
@@ -340,7 +329,7 @@ def _after_snapshot(config: Any, discovery: Discovery | None, storage: Storage, 
     if not manifest["binlog_file"]:
         return
     try:
-        binlogs.purge(server, manifest["gtid"], extra_keep=_member_positions(config, discovery))
+        binlogs.purge(server, manifest["gtid"], extra_keep=_member_positions(config, store))
     except DBError as exc:
         log.warning("binlog purge failed (will retry after the next snapshot): %s", exc)
 

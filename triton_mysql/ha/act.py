@@ -6,7 +6,7 @@ the hooks combine: gather the local state, follow a primary, turn writable,
 fence, publish the member record.  The other jobs are parts it holds:
 `session` (this node's discovery session, ha/session.py), `peers` (other
 nodes over SQL, ha/peers.py), `advertiser` (the supervisor's service name,
-supervisor_client.py) and `store` (the cluster records, ha/records.py); the
+supervisor_client.py) and `store` (the cluster records, records.py); the
 winner's promotion sequence is ha/promote.py.  Each step logs one line when
 it changes something (what and why), and nothing when there was nothing to
 do, so that a steady-state `health` pass is silent.
@@ -38,9 +38,9 @@ from .. import node_state
 from ..supervisor_client import Advertiser, in_maintenance
 from .decide import STRANDED, Local, Timing, Verdict
 from .peers import Peers
-from .records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
+from ..records import READY, ClusterStore, FailoverRecord, Lock, MemberRecord
 from .session import NodeSession
-from .view import ClusterView, read_view
+from ..view import ClusterView, read_view
 
 log = logging.getLogger("triton_mysql.ha")
 
@@ -89,7 +89,7 @@ class Agent:
 
     @cached_property
     def store(self) -> ClusterStore:
-        """The cluster's records: every write of one goes through here (ha/records.py)."""
+        """The cluster's records: every write of one goes through here (records.py)."""
         return ClusterStore(self.discovery, self.keys)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..config import FENCE_BUDGET, FENCE_MARGIN
 from ..mysql import gtid as gtids
-from .view import PROMOTING, READY, ClusterView, Lock
+from ..view import PROMOTING, READY, ClusterView, Lock
 
 # -- health actions ---------------------------------------------------------
 STARTING = "starting"            # mysqld not reachable yet: nothing to do
@@ -236,11 +236,9 @@ def is_candidate(local: Local) -> tuple[bool, str]:
 def switchover_target(view: ClusterView, timing: Timing) -> str | None:
     """The node named by a still-valid `switchover` request, else None."""
     request = view.switchover
-    if not request or not request.get("to"):
+    if request is None or view.now - request.requested > timing.switchover_validity:
         return None
-    if view.now - float(request.get("requested") or 0.0) > timing.switchover_validity:
-        return None
-    return str(request["to"])
+    return request.to
 
 
 def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | None:
@@ -251,7 +249,7 @@ def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | No
     member = view.member(target)
     if member is None or not member.candidate or not member.fresh(view.now, timing.session_ttl):
         return f"switchover to {target} refused: it is not a candidate (no fresh candidate member record)"
-    requested = float((view.switchover or {}).get("requested") or 0.0)
+    requested = view.switchover.requested if view.switchover is not None else 0.0
     if view.now - requested > timing.stop_grace:
         return (f"switchover to {target} abandoned: it did not catch up within STOP_GRACE="
                 f"{timing.stop_grace:g} s; staying primary")
@@ -261,7 +259,7 @@ def handover_refusal(view: ClusterView, target: str, timing: Timing) -> str | No
 def names_handover_target(view: ClusterView, maintenance: bool, target: str) -> bool:
     """A primary in maintenance names its hand-over target in the `switchover` key (so that the
     others defer to it) unless a request already names that node."""
-    return maintenance and (view.switchover or {}).get("to") != target
+    return maintenance and (view.switchover is None or view.switchover.to != target)
 
 
 def holds_lock(view: ClusterView, local: Local) -> bool:
@@ -353,9 +351,9 @@ def why_not_switchover_target(view: ClusterView, node: str, timing: Timing) -> s
 def cooldown_left(view: ClusterView, timing: Timing) -> float:
     """Seconds of anti-flapping cooldown left after the last automatic failover."""
     last = view.failover_last
-    if timing.failover_cooldown <= 0 or not last or last.get("kind") != "automatic":
+    if timing.failover_cooldown <= 0 or last is None or last.kind != "automatic":
         return 0.0
-    return max(0.0, float(last.get("at") or 0.0) + timing.failover_cooldown - view.now)
+    return max(0.0, last.at + timing.failover_cooldown - view.now)
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +364,7 @@ def bootstrap_taken_over(view: ClusterView, local: Local) -> str:
     bootstrap claim (this node's lapsed while it stalled) or another node's first snapshot."""
     if not local.bootstrap_pending:
         return ""
-    claimant = (view.bootstrap or {}).get("node")
+    claimant = view.bootstrap.node if view.bootstrap is not None else None
     if claimant and claimant != local.node:
         return f"the bootstrap of {claimant}"
     source = (view.snapshot_last or {}).get("source_node")
@@ -415,11 +413,11 @@ def decide_health(view: ClusterView | None, local: Local, timing: Timing) -> Dec
             why = f"writable while {lock.node} holds the lock"
         return Decision(FENCE, why, lock)
     if lock is None:
-        bootstrap = view.bootstrap or {}
+        claimant = view.bootstrap.node if view.bootstrap is not None else None
         # Its claim may have expired while it stalled (then it claims again, create-only), but never
         # once another node's snapshot exists: that node's cluster formed instead of this one.
         first = view.snapshot_last is None or view.snapshot_last.get("source_node") == local.node
-        if local.bootstrap_pending and first and bootstrap.get("node") in (None, local.node):
+        if local.bootstrap_pending and first and claimant in (None, local.node):
             return Decision(TAKE_BOOTSTRAP_LOCK, "this node initialised the cluster; lock is free")
         return Decision(NO_PRIMARY, "lock is free; the election runs in onChange")
     if lock.node == local.node:
@@ -534,9 +532,9 @@ def previous_primary(view: ClusterView, me: str, last_holder: str | None) -> dic
     name: str | None = last_holder
     if not name:
         seen: list[tuple[float, str]] = []
-        last = view.failover_last or {}
-        if last.get("to"):
-            seen.append((float(last.get("at") or 0.0), str(last["to"])))
+        last = view.failover_last
+        if last is not None:
+            seen.append((last.at, last.to))
         seen += [(float(r.get("updated") or 0.0), n) for n, r in view.nodes.items() if r.get("role") == "primary"]
         name = max(seen)[1] if seen else None
     if not name or name == me:
@@ -567,7 +565,7 @@ def apply_target(flavor: str, received: str, final: str | None, previous: Mappin
 def failover_caught_up(view: ClusterView, planned: bool) -> bool:
     """A planned hand-over whose target confirmed everything (preStop writes `caught_up: false`
     when it handed over anyway); an automatic failover never is."""
-    return planned and bool((view.switchover or {}).get("caught_up", True))
+    return planned and (view.switchover is None or view.switchover.caught_up)
 
 
 def writable_peers(view: ClusterView, me: str) -> list[dict[str, Any]]:
@@ -674,7 +672,7 @@ def renews_bootstrap_claim(view: ClusterView, session: str | None, bootstrap_pen
     """mysqld is not up yet on a bootstrap winner: its claim's session (and only that one: never a
     lock's session while mysqld is down) must be renewed until the first pass with mysqld up."""
     return bool(session and bootstrap_pending
-                and (view.bootstrap or {}).get("session") == session
+                and view.bootstrap is not None and view.bootstrap.session == session
                 and (view.lock is None or view.lock.session != session))
 
 

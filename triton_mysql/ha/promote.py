@@ -17,7 +17,7 @@ from ..mysql import replication
 from ..mysql.state import read_state
 from . import decide as d
 from .act import Agent, Observed
-from .view import ClusterView
+from ..view import ClusterView
 
 log = logging.getLogger("triton_mysql.onChange")
 

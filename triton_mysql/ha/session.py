@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from ..discovery import Discovery
-from .view import ClusterView
+from ..view import ClusterView
 
 log = logging.getLogger("triton_mysql.ha")
 
@@ -32,9 +32,8 @@ class NodeSession:
         lock = view.lock
         if lock is not None and lock.node == self.node and lock.session:
             return lock.session
-        bootstrap = view.bootstrap or {}
-        claimed = str(bootstrap["session"]) if bootstrap.get("node") == self.node and \
-            bootstrap.get("session") else None
+        claim = view.bootstrap
+        claimed = claim.session if claim is not None and claim.node == self.node and claim.session else None
         return view.member_sessions.get(self.node) or claimed
 
     def ensure(self, view: ClusterView) -> str:

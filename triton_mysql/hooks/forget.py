@@ -20,8 +20,8 @@ import click
 
 from ..discovery import DiscoveryError, ServiceSpec, connect
 from ..errors import UserError
-from ..ha.records import ClusterStore
-from ..ha.view import read_view
+from ..records import ClusterStore
+from ..view import read_view
 from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.forget")
@@ -57,7 +57,7 @@ def run(config, node: str) -> int:
             discovery.deregister_service(ServiceSpec(id=f"{name}-{node}", name=name, address="", port=0,
                                                      ttl=config.session_ttl))
         removed.append(f"services {config.service_name}-{node}, {config.primary_service}-{node}")
-        if view.switchover and view.switchover.get("to") == node:
+        if view.switchover is not None and view.switchover.to == node:
             store.clear_switchover(view.switchover_index)
             removed.append("the switchover request naming it")
         log.info("forgot node %s: removed %s", node, ", ".join(removed))

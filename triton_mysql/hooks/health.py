@@ -19,9 +19,9 @@ import time
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
-from ..ha.records import BootstrapClaim, SwitchoverRequest
+from ..records import BootstrapClaim, SwitchoverRequest
 from ..ha.sync import sync_pass
-from ..ha.view import READY, ClusterView
+from ..view import READY, ClusterView
 from ..mysql.accounts import ACCOUNTS_VERSION, ensure_accounts, upgrade_once
 from ..mysql.connection import DBError
 from ..mysql.fence import stop_mysqld

@@ -23,7 +23,7 @@ from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent, Observed
 from ..ha.promote import Promotion, PromotionAborted
-from ..ha.view import PROMOTING, ClusterView
+from ..view import PROMOTING, ClusterView
 from ..mysql.connection import DBError
 
 log = logging.getLogger("triton_mysql.onChange")

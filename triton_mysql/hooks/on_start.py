@@ -28,10 +28,9 @@ from typing import Any
 
 from .. import bootstrap
 from ..discovery import Discovery, DiscoveryError, connect
-from ..ha.records import ClusterStore, ServerIdContention
+from ..records import ClusterStore, ServerIdContention
 from ..keys import ClusterKeys
 from ..mysql import flavor as flavors
-from ..mysql import gtid as gtids
 from ..mysql.datadir import (MOUNT_ADVICE, DatadirError, chown_mysql, initialize, install, is_empty,
                              is_mount_point, move_aside, new_staging, remove_staging_leftovers)
 from ..mysql.server_config import write_cnf
@@ -52,7 +51,7 @@ def run(config) -> int:
     discovery = _wait_for_discovery(config)
     if discovery is None:
         return 1
-    keys = ClusterKeys.for_config(config)
+    store = ClusterStore(discovery, ClusterKeys.for_config(config))
     datadir = Path(config.mysql_datadir)
     try:
         datadir.mkdir(parents=True, exist_ok=True)
@@ -62,21 +61,21 @@ def run(config) -> int:
             if loaded is not None and loaded.reclone else []
         state = _usable_data(datadir, loaded)
         if state is not None and state.bootstrap_pending and state.node == config.node_name:
-            state = _resume_bootstrap(config, discovery, keys, datadir, state)
+            state = _resume_bootstrap(config, store, datadir, state)
         if state is not None and state.node != config.node_name:
             # Data copied from another node, or restored by `triton-mysql restore`: its own server_id.
-            state = state.update(node=config.node_name, server_id=_allocate_server_id(discovery, keys),
+            state = state.update(node=config.node_name, server_id=_allocate_server_id(store),
                                  bootstrap_pending=False)
             node_state.save(datadir, state)
             log.info("adopting the datadir %s (%s made elsewhere); new server_id %d", datadir,
                      state.snapshot_id or state.origin, state.server_id)
-        server_id = state.server_id if state is not None else _allocate_server_id(discovery, keys)
+        server_id = state.server_id if state is not None else _allocate_server_id(store)
         write_cnf(config, flavor, server_id)
         if state is None:
-            state = _prepare_empty(config, discovery, keys, flavor, datadir, server_id, had_cluster_data)
-            writers = _gtid_server_ids(state.snapshot_gtid or "")
+            state = _prepare_empty(config, store, flavor, datadir, server_id, had_cluster_data)
+            writers = flavor.gtid_server_ids(state.snapshot_gtid or "")
             if state.server_id in writers:
-                state = state.update(server_id=_allocate_server_id(discovery, keys, avoid=writers))
+                state = state.update(server_id=_allocate_server_id(store, avoid=writers))
                 node_state.save(datadir, state)
                 write_cnf(config, flavor, state.server_id)
                 log.info("server_id %d wrote part of the restored data; using %d instead", server_id, state.server_id)
@@ -143,7 +142,7 @@ def _usable_data(datadir: Path, state: node_state.NodeState | None) -> node_stat
     return None
 
 
-def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path, server_id: int,
+def _prepare_empty(config, store: ClusterStore, flavor, datadir: Path, server_id: int,
                    had_cluster_data: list[str]) -> node_state.NodeState:
     """Restore the newest snapshot; with none anywhere, bootstrap (if this node wins the claim) or wait.
 
@@ -158,13 +157,13 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
     deadline = 0.0
     stalled_logged = False
     while True:
-        if waiting_for is None or ClusterStore(discovery, keys).snapshot_pointer() is not None:
-            manifest = _restore(config, discovery, datadir, server_id)
+        if waiting_for is None or store.snapshot_pointer() is not None:
+            manifest = _restore(config, store.discovery, datadir, server_id)
             if manifest is not None:
                 return _restored(config, datadir, manifest)
-        name, _ = bootstrap.owner(discovery, keys)
+        name = bootstrap.owner(store)
         if name is None and waiting_for not in (None, config.node_name):
-            seen = bootstrap.seen_ago(discovery, keys, waiting_for)
+            seen = bootstrap.seen_ago(store, waiting_for)
             if seen is not None and seen < bootstrap.ALIVE_FACTOR * config.session_ttl:
                 if not stalled_logged:
                     log.info("the bootstrap claim of %s is gone, but %s published its record %.0f s ago: still "
@@ -174,16 +173,16 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
                 continue
         if name is None or name == config.node_name:
             if waiting_for is not None and name is None:
-                manifest = _restore(config, discovery, datadir, server_id)  # no snapshot anywhere: storage too
+                manifest = _restore(config, store.discovery, datadir, server_id)  # no snapshot anywhere: storage too
                 if manifest is not None:
                     return _restored(config, datadir, manifest)
                 log.warning("the bootstrap claim of %s is gone (its session ended) and there is still no snapshot: "
                             "entering the bootstrap race again", waiting_for)
-            _check_storage_before_bootstrap(config, discovery, keys, had_cluster_data)
-            state = _try_bootstrap(config, discovery, keys, flavor, datadir, server_id)
+            _check_storage_before_bootstrap(config, store, had_cluster_data)
+            state = _try_bootstrap(config, store, flavor, datadir, server_id)
             if state is not None:
                 return state
-            name, _ = bootstrap.owner(discovery, keys)
+            name = bootstrap.owner(store)
         if name is not None and name != waiting_for and name != config.node_name:
             waiting_for = name
             stalled_logged = False
@@ -200,10 +199,10 @@ def _prepare_empty(config, discovery: Discovery, keys: ClusterKeys, flavor, data
         time.sleep(1.0)
 
 
-def _try_bootstrap(config, discovery: Discovery, keys: ClusterKeys, flavor, datadir: Path,
+def _try_bootstrap(config, store: ClusterStore, flavor, datadir: Path,
                    server_id: int) -> node_state.NodeState | None:
     """Take the session-bound claim and initialise a new cluster; None when another node has the claim."""
-    claim = bootstrap.take(discovery, keys, config.node_name, config.session_ttl)
+    claim = bootstrap.take(store, config.node_name, config.session_ttl)
     if claim is None:
         return None
     claim.start_renewing()
@@ -240,8 +239,7 @@ def _write_marker(config) -> None:
         raise StartError(f"cannot write the cluster marker into the snapshot storage: {exc}") from None
 
 
-def _check_storage_before_bootstrap(config, discovery: Discovery, keys: ClusterKeys,
-                                    had_cluster_data: list[str]) -> None:
+def _check_storage_before_bootstrap(config, store: ClusterStore, had_cluster_data: list[str]) -> None:
     """No snapshot anywhere: bootstrap only into storage that is the cluster's own (it has the marker)
     or when nothing shows an existing cluster.  An unmounted volume (an empty directory) or a wrong
     BACKUP_URL must never start a second cluster beside the real backups (issue 13 item 9)."""
@@ -258,13 +256,13 @@ def _check_storage_before_bootstrap(config, discovery: Discovery, keys: ClusterK
         raise StartError(f"cannot read the snapshot storage: {exc}; refusing to bootstrap a cluster") from None
     if marker is not None:
         return
-    evidence = had_cluster_data + bootstrap.cluster_evidence(discovery, keys)
+    evidence = had_cluster_data + bootstrap.cluster_evidence(store)
     if evidence:
         raise StartError(f"{where} holds no snapshot and no cluster marker ({MARKER_KEY}), but {'; '.join(evidence)}: "
                          f"is the backup volume mounted and BACKUP_URL right? Refusing to bootstrap a second cluster")
 
 
-def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: Path,
+def _resume_bootstrap(config, store: ClusterStore, datadir: Path,
                       state: node_state.NodeState) -> node_state.NodeState | None:
     """A restarted bootstrap winner that never turned writable (so it holds no client data).
 
@@ -274,7 +272,6 @@ def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: 
     snapshot in `snapshots/last`: the cluster formed from this data; it joins
     it as an ordinary node.
     """
-    store = ClusterStore(discovery, keys)
     last = store.snapshot_pointer()
     if last is not None and last.get("source_node") == config.node_name:
         log.info("the cluster's first snapshot %s came from this node's data: continuing as a member", last.get("id"))
@@ -283,10 +280,10 @@ def _resume_bootstrap(config, discovery: Discovery, keys: ClusterKeys, datadir: 
         return state
     deadline = time.monotonic() + 2 * config.session_ttl + 30
     while last is None:
-        name, _ = bootstrap.owner(discovery, keys)
+        name = bootstrap.owner(store)
         if name is not None and name != config.node_name:
             break
-        claim = bootstrap.take(discovery, keys, config.node_name, config.session_ttl)
+        claim = bootstrap.take(store, config.node_name, config.session_ttl)
         if claim is not None:
             log.info("restarted before the cluster's first snapshot: claimed the bootstrap again (session %s); "
                      "continuing with this node's data", claim.session)
@@ -334,17 +331,11 @@ def _restored(config, datadir: Path, manifest: dict[str, Any]) -> node_state.Nod
     return state
 
 
-def _allocate_server_id(discovery: Discovery, keys: ClusterKeys, avoid: frozenset[int] = frozenset()) -> int:
-    """A server_id no other node has (ha/records.py `ClusterStore.allocate_server_id`); StartError
+def _allocate_server_id(store: ClusterStore, avoid: frozenset[int] = frozenset()) -> int:
+    """A server_id no other node has (records.py `ClusterStore.allocate_server_id`); StartError
     when the counter is too contended to hand one out."""
     try:
-        return ClusterStore(discovery, keys).allocate_server_id(avoid)
+        return store.allocate_server_id(avoid)
     except ServerIdContention as exc:
         raise StartError(str(exc)) from None
 
-
-def _gtid_server_ids(gtid: str) -> frozenset[int]:
-    """Server ids that wrote the transactions of a MariaDB GTID position (none for MySQL sets)."""
-    if ":" in gtid:
-        return frozenset()
-    return frozenset(server for _, server, _ in gtids.parse_mariadb(gtid))

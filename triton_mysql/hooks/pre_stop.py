@@ -17,7 +17,7 @@ import time
 from ..discovery import DiscoveryError
 from ..ha import decide as d
 from ..ha.act import Agent
-from ..ha.records import SwitchoverRequest
+from ..records import SwitchoverRequest
 
 log = logging.getLogger("triton_mysql.preStop")
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def run(config) -> int:
     from ..errors import UserError
     from ..discovery import connect
-    from ..ha.records import ClusterStore
+    from ..records import ClusterStore
 
     keys = ClusterKeys.for_config(config)
     discovery = connect(config)

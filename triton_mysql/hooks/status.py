@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 from ..discovery import connect
+from ..backup.manifest import parse_time
 from ..backup.progress import human_bytes
-from ..ha.view import READY, ClusterView, read_view
+from ..view import READY, ClusterView, read_view
 from ..keys import ClusterKeys
 from ..log import scrub  # records come from discovery: whatever a node wrote there, no secret is shown
 
@@ -43,15 +44,15 @@ def build(view: ClusterView, ttl: float | None = None) -> dict[str, Any]:
     if view.snapshot_last:
         snap = view.snapshot_last
         snapshot = {key: snap.get(key) for key in ("id", "created", "gtid", "size", "source_node", "sha256")}
-        created = _parse_iso(snap.get("created"))
+        created = parse_time(snap.get("created"))
         snapshot["age_seconds"] = round(view.now - created, 1) if created else None
     return {
         "primary": primary,
         "sync": cluster_sync(primary, nodes),
         "nodes": nodes,
         "last_snapshot": snapshot,
-        "last_failover": view.failover_last,
-        "switchover": view.switchover,
+        "last_failover": view.failover_last.to_record() if view.failover_last else None,
+        "switchover": view.switchover.to_record() if view.switchover else None,
         "snapshot_running": view.snapshot_lock,
         "session_ttl": ttl,
         "time": view.now,
@@ -150,16 +151,6 @@ def _sync_line(sync: dict[str, Any] | None, now: float) -> str | None:
                 f"since {since}")
     return (f"semi-sync: OFF ({mode}), fell back to asynchronous since {since}: no replica acknowledged within "
             f"SYNC_TIMEOUT{waiting}")
-
-
-def _parse_iso(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    from datetime import datetime
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _ago(seconds: float | None) -> str:

@@ -13,8 +13,8 @@ import time
 from ..errors import UserError
 from ..discovery import connect
 from ..ha import decide as d
-from ..ha.records import READY, ClusterStore, SwitchoverRequest
-from ..ha.view import read_view
+from ..records import READY, ClusterStore, SwitchoverRequest
+from ..view import read_view
 from ..keys import ClusterKeys
 
 log = logging.getLogger("triton_mysql.switchover")

@@ -140,6 +140,11 @@ class Flavor:
         from . import gtid as gtids
         return gtids.normalize(self, gtid)
 
+    def gtid_server_ids(self, gtid: str) -> frozenset[int]:
+        """The server_ids that wrote the transactions of `gtid`: a restored node must not use one (it
+        would skip those servers' events).  MySQL GTIDs name a server_uuid, never a server_id: none."""
+        return frozenset()
+
     def binlog_state(self) -> Sql:
         """One row, column `gtid`: what the errant-transaction check compares (gtid.classify)."""
         raise NotImplementedError
@@ -339,6 +344,10 @@ class MariaDBFlavor(Flavor):
         # the position is its per-domain maximum.
         from . import gtid as gtids
         return gtids.merge(self, gtid, "")
+
+    def gtid_server_ids(self, gtid: str) -> frozenset[int]:
+        from . import gtid as gtids
+        return frozenset(server for _, server, _ in gtids.parse_mariadb(gtid))
 
     def binlog_state(self) -> Sql:
         return Sql("SELECT @@GLOBAL.gtid_binlog_state AS gtid")

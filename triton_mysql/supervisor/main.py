@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from triton_mysql import log as logsetup
 from triton_mysql.config import secret_values
+from triton_mysql.hook_env import CONFIG_ENV, PID_ENV
 
 from . import config as cfgmod
 from .backends import BackendRunner
@@ -100,9 +101,9 @@ class Supervisor:
         self.config = config
         self.command = command
         env = dict(os.environ)
-        env["CONTAINERBUDDY_PID"] = str(os.getpid())
+        env[PID_ENV] = str(os.getpid())
         if config.source:
-            env["CONTAINERBUDDY"] = config.source
+            env[CONFIG_ENV] = config.source
         self.table = ProcessTable(env)
         self.errors = ErrorLog()
         self.ctx = Context(self.table, self.errors)
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.version:
         print(VERSION)
         return
-    source = args.config if args.config is not None else os.environ.get("CONTAINERBUDDY", "")
+    source = args.config if args.config is not None else os.environ.get(CONFIG_ENV, "")
     try:
         if args.template:
             raw, _path = cfgmod.read_source(source)

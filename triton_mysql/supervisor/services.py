@@ -24,13 +24,12 @@ import signal
 
 from triton_mysql.discovery import Discovery
 
+from ..hook_env import MAINTENANCE_ENV
 from .config import ServiceConfig
 from .context import Context, Periodic
 from .process import Child, describe_exit, now
 
 log = logging.getLogger("containerbuddy")
-
-MAINTENANCE_ENV = "CONTAINERBUDDY_MAINTENANCE"
 
 LOOP_SLACK = 1.0
 """Seconds the loop may be later than a poll before a queued heartbeat counts as stale."""

@@ -36,7 +36,7 @@ class ViewRead:
 
     started: float
     view: Any
-    """A `triton_mysql.ha.view.ClusterView`."""
+    """A `triton_mysql.view.ClusterView`."""
 
 
 @dataclass(frozen=True)

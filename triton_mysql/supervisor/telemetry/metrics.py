@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
+from ...backup.manifest import parse_time
+from ...records import FailoverRecord
 
 NS = "triton_mysql"
 ROLES = ("primary", "replica", "starting", "fenced", "down")
@@ -57,15 +58,6 @@ def gtid_sequences(text: str | None) -> dict[str, int]:
             domain, seq = match[1], int(match[3])
             out[domain] = max(seq, out.get(domain, 0))
     return out
-
-
-def _iso_time(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class Metrics:
@@ -102,17 +94,17 @@ class Metrics:
     def discovery_error(self, operation: str) -> None:
         self.discovery_errors.labels(*self.labels, operation).inc()
 
-    def saw_failover(self, record: dict[str, Any] | None, first_read: bool) -> None:
+    def saw_failover(self, record: FailoverRecord | None, first_read: bool) -> None:
         """Count a `failover/last` that differs from the one seen before (not the one found at start)."""
-        if not record:
+        if record is None:
             return
-        key = (record.get("at"), record.get("from"), record.get("to"), record.get("kind"))
+        key = (record.at, record.source, record.to, record.kind)
         if key == self._failover_seen:
             return
         previous, self._failover_seen = self._failover_seen, key
         if previous is None and first_read:
             return
-        kind = str(record.get("kind") or "unknown")
+        kind = record.kind or "unknown"
         self.failovers[kind] = self.failovers.get(kind, 0) + 1
 
     def exposition(self) -> bytes:
@@ -226,18 +218,18 @@ class _Collector:
         for kind in sorted({"automatic", "planned", *counts}):
             failovers.add_metric(labels + [kind], float(counts.get(kind, 0)))
         out.append(failovers)
-        record = view.failover_last or {}
-        if record.get("at") is not None:
+        last = view.failover_last
+        if last is not None:
             gauge("failover_last_timestamp_seconds", "When the last failover happened, from failover/last "
-                  "(cluster)", float(record["at"]), {"kind": str(record.get("kind") or "unknown")})
+                  "(cluster)", last.at, {"kind": last.kind or "unknown"})
         snap = view.snapshot_last or {}
-        created = _iso_time(snap.get("created"))
+        created = parse_time(snap.get("created"))
         if created is not None:
             gauge("snapshot_last_timestamp_seconds", "When the newest complete snapshot was started (cluster)",
                   created)
             gauge("snapshot_age_seconds", "Age of the newest complete snapshot (cluster)",
                   round(max(0.0, time.time() - created), 1))
-            completed = _iso_time(snap.get("completed"))
+            completed = parse_time(snap.get("completed"))
             gauge("snapshot_duration_seconds", "How long the newest complete snapshot took (cluster)",
                   None if completed is None else max(0.0, completed - created))
         gauge("snapshot_size_bytes", "Size of the newest complete snapshot's stored object (cluster)",

@@ -119,12 +119,19 @@ def lock_view(f: Facts, t: float):
     return read.view, None
 
 
-def primary_before_query(f: Facts, t: float, node: str) -> Answer | None:
-    """Conditions 1-4: a 503, or None when only the server's read_only is left to check."""
+def current_view(f: Facts, t: float):
+    """(the view, None) when both this supervisor's knowledge and its read of the cluster records
+    are current (conditions 1-3 and the view's age), else (None, why not): what every role check
+    starts from."""
     why = gate(f, t)
     if why:
-        return _no(why)
-    view, why = lock_view(f, t)
+        return None, why
+    return lock_view(f, t)
+
+
+def primary_before_query(f: Facts, t: float, node: str) -> Answer | None:
+    """Conditions 1-4: a 503, or None when only the server's read_only is left to check."""
+    view, why = current_view(f, t)
     if why:
         return _no(why)
     lock = view.lock
@@ -151,10 +158,7 @@ def primary(f: Facts, t: float, node: str, local: Local | None) -> Answer:
 
 def replica(f: Facts, t: float, node: str, local: Local | None, max_lag: float) -> Answer:
     """A read-only server replicating from the ready lock holder, lag ≤ `max_lag`."""
-    why = gate(f, t)
-    if why:
-        return _no(why)
-    view, why = lock_view(f, t)
+    view, why = current_view(f, t)
     if why:
         return _no(why)
     lock = view.lock

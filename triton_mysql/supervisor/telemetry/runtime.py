@@ -176,7 +176,7 @@ class Telemetry:
         if t < self.next_due or self.submit is None or not self.kv_root:
             return
         self.next_due = t + REFRESH
-        from triton_mysql.ha.view import read_view
+        from triton_mysql.view import read_view
         from triton_mysql.keys import ClusterKeys
         keys = ClusterKeys(self.kv_root)
 
@@ -231,7 +231,7 @@ class Telemetry:
         """
         if self.connect is None or not self.kv_root:
             return False
-        from triton_mysql.ha.view import read_view
+        from triton_mysql.view import read_view
         from triton_mysql.keys import ClusterKeys
         if not self._client_lock.acquire(timeout=0.5):
             return False

@@ -1,11 +1,15 @@
 """The cluster's records and the operations on them: one place that builds and parses them.
 
 SPEC §5 fixes the records (`primary`, `members/<node>`, `nodes/<node>`, `bootstrap`, `switchover`,
-`failover/last`, `snapshots/last`); `keys.py` fixes where they live.  This module is the only one
-that turns them into bytes and back (`to_record`/`from_record`) and the only one that writes them:
-`ClusterStore` offers what the cluster needs (take the lock, mark it ready, publish a member,
-request a switchover, record a failover, claim the bootstrap, hand out a server_id, name the
-newest snapshot) on top of the generic discovery contract, as Patroni's DCS classes do.
+`failover/last`, `snapshots/last`, `snapshots/lock`); `keys.py` fixes where they live.  This module
+is the only one that turns them into bytes and back (`to_record`/`from_record`) and the only one
+that writes them: `ClusterStore` offers what the cluster needs (take the lock, mark it ready,
+publish a member, request a switchover, record a failover, claim the bootstrap, hand out a
+server_id, hold the snapshot lock, name the newest snapshot) on top of the generic discovery
+contract, as Patroni's DCS classes do.
+
+It sits under ha/ and above discovery/ and keys.py, so that the jobs (bootstrap.py, backup/) go
+through the same store as the HA code without importing from ha/.
 """
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping
 
-from ..discovery import KV, Discovery, DiscoveryError
-from ..keys import ClusterKeys, decode, encode
+from .discovery import KV, Discovery, DiscoveryError
+from .keys import ClusterKeys, decode, encode
 
 # Lock states (an extra field of the `primary` record; SPEC allows more fields).
 PROMOTING = "promoting"  # the winner holds the lock but is still applying its relay log
@@ -197,7 +201,7 @@ class FailoverRecord:
         if not record or not record.get("to"):
             return None
         return cls(source=record.get("from"), to=str(record["to"]), at=float(record.get("at") or 0.0),
-                   kind=str(record.get("kind") or "automatic"), lost_possible=bool(record.get("lost_possible")),
+                   kind=str(record.get("kind") or ""), lost_possible=bool(record.get("lost_possible")),
                    missing_gtids=str(record.get("missing_gtids") or ""),
                    missing_count=int(record.get("missing_count") or 0))
 
@@ -218,6 +222,18 @@ class BootstrapClaim:
 
     def to_record(self) -> dict[str, Any]:
         return {"node": self.node, "at": self.at, **({"session": self.session} if self.session else {})}
+
+
+@dataclass(frozen=True)
+class SnapshotLockRecord:
+    """`snapshots/lock`: the node taking a snapshot, its id once allocated, since when."""
+
+    node: str
+    snapshot: str | None
+    started: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {"node": self.node, "snapshot": self.snapshot, "started": self.started}
 
 
 @dataclass
@@ -272,9 +288,25 @@ class ClusterStore:
         """Keep the durable node record of a node that left cleanly, saying it is down and since when."""
         self.discovery.put(self.keys.node(node), encode({**record, "healthy": False, "stopped": self.clock()}))
 
+    def members(self) -> list[Member]:
+        """Every member record as read (each with the session it is bound to)."""
+        return [Member.from_record(decode(kv.value) or {}, kv.session)
+                for kv in self.discovery.list(self.keys.members)]
+
+    def member_record(self, node: str) -> MemberRecord | None:
+        """`members/<node>` as the node wrote it (None: it has none, e.g. it is not running)."""
+        kv = self.discovery.get(self.keys.member(node))
+        record = decode(kv.value) if kv else None
+        return MemberRecord.from_record(record) if record is not None else None
+
     def node_record(self, node: str) -> dict[str, Any] | None:
         kv = self.discovery.get(self.keys.node(node))
         return decode(kv.value) if kv else None
+
+    def all_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every key under the cluster's root with its record ({} when it is not one): what onStart
+        looks through for signs of an existing cluster before it bootstraps a new one."""
+        return [(kv.key, decode(kv.value) or {}) for kv in self.discovery.list(self.keys.root + "/")]
 
     def forget_node(self, node: str) -> None:
         self.discovery.delete(self.keys.member(node))
@@ -305,6 +337,13 @@ class ClusterStore:
         return BootstrapClaim.from_record(decode(kv.value) if kv else None)
 
     # -- snapshots ------------------------------------------------------------------
+    def take_snapshot_lock(self, session: str, record: SnapshotLockRecord) -> bool:
+        """Create-if-absent (or rewrite our own) `snapshots/lock`, bound to the snapshot's own session."""
+        return self.discovery.acquire(self.keys.snapshots_lock, encode(record.to_record()), session)
+
+    def release_snapshot_lock(self, session: str) -> bool:
+        return self.discovery.release(self.keys.snapshots_lock, session)
+
     def snapshot_running(self) -> dict[str, Any] | None:
         """The record of `snapshots/lock` while a session holds it (a snapshot is being taken)."""
         kv = self.discovery.holder(self.keys.snapshots_lock)

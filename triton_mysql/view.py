@@ -4,6 +4,10 @@ Like Patroni's `Cluster`: a hook reads every record under the cluster prefix
 in one request (plus, for `onChange`, the healthy primary instances) and
 makes all of that pass's decisions from this snapshot, never from a fresh
 read in the middle of deciding.
+
+It sits beside records.py, under ha/ and supervisor/: the HA passes, `status`
+and the supervisor's routing checks (supervisor/telemetry) all read the same
+view, and the supervisor does not import from ha/ to get it.
 """
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..discovery import Discovery, Instance
-from ..keys import ClusterKeys, decode
-from .records import PROMOTING, READY, Lock, Member
+from .discovery import Discovery, Instance
+from .keys import ClusterKeys, decode
+from .records import PROMOTING, READY, BootstrapClaim, FailoverRecord, Lock, Member, SwitchoverRequest
 
 __all__ = ["PROMOTING", "READY", "Lock", "Member", "ClusterView", "read_view"]
 
@@ -24,11 +28,12 @@ class ClusterView:
     lock: Lock | None
     members: dict[str, Member]
     nodes: dict[str, dict[str, Any]]
-    bootstrap: dict[str, Any] | None
+    bootstrap: BootstrapClaim | None
     bootstrap_index: int
-    switchover: dict[str, Any] | None
+    switchover: SwitchoverRequest | None
+    """A request that names its target (one that does not is no request)."""
     switchover_index: int
-    failover_last: dict[str, Any] | None
+    failover_last: FailoverRecord | None
     snapshot_last: dict[str, Any] | None
     snapshot_lock: dict[str, Any] | None
     healthy_primaries: tuple[Instance, ...] | None = None
@@ -98,11 +103,11 @@ def read_view(discovery: Discovery, keys: ClusterKeys, *, primary_service: str |
         lock=lock,
         members=members,
         nodes=nodes,
-        bootstrap=bootstrap,
+        bootstrap=BootstrapClaim.from_record(bootstrap),
         bootstrap_index=bootstrap_index,
-        switchover=switchover,
+        switchover=SwitchoverRequest.from_record(switchover),
         switchover_index=switchover_index,
-        failover_last=record(keys.failover_last)[0],
+        failover_last=FailoverRecord.from_record(record(keys.failover_last)[0]),
         snapshot_last=record(keys.snapshots_last)[0],
         snapshot_lock=snapshot_lock if snapshot_lock_session or snapshot_lock else None,
         healthy_primaries=healthy,
