@@ -52,10 +52,11 @@ BENCHMARKS = {
     "semisync": "Semi-synchronous replication: cost, crash failover, Galera side by side",
     "node-etcd": "Steady-state cost of a node on etcd (warm start vs cold)",
     "node-consul": "Steady-state cost of a node on the Consul double (warm start vs cold)",
+    "warm-pass": "A warm pass taken apart (forked vs in-process)",
 }
 ALIASES = {"failover": ["failover-etcd", "failover-consul"], "clone": ["snapshot"], "restore": ["snapshot"],
            "sync": ["semisync"], "galera": ["semisync"],
-           "node": ["node-etcd", "node-consul"], "cost": ["node-etcd", "node-consul"],
+           "node": ["node-etcd", "node-consul"], "cost": ["node-etcd", "node-consul", "warm-pass"],
            "view": ["discovery"], "idle": ["supervisor"], "all": list(BENCHMARKS)}
 
 
@@ -110,6 +111,9 @@ def plan(selected: list[str], quick: bool) -> list[Group]:
                                 py + ["bench.node_idle", "--backend", kind, "--seconds", "15" if quick else "60",
                                       "--latency-seconds", "10" if quick else "40",
                                       "--modes", "warm,cold" if quick else "warm,cold,warm"], 3600))
+    if "warm-pass" in selected:
+        groups.append(Group("warm-pass", ["warm-pass"], py + ["bench.warm_pass", "--runs", "10" if quick else "40"],
+                            1200))
     if "snapshot" in selected:
         groups.append(Group("snapshot", ["snapshot"],
                             py + ["bench.snapshot_restore", "--size-mb", "64" if quick else "1024"], 3 * 3600))

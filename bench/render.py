@@ -514,6 +514,7 @@ class Report:
                  "log at INFO).", "",
                  "*`python -c pass`* = CPU time of a bare interpreter start measured just before each window: the "
                  "load's inflation of CPU time (20 ms on a quiet machine).", "",
+                 *_http_checks_note(modes),
                  "| mode (round) | load avg | `python -c pass` | node CPU % (each node) | supervisor itself % | hooks % | "
                  "mysqld % | primary pass median / p95 | replica pass median / p95 | supervisor / helper RSS |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
@@ -535,6 +536,49 @@ class Report:
         for note in record.get("notes", []):
             lines += ["", note]
         self.section(f"Steady-state cost of a node ({label})", lines)
+
+    def warm_pass(self) -> None:
+        title = "A warm pass taken apart (`python -m bench.warm_pass`)"
+        if self.failed("warm-pass", title):
+            return
+        record = self.results["warm-pass"]
+        r = record["figures"]
+        lines = [f"Measured {record['measured_at']}. A real converged 2-node cluster on etcd with the shipped "
+                 "defaults; the benchmark process plays the warm-start helper (imports `supervisor.warm.PRELOAD` "
+                 "and the etcd client, `gc.freeze()`) and forks one child per hook with the node's own environment, "
+                 "one after the other; CPU from the rusage of the reaped children, faults = minor page faults of "
+                 "the child. The node benchmark above is the total; this says where it goes.", "",
+                 "| case | runs | child CPU (user + sys) | child page faults | helper CPU per fork | wall |",
+                 "|---|---|---|---|---|---|"]
+        for name, v in r.items():
+            if "child_cpu_ms" in v:
+                lines.append(f"| {name} | {v['runs']} | {v['child_cpu_ms']:.1f} ms ({v['child_user_ms']:.1f} + "
+                             f"{v['child_sys_ms']:.1f}) | {v['child_faults']:,} | {v['helper_cpu_ms']:.1f} ms | "
+                             f"{v['wall_ms']:.1f} ms |")
+            else:
+                lines.append(f"| {name} (median, no fork) | {v['runs']} | {v['cpu_ms']:.1f} ms | – | – | – |")
+        fork, forked = r.get("fork only"), [r.get("health, replica"), r.get("health, primary")]
+        alone = [r.get("health in-process, replica"), r.get("health in-process, primary")]
+        if fork and all(forked) and all(alone):
+            copies = [1000 * (v["child_sys_ms"] - fork["child_sys_ms"]) / max(1, v["child_faults"] - fork["child_faults"])
+                      for v in forked]
+            lines += ["", f"**Why a node stays above 1 % of a core.** A forked `health` pass costs "
+                          f"{_span([v['child_cpu_ms'] for v in forked], 0)} ms of CPU against "
+                          f"{_span([v['cpu_ms'] for v in alone], 1)} ms for the same pass in one process: the fork "
+                          "itself, and the pages the child writes while they are still shared with the helper "
+                          "(reference counts and the allocator touch every object a pass uses, so even the replica's "
+                          "near-empty `snapshot` task copies most of them), "
+                          f"~{_span(copies, 0)} µs of kernel time per copied page here (the `sys` column over the "
+                          "faults, fork only subtracted)"
+                          + (", and a child's user time alone above the whole in-process pass (cold caches after the "
+                             "copies)" if min(v["child_user_ms"] for v in forked) > max(v["cpu_ms"] for v in alone)
+                             else "") + ". At HEALTH_POLL=2 that is "
+                          f"~{min(v['child_cpu_ms'] for v in forked) / 20:.1f} % of a core for `health` alone, before "
+                          "the snapshot task and the supervisor itself. Cutting the pass's own work moves the total "
+                          "little: a process per pass is the floor of this design; what would meet 1 % is running "
+                          "the passes inside one long-lived process (state carried from pass to pass, no process "
+                          "per hook), which the design rules out."]
+        self.section(title, lines)
 
     def discovery(self) -> None:
         if self.failed("discovery", "Discovery: one cluster view"):
@@ -612,6 +656,7 @@ class Report:
         self.semisync()
         self.node("etcd")
         self.node("consul")
+        self.warm_pass()
         self.health()
         self.supervisor()
         self.discovery()
@@ -701,9 +746,26 @@ HOW_TO_READ = """## How to read these numbers
   TTL checks turn critical on the double's own clock with no agent-to-server sync delay), a real S3 (moto,
   in memory, on the same cores), MySQL 8 / Percona (only MariaDB is installed here).
 - Re-run one figure: `python -m bench --only NAME` (names: discovery, supervisor, health, failover-etcd,
-  fencing, failover-consul, snapshot, routing, image, semisync, node-etcd, node-consul; aliases failover, sync,
+  fencing, failover-consul, snapshot, routing, image, semisync, node-etcd, node-consul, warm-pass; aliases failover, sync,
   node). `python -m bench --quick` is a smoke run and writes .bench/BENCHMARKS-quick.md instead of this file.
 """
+
+
+def _span(values: list[float], digits: int) -> str:
+    """"a–b" of `values`, or one value when they round alike."""
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
+def _http_checks_note(modes: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The node benchmark's HTTP checks, when the stored run made them (since issue 19's measurement)."""
+    checks = [run["http_checks"] for runs in modes.values() for run in runs if run.get("http_checks")]
+    if not checks:
+        return ["*HTTP checks*: none (the endpoints were on but not checked in this run).", ""]
+    return [f"*HTTP checks*: during both windows every node's /primary and /replica are fetched every 2 s (a new "
+            "connection each, as one HAProxy with `inter 2s`) and /metrics every 15 s: "
+            f"{', '.join(str(c['requests']) for c in checks)} requests per mode, "
+            f"{sum(c['failures'] for c in checks)} failed; the supervisor's share includes answering them.", ""]
 
 
 def render(store: dict[str, Any], titles: dict[str, str]) -> str:

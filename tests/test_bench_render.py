@@ -42,3 +42,40 @@ def test_failed_and_missing_benchmarks_are_said_so():
 
 def test_rendering_is_a_function_of_the_store():
     assert render(store(), BENCHMARKS) == render(store(), BENCHMARKS)
+
+
+def _pass(cpu: float, user: float, sys_ms: float, faults: int) -> dict:
+    return {"runs": 40, "child_cpu_ms": cpu, "child_user_ms": user, "child_sys_ms": sys_ms, "child_faults": faults,
+            "helper_cpu_ms": 1.2, "wall_ms": cpu + 10}
+
+
+def test_warm_pass_section_derives_its_conclusion_from_the_figures():
+    figures = {"fork only": _pass(2.6, 1.0, 1.6, 300),
+               "health, replica": _pass(26.0, 14.0, 11.6, 2300), "health, primary": _pass(24.0, 13.0, 11.6, 2300),
+               "health in-process, replica": {"runs": 40, "cpu_ms": 8.0},
+               "health in-process, primary": {"runs": 40, "cpu_ms": 7.0}}
+    data = store()
+    data["results"]["warm-pass"] = {"benchmark": "warm-pass", "ok": True, "measured_at": "2026-01-02 03:20 UTC",
+                                    "figures": figures}
+    text = render(data, BENCHMARKS)
+    assert "| health, replica | 40 | 26.0 ms (14.0 + 11.6) | 2,300 | 1.2 ms | 36.0 ms |" in text
+    assert "| health in-process, primary (median, no fork) | 40 | 7.0 ms | – | – | – |" in text
+    # (11.6 - 1.6) ms over (2300 - 300) faults = 5 µs a page; 24 ms every 2 s = 1.2 % of a core
+    assert "24–26 ms of CPU against 7.0–8.0 ms" in text and "~5 µs of kernel time per copied page" in text
+    assert "~1.2 % of a core for `health` alone" in text and "cold caches after the copies" in text
+
+
+def test_node_section_says_whether_the_http_endpoints_were_checked():
+    run = {"round": 0, "load_start": 0.1, "load_end": 0.2, "python_pass_cpu_ms": 20.0,
+           "cpu": {"median_node_cpu_percent": 2.0, "max_node_cpu_percent": 2.2, "median_mysqld_percent": 0.1,
+                   "nodes": {"node1": {"node_cpu_percent": 2.0, "supervisor_own_percent": 0.5, "hooks_percent": 1.5,
+                                       "mysqld_percent": 0.1, "supervisor_rss_mib": 36.0, "helper_rss_mib": 45.0}}},
+           "latency": {"primary": {"runs": 20, "median_ms": 40.0, "p95_ms": 50.0},
+                       "replica": {"runs": 40, "median_ms": 41.0, "p95_ms": 52.0}}}
+    data = store()
+    data["results"]["node-etcd"] = {"benchmark": "node-etcd", "ok": True, "measured_at": "2026-01-02 03:30 UTC",
+                                    "figures": {"warm": [run]}, "settings": {"modes": ["warm"]}}
+    assert "*HTTP checks*: none" in render(data, BENCHMARKS)
+    run["http_checks"] = {"requests": 315, "failures": 0}
+    text = render(data, BENCHMARKS)
+    assert "/metrics every 15 s: 315 requests per mode, 0 failed" in text
