@@ -47,8 +47,14 @@ def cut_off_replicas(primary: Node) -> None:
 
 
 def no_two_writable(sampler: Sampler) -> None:
-    doubles = sampler.two_writable_moments()
-    assert doubles == [], f"two writable nodes sampled at once: {doubles[:5]}"
+    """No moment at which two nodes were proven writable together (`Sampler.overlaps`, as the drill checks).
+
+    Not the looser `two_writable_moments()`: it pairs writable reads of two nodes that completed within
+    150 ms of each other, so a hand-over in which the winner fences the old primary over SQL and turns
+    writable 13 ms later (seen in CI: fenced at .436, writable at .449) counts as two writable nodes
+    although the old primary's last writable read was answered before the fence."""
+    overlaps = sampler.overlaps()
+    assert overlaps == [], f"two nodes writable at the same time: {overlaps[:5]}"
 
 
 def test_an_errant_former_primary_never_wins_the_next_election(cluster_factory, etcd_server):
