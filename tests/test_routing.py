@@ -326,7 +326,7 @@ def check_metrics_and_endpoints(cluster: Cluster, primary: Node, replicas: list[
     --json`; each endpoint answers as the node's role says; HTTP listens only on the node's own
     address; no answer contains a secret."""
     from prometheus_client.parser import text_string_to_metric_families
-    from triton_mysql.supervisor.telemetry.metrics import gtid_sequences
+    from triton_mysql.mysql.gtid import highest_per_source
 
     for node in cluster.nodes:
         wait_for(lambda n=node: n.http("/health")[0] == 200, 30, what=f"{node.name} /health 200")
@@ -368,9 +368,9 @@ def check_metrics_and_endpoints(cluster: Cluster, primary: Node, replicas: list[
         assert m("lock_held") == float(want["holds_lock"]), where
         assert m("healthy") == float(want["healthy"]) and m("candidate") == float(want["candidate"]), where
         assert m("replication_lag_seconds") == want["lag_seconds"], where
-        for domain, seq in gtid_sequences(want["gtid"]).items():
+        for domain, seq in highest_per_source("mariadb", want["gtid"]).items():
             assert m("gtid_executed_sequence", domain=domain) == seq, where
-        for domain, seq in gtid_sequences(want["received_gtid"]).items():
+        for domain, seq in highest_per_source("mariadb", want["received_gtid"]).items():
             assert m("gtid_received_sequence", domain=domain) == seq, where
         assert m("cluster_primary_ready") == 1.0
         assert m("writable") == float(want["role"] == "primary"), where

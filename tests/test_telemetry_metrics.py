@@ -22,7 +22,7 @@ def view() -> ClusterView:
     now = time.time()
     member = Member(node="n2", address="10.0.0.2", port=3306, server_id=2, role="replica", gtid="0-1-41",
                     received_gtid="0-1-42", candidate=True, healthy=True, lag_seconds=1.0, snapshot_id=None,
-                    updated=now)
+                    updated=now, flavor="mariadb")
     record = {"node": "n2", "role": "replica", "sync": {"mode": "semi", "status": "on", "since": now - 60}}
     return ClusterView(
         now=now, lock=Lock("n1", "10.0.0.1", 3306, 1, now - 100, "s", 1, "ready"), members={"n2": member},

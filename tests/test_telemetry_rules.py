@@ -12,7 +12,7 @@ from triton_mysql.supervisor import config as cb
 from triton_mysql.supervisor.config import ConfigError
 from triton_mysql.supervisor.telemetry import rules
 from triton_mysql.supervisor.telemetry.facts import Facts, HealthPass, ViewRead
-from triton_mysql.supervisor.telemetry.metrics import gtid_sequences
+from triton_mysql.mysql.gtid import GtidError, highest_per_source
 from triton_mysql.supervisor.telemetry.rules import Local
 from triton_mysql.supervisor.telemetry.runtime import hook_label
 
@@ -167,13 +167,15 @@ def test_shipped_config_renders_http_port_and_bind_address():
 
 # -- helpers ------------------------------------------------------------------------------
 
-def test_gtid_sequences_per_domain():
-    assert gtid_sequences("0-1-100,1-2-5") == {"0": 100, "1": 5}
-    assert gtid_sequences("0-1-7,0-3-9") == {"0": 9}
-    assert gtid_sequences("") == {} and gtid_sequences(None) == {}
+def test_gtid_sequences_per_domain_in_the_flavor_the_record_names():
+    assert highest_per_source("mariadb", "0-1-100,1-2-5") == {"0": 100, "1": 5}
+    assert highest_per_source("mariadb", "0-1-7,0-3-9") == {"0": 9}
+    assert highest_per_source("mariadb", "") == {} and highest_per_source("mysql", None) == {}
     uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
-    assert gtid_sequences(f"{uuid}:1-5:7-10") == {uuid: 10}
-    assert gtid_sequences(f"{uuid}:1-3,{uuid}:tag:1-4") == {uuid: 3, f"{uuid}:tag": 4}
+    assert highest_per_source("mysql", f"{uuid}:1-5:7-10") == {uuid: 10}
+    assert highest_per_source("mysql", f"{uuid}:1-3,{uuid}:tag:1-4") == {uuid: 3, f"{uuid}:tag": 4}
+    with pytest.raises(GtidError):  # no guessing from the text: the other family's text is an error
+        highest_per_source("mariadb", f"{uuid}:1-5")
 
 
 @pytest.mark.parametrize("kind, label", [

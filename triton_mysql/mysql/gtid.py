@@ -276,6 +276,17 @@ def progress(flavor: Any, gtid: str | None) -> int:
     return _mysql_progress(gtid or "")
 
 
+def highest_per_source(flavor: Any, text: str | None) -> dict[str, int]:
+    """Highest sequence number per MariaDB replication domain, or per MySQL source (`uuid`, `uuid:tag`):
+    what the metrics show of a position.  Raises GtidError on text of another family."""
+    if _family(flavor) == MARIADB:
+        out: dict[str, int] = {}
+        for domain, _, seq in parse_mariadb(text):
+            out[str(domain)] = max(seq, out.get(str(domain), 0))
+        return out
+    return {source: intervals[-1][1] for source, intervals in parse_mysql(text).items()}
+
+
 def is_empty(flavor: Any, gtid: str | None) -> bool:
     return normalize(flavor, gtid) == ""
 

@@ -21,7 +21,6 @@ the record itself.
 """
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable, Iterable
 
@@ -29,35 +28,21 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from ...backup.manifest import parse_time
+from ...mysql import gtid
 from ...records import FailoverRecord
 
 NS = "triton_mysql"
 ROLES = ("primary", "replica", "starting", "fenced", "down")
 HEALTH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_DOMAIN = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
 
-def gtid_sequences(text: str | None) -> dict[str, int]:
-    """Highest sequence number per replication domain (MariaDB `D-S-N`) or source uuid (MySQL)."""
-    out: dict[str, int] = {}
-    text = re.sub(r"\s+", "", text or "")
-    if not text:
-        return out
-    if ":" in text:  # MySQL: uuid[:tag]:a-b:c,uuid2:…
-        for part in text.split(","):
-            pieces = part.split(":")
-            intervals = [p for p in pieces[1:] if re.fullmatch(r"\d+(-\d+)?", p)]
-            source = ":".join(p for p in pieces if p not in intervals).lower()
-            ends = [int(p.split("-")[-1]) for p in intervals]
-            if ends:
-                out[source] = max(ends + [out.get(source, 0)])
-        return out
-    for part in text.split(","):
-        match = _DOMAIN.match(part)
-        if match:
-            domain, seq = match[1], int(match[3])
-            out[domain] = max(seq, out.get(domain, 0))
-    return out
+def _sequences(flavor: str, text: str | None) -> dict[str, int]:
+    """The position's highest sequences, read in the flavor its member record names (none for a
+    record without one, or with text of another family: no guessing from the text)."""
+    try:
+        return gtid.highest_per_source(flavor, text)
+    except gtid.GtidError:
+        return {}
 
 
 class Metrics:
@@ -201,7 +186,7 @@ class _Collector:
                 family = GaugeMetricFamily(f"{NS}_{name}", f"Highest {doc} GTID sequence number per domain "
                                            "(MySQL: per source uuid), per the member record (cluster)",
                                            labels=["service", "node", "domain"])
-                for domain, seq in sorted(gtid_sequences(text).items()):
+                for domain, seq in sorted(_sequences(member.flavor, text).items()):
                     family.add_metric(labels + [domain], float(seq))
                 out.append(family)
         sync = (view.nodes.get(node) or {}).get("sync") if member is not None else None
