@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from ..storage import NotFound, ObjectInfo, Storage, StorageError
+from ..timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -82,22 +83,6 @@ def id_time(snapshot_id: str) -> float | None:
 def id_suffix(snapshot_id: str) -> int:
     match = ID_RE.match(snapshot_id)
     return int(match["n"]) if match and match["n"] else 1
-
-
-def iso(when: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, e.g. 2025-01-31T12:00:00.123Z."""
-    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: Any) -> float | None:
-    """Epoch seconds of a manifest time as `iso` writes it (None for anything else): `status` and the
-    telemetry read the snapshot's `created` and `completed` with it."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def created_time(manifest: dict[str, Any]) -> float:

@@ -37,6 +37,7 @@ from ..mysql.local import DBError, LocalServer
 from ..records import ClusterStore
 from ..storage import Storage, StorageError, open_storage
 from ..storage.marker import MARKER_KEY, read_marker, write_marker
+from ..timestamps import iso
 from . import binlogs, manifest as mf, retention
 from .lock import LockBusy, SnapshotLock
 from .pipeline import SnapshotError, stream_backup
@@ -193,7 +194,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
         completed = datetime.now(timezone.utc)
         manifest = {
             "id": snapshot_id,
-            "created": mf.iso(started),
+            "created": iso(started),
             "source_node": config.node_name,
             "server_id": server_id,
             "flavor": flavor.name,
@@ -205,7 +206,7 @@ def take_snapshot(config: Any, *, url: str | None = None, discovery: Discovery |
             "size": result.size,
             "sha256": result.sha256,
             # Extra fields (allowed by SPEC §6):
-            "completed": mf.iso(completed),
+            "completed": iso(completed),
             "tool_version": result.tool_version,
             "service": config.service_name,
             "format": "xbstream",

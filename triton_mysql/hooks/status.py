@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..discovery import connect
-from ..backup.manifest import parse_time
+from ..timestamps import parse_time
 from ..backup.progress import human_bytes
 from ..view import READY, ClusterView, read_view
 from ..keys import ClusterKeys

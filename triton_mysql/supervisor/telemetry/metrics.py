@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
-from ...backup.manifest import parse_time
+from ...timestamps import parse_time
 from ...mysql import gtid
 from ...records import FailoverRecord
 
