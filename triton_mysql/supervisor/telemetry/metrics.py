@@ -27,9 +27,10 @@ from typing import Any, Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
-from ...timestamps import parse_time
+
 from ...mysql import gtid
 from ...records import FailoverRecord
+from ...timestamps import parse_time
 
 NS = "triton_mysql"
 ROLES = ("primary", "replica", "starting", "fenced", "down")
