@@ -81,7 +81,10 @@ def test_mariadb_follow_copies_the_binlog_position_only_when_there_is_one(binlog
 
 @pytest.mark.parametrize("flavor", [MARIADB, MYSQL])
 def test_repointing_ends_client_gtid_waits_first(flavor):
-    conn = Recorder({flavor.gtid_waiters().text: [{"ID": 41}, {"ID": 42}]})
+    rows = ([{"Id": 41, "State": "Waiting in MASTER_GTID_WAIT()"}, {"Id": 40, "State": "Sending data"},
+             {"Id": 42, "State": "Waiting in MASTER_GTID_WAIT() (primary waiter)"}]
+            if flavor == MARIADB else [{"ID": 41}, {"ID": 42}])
+    conn = Recorder({flavor.gtid_waiters().text: rows})
     replication.follow(conn, flavor, "10.0.0.2", 3306, "repl", "pw")
     kills = [i for i, (t, _) in enumerate(conn.sent) if t.startswith("KILL QUERY")]
     assert [conn.sent[i][1] for i in kills] == [(41,), (42,)]

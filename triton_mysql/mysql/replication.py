@@ -47,9 +47,9 @@ def kill_gtid_waiters(conn: Connection, flavor: Flavor) -> int:
     fails with an error and it retries against the new position.
     """
     killed = 0
-    for row in conn.query(flavor.gtid_waiters()):
+    for thread in flavor.gtid_waiter_ids(conn.query(flavor.gtid_waiters())):
         try:
-            conn.execute("KILL QUERY %s", (int(row["ID"]),))
+            conn.execute("KILL QUERY %s", (thread,))
             killed += 1
         except DBError as exc:
             if exc.errno != ER_NO_SUCH_THREAD:
