@@ -148,12 +148,19 @@ def test_hooks_get_supervisor_pid_and_config_source(buddies, tmp_path):
 def test_orphans_are_reaped_while_the_app_runs(buddies):
     # The app's child leaves two orphans behind; they are re-parented to the
     # supervisor (a subreaper), which must reap them when they exit.
-    app = ["sh", "-c", "sh -c 'sleep 0.5 & sleep 0.5 & exit 0'; sleep 30"]
+    # The orphans live 2 s: long enough to be seen both adopted even when a scan of
+    # /proc races their re-parenting (CI once saw one of the two on the first scan).
+    app = ["sh", "-c", "sh -c 'sleep 2 & sleep 2 & exit 0'; sleep 30"]
     buddy = buddies({"stopTimeout": 1}, app)
-    adopted = wait_for(lambda: [p for p, st in buddy.children() if p != _app_pid(buddy)], 5,
-                       what="orphans adopted by the supervisor")
+
+    def both_orphans() -> list[int] | None:
+        found = [p for p, _ in buddy.children() if p != _app_pid(buddy)]
+        return found if len(found) >= 2 else None
+
+    adopted = wait_for(both_orphans, 5,
+                       what="both orphans adopted by the supervisor")
     assert len(adopted) == 2
-    wait_for(lambda: all(process_state(p) is None for p in adopted), 5, what="orphans gone")
+    wait_for(lambda: all(process_state(p) is None for p in adopted), 8, what="orphans gone")
     time.sleep(0.2)
     assert [st for _, st in buddy.children() if st == "Z"] == []
     buddy.send(signal.SIGTERM)
