@@ -236,3 +236,26 @@ def test_a_planned_hand_over_closes_the_term_and_the_old_primary_rejoins_cleanly
     world.passes(3)
     assert not world.state("a").term_open and world.state("a").verdict is None
     assert a.source == (world.server(new).address, 3306)
+
+
+def test_a_former_primary_that_rejoins_through_on_change_then_writes_alone_is_errant_not_a_lost_tail(world):
+    """CI once saw this as a lost tail: the restarted primary followed the new one from onChange, and
+    its term stayed open until the next health pass; a write made alone in that window was counted
+    as its term's tail.  Following closes the term, so the write is errant (and named so)."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    world.crash("a")
+    world.elect(["b", "c"])
+    new = world.lock()["node"]
+    world.restart("a")
+    assert world.on_change("a") == 0                 # onChange follows the new primary ...
+    assert a.source == (world.server(new).address, 3306)
+    assert not world.state("a").term_open            # ... and the old term ends there
+    world.restart("a")                               # stopped, started alone, an admin writes
+    a.write(1, force=True)
+    world.passes(2)
+    verdict = world.state("a").verdict
+    assert verdict and verdict["kind"] == "errant" and verdict["against"] == new
+    assert world.member("a")["candidate"] is False

@@ -380,6 +380,10 @@ class Agent:
                 self.conn().execute(self.flavor.stop_replica())
             log.error("refusing to replicate from %s: %s", lock.node, verdict)
             return observed
+        # From here on it is a replica: a write of its own is errant, not part of a term.  Closing
+        # the term only in the health pass left a window (onChange follows first) in which a write
+        # made alone counted as the lost tail of its old term.
+        observed = self.close_term(observed)
         if self.config.sync_replication != "off":  # off: the source side is never turned on
             semisync.prepare_replica(self.conn(), self.flavor, self.config.sync_replication,
                                      bool(replica and replica.io_running))
