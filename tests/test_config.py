@@ -155,6 +155,37 @@ def test_timing_rule_refuses_a_ttl_that_fencing_cannot_meet():
     Config.from_env({**BASE, "SESSION_TTL": "5", "HEALTH_POLL": "1", "DISCOVERY_TIMEOUT": "0.5"})
 
 
+# The rule's boundary, one term at a time (FENCE_BUDGET 2 s, FENCE_MARGIN 1 s): exactly equal is
+# accepted; a hundredth of a second more in any term is refused.  A rule that counted
+# DISCOVERY_TIMEOUT once, or dropped the fencing budget or the margin, would accept the refused rows.
+@pytest.mark.parametrize("poll, timeout, ttl, accepted", [
+    (1.0, 1.5, 7.0, True),     # 1 + 2 x 1.5 + 2 + 1 = 7
+    (1.01, 1.5, 7.0, False),   # HEALTH_POLL counts
+    (1.0, 1.51, 7.0, False),   # DISCOVERY_TIMEOUT counts twice (2 x 0.01 over)
+    (1.0, 1.5, 6.99, False),   # the budget and the margin count
+    (2.0, 2.0, 9.0, True),     # the defaults' neighbourhood: 2 + 4 + 2 + 1 = 9
+    (2.0, 2.0, 8.5, False),    # a rule counting DISCOVERY_TIMEOUT once would need only 7
+])
+def test_timing_rule_boundary(poll, timeout, ttl, accepted):
+    env = {**BASE, "SESSION_TTL": f"{ttl:g}", "HEALTH_POLL": f"{poll:g}", "DISCOVERY_TIMEOUT": f"{timeout:g}"}
+    if accepted:
+        assert Config.from_env(env).session_ttl == ttl
+    else:
+        with pytest.raises(ConfigError) as err:
+            Config.from_env(env)
+        assert err.value.key == "SESSION_TTL" and "2 x DISCOVERY_TIMEOUT" in err.value.problem
+
+
+def test_consul_session_ttl_is_a_whole_number_of_at_least_ten_seconds():
+    consul = {**BASE, "CONSUL": "consul:8500"}
+    consul.pop("ETCD", None)
+    assert Config.from_env({**consul, "SESSION_TTL": "10"}).session_ttl == 10
+    for ttl in ("10.5", "9"):
+        with pytest.raises(ConfigError) as err:
+            Config.from_env({**consul, "SESSION_TTL": ttl})
+        assert err.value.key == "SESSION_TTL" and "whole number" in err.value.problem
+
+
 def test_manta_storage_requires_its_credentials_only_when_used():
     config = Config.from_env({**BASE, "BACKUP_URL": "manta:///acct/stor/backups"})
     with pytest.raises(ConfigError) as err:
