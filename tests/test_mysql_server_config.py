@@ -50,7 +50,12 @@ def test_mariadb_cnf_contents(tmp_path):
                      "skip_name_resolve=ON"]:
         assert expected in lines
     assert "gtid_mode=ON" not in lines and "super_read_only=ON" not in lines
-    assert text.rstrip().splitlines()[-1] == f"!includedir {config.mysql_conf_dir}"
+    # The user's files come after the generated options, and the pinned ones come after the user's files.
+    head, _, tail = text.partition(f"!includedir {config.mysql_conf_dir}\n")
+    assert tail and "sync_binlog=1" in head
+    pinned = mysqld_lines(tail)
+    assert pinned == ["server_id=4242", "log_bin=mysql-bin", "gtid_domain_id=0", "gtid_strict_mode=ON",
+                      "log_slave_updates=ON", "read_only=ON", "skip_slave_start=ON"]
     assert f"socket={config.mysql_socket}" in text.split("[mysqld]")[0]  # [client] too
     assert "user=mysql" not in server_config.render_cnf(config, MARIADB, 1, as_root=False)
 
@@ -111,7 +116,9 @@ def test_initialize_refuses_a_datadir_with_data(tmp_path):
 def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tmp_path):
     config = node_config()
     server_config.write_cnf(config, MARIADB, 31337)
-    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(fast_tuning_cnf() + "max_connections=77\n")
+    # A user file may tune (max_connections) but not defeat the replication and fencing options.
+    Path(config.mysql_conf_dir, "10-fast.cnf").write_text(
+        fast_tuning_cnf() + "max_connections=77\nread_only=OFF\nserver_id=7\nskip_slave_start=OFF\n")
     Path(config.mysql_datadir, "lost+found").mkdir(parents=True)
     datadir.initialize(config, MARIADB)
     assert not datadir.is_empty(config.mysql_datadir)
@@ -125,7 +132,8 @@ def test_generated_cnf_boots_a_real_server_read_only_with_user_tuning_winning(tm
                            "@@max_connections AS maxc, @@port AS port, @@bind_address AS bind, "
                            "@@log_bin_basename AS basename, @@pid_file AS pid, @@sync_binlog AS sync, "
                            "@@innodb_flush_log_at_trx_commit AS flush")
-            # The user's tuning in MYSQL_CONF_DIR (the tests' fast settings) overrides the durable defaults.
+            # The user's tuning in MYSQL_CONF_DIR (the tests' fast settings) overrides the durable defaults;
+            # its read_only=OFF and server_id=7 do not win over the pinned options.
             assert row == {"ro": 1, "id": 31337, "strict": 1, "domain": 0, "log_bin": 1, "lsu": 1, "maxc": 77,
                            "port": config.mysql_port, "bind": config.mysql_bind_address,
                            "basename": f"{config.mysql_datadir}/mysql-bin",

@@ -216,6 +216,15 @@ class Flavor:
     # -- server options (MYSQL_CNF) ---------------------------------------
     def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
         """[mysqld] options for GTID replication that starts only when told (read_only at boot)."""
+        return [*self.pinned_cnf(domain_id), self.net_timeout_cnf(net_timeout)]
+
+    def pinned_cnf(self, domain_id: int) -> list[str]:
+        """The replication and fencing options no user file may turn off (GTIDs, read-only at boot,
+        replication started only by the hooks): the generated config repeats them after MYSQL_CONF_DIR."""
+        raise NotImplementedError
+
+    def net_timeout_cnf(self, seconds: int) -> str:
+        """How long a replica waits for its source before reconnecting (tuning: a user file may change it)."""
         raise NotImplementedError
 
     @property
@@ -407,15 +416,17 @@ class MariaDBFlavor(Flavor):
             return ["READ ONLY ADMIN", "SUPER"]
         return ["READ ONLY ADMIN"]
 
-    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
+    def pinned_cnf(self, domain_id: int) -> list[str]:
         return [
             f"gtid_domain_id={domain_id}",
             "gtid_strict_mode=ON",
             "log_slave_updates=ON",
             "read_only=ON",
             "skip_slave_start=ON",
-            f"slave_net_timeout={net_timeout}",
         ]
+
+    def net_timeout_cnf(self, seconds: int) -> str:
+        return f"slave_net_timeout={seconds}"
 
     @property
     def client_cnf_section(self) -> str:
@@ -557,7 +568,7 @@ class MySQLFlavor(Flavor):
     def fencing_privileges(self) -> list[str]:
         return ["SYSTEM_VARIABLES_ADMIN", "CONNECTION_ADMIN", "PROCESS"]
 
-    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
+    def pinned_cnf(self, domain_id: int) -> list[str]:
         # MySQL 8.0.26+ names (the replica-named options); no GTID domains.
         return [
             "gtid_mode=ON",
@@ -566,8 +577,10 @@ class MySQLFlavor(Flavor):
             "read_only=ON",
             "super_read_only=ON",
             "skip_replica_start=ON",
-            f"replica_net_timeout={net_timeout}",
         ]
+
+    def net_timeout_cnf(self, seconds: int) -> str:
+        return f"replica_net_timeout={seconds}"
 
     def replication_privileges(self) -> str:
         return "REPLICATION SLAVE, REPLICATION CLIENT"

@@ -4,7 +4,9 @@ mysqld always runs with `--defaults-file=$MYSQL_CNF` as its first argument, so
 this file is the whole configuration: what replication and fencing rely on
 (unique server_id, one GTID domain, binlog + log_slave_updates, read-only at
 boot, replication not started by the server itself), then `!includedir
-$MYSQL_CONF_DIR` last so the user's tuning wins for everything else.
+$MYSQL_CONF_DIR` so the user's tuning wins, then those replication and fencing
+options once more (the last value read wins): a user file that sets
+`read_only=OFF` or another `server_id` cannot defeat them.
 
 Why sync_binlog=1 and innodb_flush_log_at_trx_commit=1: after a host crash a
 commit must be in both InnoDB and the binary log, or replicas diverge from the
@@ -88,6 +90,13 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         flavor.client_cnf_section, *client[:1], "",
         "[mysqld]", *mysqld, "",
         f"!includedir {config.mysql_conf_dir}",
+        "",
+        "# Repeated after the included files, so none of them can turn these off: the server's identity,",
+        "# its binary log, GTIDs, read-only at boot and replication started only by the hooks.",
+        "[mysqld]",
+        f"server_id={int(server_id)}",
+        f"log_bin={BINLOG_BASENAME}",
+        *flavor.pinned_cnf(GTID_DOMAIN_ID),
     ]
     return "\n".join(sections) + "\n"
 
