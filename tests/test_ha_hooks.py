@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.ha_world import World
+from tests.harness.ha_world import TTL, World
 
 
 @pytest.fixture
@@ -259,3 +259,106 @@ def test_a_former_primary_that_rejoins_through_on_change_then_writes_alone_is_er
     verdict = world.state("a").verdict
     assert verdict and verdict["kind"] == "errant" and verdict["against"] == new
     assert world.member("a")["candidate"] is False
+
+
+# -- preStop's branches (hooks/pre_stop.py) ---------------------------------------------------------
+
+PRIMARY_KEY = "/triton-mysql/mysql/primary"
+
+
+def since(world: World, mark: int, server: str) -> list[str]:
+    """What `server` ran after journal position `mark`, reads left out ("user: statement")."""
+    return [stmt for srv, stmt in world.net.journal[mark:] if srv == server]
+
+
+def test_pre_stop_without_discovery_fences_the_primary(world):
+    """preStop on the primary while discovery cannot be reached: it can neither name a target nor
+    release the lock, so it leaves the lock to expire — but a stopping primary must not stay
+    writable meanwhile: it is fenced, and preStop still exits 0 (the stop goes on)."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    mark, writes = len(world.net.journal), len(world.discovery.writes)
+    assert world.pre_stop("a", discovery_down=True) == 0
+    assert a.read_only and world.writable() == []
+    assert "root: SET GLOBAL read_only = ON" in since(world, mark, "a")
+    assert world.discovery.writes[writes:] == [], "discovery was unreachable: nothing was written"
+    assert world.lock()["node"] == "a"             # left to expire with a's session
+
+
+def test_pre_stop_fences_a_writable_primary_whose_lock_lapsed(world):
+    """The supervisor stopped the health passes, and the primary's session expired before preStop
+    ran (a slow stop, a stalled node): the lock is gone while mysqld is still writable.  There is
+    nothing to hand over, but it must never be left writable without the lock."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    world.background = False                        # no health pass of anyone in between
+    world.clock.advance(TTL + 1)                    # every session lapses, a's lock with it
+    assert world.lock() is None and not a.read_only
+    mark, writes = len(world.net.journal), len(world.discovery.writes)
+    assert world.pre_stop("a") == 0
+    assert a.read_only and world.writable() == []
+    assert "root: SET GLOBAL read_only = ON" in since(world, mark, "a")
+    assert world.discovery.writes[writes:] == [], "not the holder: no hand-over, no switchover record"
+
+
+def test_pre_stop_hands_over_after_stop_grace_and_the_target_reports_possible_loss(world):
+    """The hand-over target's SQL thread is held (a long statement, a lock) and never applies the
+    primary's last writes within STOP_GRACE: preStop releases the lock anyway (the stop cannot wait
+    for ever) and says so in the `switchover` record; the target, once it applies and wins, reports
+    `lost_possible` in `failover/last` although nothing it knows of is missing."""
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    c.io_blocked = True                             # c receives nothing more: b is the best target
+    a.write(5)
+    world.passes(1)
+    b.sql_held = True                               # b receives, but applies nothing from here on
+    a.write(4)
+    world.passes(1)
+    assert b.seq == 5 and len(b.relay) == 4
+    start, writes = world.clock(), len(world.discovery.writes)
+    assert world.pre_stop("a") == 0
+    assert world.clock() - start >= world.agent("a").timing.stop_grace
+    assert b.seq == 5, "b caught up: the test no longer exercises the grace running out"
+    request = world.record("switchover")
+    assert request["to"] == "b" and request["caught_up"] is False
+    assert ("release", PRIMARY_KEY) in world.discovery.writes[writes:] and world.lock() is None
+    world.crash("a")                                # the supervisor stops mysqld after preStop
+    b.sql_held = False
+    c.io_blocked = False
+    world.elect(["b", "c"])
+    assert world.lock()["node"] == "b" and world.writable() == ["b"] and b.seq == 9
+    report = world.record("failover/last")
+    assert report["kind"] == "planned" and report["missing_gtids"] == ""
+    assert report["lost_possible"] is True, "the target never confirmed it had everything"
+
+
+def test_a_planned_hand_over_fences_before_releasing_and_never_has_two_writable(world):
+    """The order that keeps a planned stop safe, in one journal of SQL and discovery writes: the
+    primary turns read-only, then releases the lock, and only then does the target turn writable;
+    replayed statement by statement, no moment has two writable servers."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    assert world.writable() == ["a"]
+    mark = len(world.net.journal)
+    assert world.pre_stop("a") == 0
+    world.elect(["b", "c"])
+    new = world.lock()["node"]
+    assert new in ("b", "c") and world.writable() == [new]
+    journal = world.net.journal[mark:]
+    fenced = journal.index(("a", "root: SET GLOBAL read_only = ON"))
+    released = journal.index(("discovery", f"release {PRIMARY_KEY}"))
+    writable = journal.index((new, "root: SET GLOBAL read_only = OFF"))
+    assert fenced < released < writable
+    on = {"a"}                                      # writable when the hand-over began
+    for server, stmt in journal:
+        if stmt.endswith("SET GLOBAL read_only = OFF"):
+            on.add(server)
+        elif stmt.endswith("SET GLOBAL read_only = ON"):
+            on.discard(server)
+        assert len(on) <= 1, f"two writable: {sorted(on)}"
