@@ -362,3 +362,47 @@ def test_a_planned_hand_over_fences_before_releasing_and_never_has_two_writable(
         elif stmt.endswith("SET GLOBAL read_only = ON"):
             on.discard(server)
         assert len(on) <= 1, f"two writable: {sorted(on)}"
+
+
+# -- the per-node hook lock (Agent.exclusive) -------------------------------------------------------
+
+FENCING = ("root: SET SESSION lock_wait_timeout", "root: SET GLOBAL read_only = ON", "root: KILL")
+
+
+def test_a_health_pass_changes_nothing_while_another_hook_holds_the_node_lock(world):
+    """health and onChange take one lock per node so that they never change mysqld at the same time.
+    A replica restarted with its threads stopped needs replication started; while another hook (an
+    onChange in the middle of its step) holds the lock, the health pass sends nothing that changes
+    mysqld and reports unhealthy; the next pass, with the lock free, does the work."""
+    form(world)
+    b = world.server("b")
+    world.restart("b")                              # read-only, replication threads stopped
+    world.background = False
+    mark = len(world.net.journal)
+    with world.agent("b").exclusive(timeout=0) as held:
+        assert held
+        assert world.health("b") == 1
+    assert since(world, mark, "b") == [], "a health pass changed mysqld under another hook's lock"
+    assert not b.io_running and not b.sql_running
+    assert world.health("b") == 0
+    assert "root: START SLAVE" in since(world, mark, "b") and b.io_running and b.sql_running
+
+
+def test_a_health_pass_fences_even_while_another_hook_holds_the_node_lock(world):
+    """The one change that does not wait for the node lock: a primary whose lock lapsed (its
+    session expired while its passes were stalled) fences itself in the very next pass, even when
+    another hook of the node holds the lock at that moment."""
+    form(world)
+    a = world.server("a")
+    a.write(2)
+    world.passes(1)
+    world.background = False
+    world.clock.advance(TTL + 1)                    # a's session and lock expire, a still writable
+    assert world.lock() is None and not a.read_only
+    mark = len(world.net.journal)
+    with world.agent("a").exclusive(timeout=0) as held:
+        assert held
+        world.health("a")
+    changes = since(world, mark, "a")
+    assert a.read_only and "root: SET GLOBAL read_only = ON" in changes
+    assert all(stmt.startswith(FENCING) for stmt in changes), f"more than fencing under the lock: {changes}"
