@@ -6,9 +6,12 @@ discovery writes and SQL; the end-to-end tests (test_compound_faults.py) make th
 """
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from tests.harness.ha_world import TTL, World
+from triton_mysql.ha import act as act_module
 
 
 @pytest.fixture
@@ -406,3 +409,28 @@ def test_a_health_pass_fences_even_while_another_hook_holds_the_node_lock(world)
     changes = since(world, mark, "a")
     assert a.read_only and "root: SET GLOBAL read_only = ON" in changes
     assert all(stmt.startswith(FENCING) for stmt in changes), f"more than fencing under the lock: {changes}"
+
+
+# -- fencing under semi-sync (ha/act.py Agent.fence) --------------------------------------------------
+
+@pytest.mark.parametrize("mode, hard", [("semi", True), ("strict", True), ("off", False)])
+def test_fencing_stops_mysqld_hard_only_with_semi_sync(tmp_path, monkeypatch, mode, hard):
+    """With semi-sync a commit waiting for an acknowledgement must not be committed by a clean
+    shutdown: when fencing through SQL fails, mysqld is SIGKILLed (`hard_stop`); with
+    SYNC_REPLICATION=off a clean stop is right.  A lone writable node fences itself in preStop
+    without discovery; the fencing function must get `hard_stop` from SYNC_REPLICATION."""
+    world = World(tmp_path, monkeypatch, SYNC_REPLICATION=mode)
+    a = world.add("a", server_id=1)
+    a.read_only = False
+    calls = []
+    real = act_module.fence_server
+
+    def recording(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(bound.arguments["hard_stop"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(act_module, "fence_server", recording)
+    assert world.pre_stop("a", discovery_down=True) == 0
+    assert calls == [hard] and a.read_only
