@@ -12,6 +12,7 @@ import pytest
 
 from tests.harness.ha_world import TTL, World
 from triton_mysql.ha import act as act_module
+from triton_mysql.ha.act import Agent
 
 
 @pytest.fixture
@@ -434,3 +435,47 @@ def test_fencing_stops_mysqld_hard_only_with_semi_sync(tmp_path, monkeypatch, mo
     monkeypatch.setattr(act_module, "fence_server", recording)
     assert world.pre_stop("a", discovery_down=True) == 0
     assert calls == [hard] and a.read_only
+
+
+# -- split decisions ---------------------------------------------------------------------------------
+
+def test_two_candidates_that_each_rank_themselves_first_race_and_exactly_one_wins(world, monkeypatch):
+    """Both replicas restarted mysqld at once (a rolling change) while the primary was stopped: with
+    no candidate, preStop released the lock.  Their last member records were published while mysqld
+    was down (not candidates), so when onChange runs, on the same view, each ranks itself first and
+    both try for the lock.  Exactly one takes it; the other follows it and never turns writable."""
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    a.write(4)
+    world.passes(1)
+    b.up = c.up = False
+    world.health("b")                               # their passes publish: mysqld down, not candidates
+    world.health("c")
+    assert not world.member("b")["candidate"] and not world.member("c")["candidate"]
+    assert world.pre_stop("a") == 0 and world.lock() is None   # nobody to hand over to
+    world.crash("a")
+    world.restart("b")
+    world.restart("c")
+    attempts = []
+    take = Agent.acquire_lock
+
+    def acquire(agent, session, server, state):
+        won = take(agent, session, server, state)
+        attempts.append((agent.config.node_name, won))
+        return won
+
+    monkeypatch.setattr(Agent, "acquire_lock", acquire)
+    mark = len(world.net.journal)
+    world.elect(["b", "c"], together=True)
+    assert sorted(name for name, _ in attempts) == ["b", "c"], f"not a race: {attempts}"
+    winners = [name for name, won in attempts if won]
+    assert len(winners) == 1
+    winner = winners[0]
+    loser = "c" if winner == "b" else "b"
+    assert world.lock()["node"] == winner and world.writable() == [winner]
+    assert not any(stmt.endswith("read_only = OFF") for stmt in since(world, mark, loser))
+    world.server(winner).write(3)
+    world.passes(2)
+    follower = world.server(loser)
+    assert follower.source == (world.server(winner).address, 3306) and follower.io_running
+    assert follower.seq == world.server(winner).seq == 7

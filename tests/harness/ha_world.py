@@ -169,11 +169,18 @@ class World:
     def on_change(self, name: str) -> int:
         return on_change_module.Election(self.agent(name)).run()
 
-    def elect(self, names: list[str]) -> None:
+    def elect(self, names: list[str], together: bool = False) -> None:
         """onChange on several nodes at once (the primary service changed for all of them): each
-        takes a turn per simulated second until every one has settled."""
+        takes a turn per simulated second until every one has settled.
+
+        `together`: in each round every node reads its view before any of them acts, as onChange
+        processes on different hosts do at the same moment (by default each turn reads the view the
+        previous turns left)."""
         running = {name: on_change_module.Election(self.agent(name)) for name in names}
         while running:
+            if together:
+                for election in running.values():
+                    _read_ahead(election.agent)
             for name, election in list(running.items()):
                 if not self.server(name).up:
                     del running[name]
@@ -219,6 +226,17 @@ class World:
 
     def writable(self) -> list[str]:
         return sorted(n for n, s in self.net.servers.items() if s.up and not s.read_only)
+
+
+def _read_ahead(agent: Agent) -> None:
+    """Read the agent's view now; its next `view()` call returns this one, later calls read afresh."""
+    view = agent.view(with_services=True)
+
+    def once(with_services: bool = False):
+        del agent.view
+        return view
+
+    agent.view = once  # type: ignore[method-assign]
 
 
 def quiet_logs() -> None:
