@@ -6,9 +6,13 @@ discovery writes and SQL; the end-to-end tests (test_compound_faults.py) make th
 """
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
-from tests.harness.ha_world import World
+from tests.harness.ha_world import TTL, World
+from triton_mysql.ha import act as act_module
+from triton_mysql.ha.act import Agent
 
 
 @pytest.fixture
@@ -259,3 +263,219 @@ def test_a_former_primary_that_rejoins_through_on_change_then_writes_alone_is_er
     verdict = world.state("a").verdict
     assert verdict and verdict["kind"] == "errant" and verdict["against"] == new
     assert world.member("a")["candidate"] is False
+
+
+# -- preStop's branches (hooks/pre_stop.py) ---------------------------------------------------------
+
+PRIMARY_KEY = "/triton-mysql/mysql/primary"
+
+
+def since(world: World, mark: int, server: str) -> list[str]:
+    """What `server` ran after journal position `mark`, reads left out ("user: statement")."""
+    return [stmt for srv, stmt in world.net.journal[mark:] if srv == server]
+
+
+def test_pre_stop_without_discovery_fences_the_primary(world):
+    """preStop on the primary while discovery cannot be reached: it can neither name a target nor
+    release the lock, so it leaves the lock to expire — but a stopping primary must not stay
+    writable meanwhile: it is fenced, and preStop still exits 0 (the stop goes on)."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    mark, writes = len(world.net.journal), len(world.discovery.writes)
+    assert world.pre_stop("a", discovery_down=True) == 0
+    assert a.read_only and world.writable() == []
+    assert "root: SET GLOBAL read_only = ON" in since(world, mark, "a")
+    assert world.discovery.writes[writes:] == [], "discovery was unreachable: nothing was written"
+    assert world.lock()["node"] == "a"             # left to expire with a's session
+
+
+def test_pre_stop_fences_a_writable_primary_whose_lock_lapsed(world):
+    """The supervisor stopped the health passes, and the primary's session expired before preStop
+    ran (a slow stop, a stalled node): the lock is gone while mysqld is still writable.  There is
+    nothing to hand over, but it must never be left writable without the lock."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    world.background = False                        # no health pass of anyone in between
+    world.clock.advance(TTL + 1)                    # every session lapses, a's lock with it
+    assert world.lock() is None and not a.read_only
+    mark, writes = len(world.net.journal), len(world.discovery.writes)
+    assert world.pre_stop("a") == 0
+    assert a.read_only and world.writable() == []
+    assert "root: SET GLOBAL read_only = ON" in since(world, mark, "a")
+    assert world.discovery.writes[writes:] == [], "not the holder: no hand-over, no switchover record"
+
+
+def test_pre_stop_hands_over_after_stop_grace_and_the_target_reports_possible_loss(world):
+    """The hand-over target's SQL thread is held (a long statement, a lock) and never applies the
+    primary's last writes within STOP_GRACE: preStop releases the lock anyway (the stop cannot wait
+    for ever) and says so in the `switchover` record; the target, once it applies and wins, reports
+    `lost_possible` in `failover/last` although nothing it knows of is missing."""
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    c.io_blocked = True                             # c receives nothing more: b is the best target
+    a.write(5)
+    world.passes(1)
+    b.sql_held = True                               # b receives, but applies nothing from here on
+    a.write(4)
+    world.passes(1)
+    assert b.seq == 5 and len(b.relay) == 4
+    start, writes = world.clock(), len(world.discovery.writes)
+    assert world.pre_stop("a") == 0
+    assert world.clock() - start >= world.agent("a").timing.stop_grace
+    assert b.seq == 5, "b caught up: the test no longer exercises the grace running out"
+    request = world.record("switchover")
+    assert request["to"] == "b" and request["caught_up"] is False
+    assert ("release", PRIMARY_KEY) in world.discovery.writes[writes:] and world.lock() is None
+    world.crash("a")                                # the supervisor stops mysqld after preStop
+    b.sql_held = False
+    c.io_blocked = False
+    world.elect(["b", "c"])
+    assert world.lock()["node"] == "b" and world.writable() == ["b"] and b.seq == 9
+    report = world.record("failover/last")
+    assert report["kind"] == "planned" and report["missing_gtids"] == ""
+    assert report["lost_possible"] is True, "the target never confirmed it had everything"
+
+
+def test_a_planned_hand_over_fences_before_releasing_and_never_has_two_writable(world):
+    """The order that keeps a planned stop safe, in one journal of SQL and discovery writes: the
+    primary turns read-only, then releases the lock, and only then does the target turn writable;
+    replayed statement by statement, no moment has two writable servers."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    assert world.writable() == ["a"]
+    mark = len(world.net.journal)
+    assert world.pre_stop("a") == 0
+    world.elect(["b", "c"])
+    new = world.lock()["node"]
+    assert new in ("b", "c") and world.writable() == [new]
+    journal = world.net.journal[mark:]
+    fenced = journal.index(("a", "root: SET GLOBAL read_only = ON"))
+    released = journal.index(("discovery", f"release {PRIMARY_KEY}"))
+    writable = journal.index((new, "root: SET GLOBAL read_only = OFF"))
+    assert fenced < released < writable
+    on = {"a"}                                      # writable when the hand-over began
+    for server, stmt in journal:
+        if stmt.endswith("SET GLOBAL read_only = OFF"):
+            on.add(server)
+        elif stmt.endswith("SET GLOBAL read_only = ON"):
+            on.discard(server)
+        assert len(on) <= 1, f"two writable: {sorted(on)}"
+
+
+# -- the per-node hook lock (Agent.exclusive) -------------------------------------------------------
+
+FENCING = ("root: SET SESSION lock_wait_timeout", "root: SET GLOBAL read_only = ON", "root: KILL")
+
+
+def test_a_health_pass_changes_nothing_while_another_hook_holds_the_node_lock(world):
+    """health and onChange take one lock per node so that they never change mysqld at the same time.
+    A replica restarted with its threads stopped needs replication started; while another hook (an
+    onChange in the middle of its step) holds the lock, the health pass sends nothing that changes
+    mysqld and reports unhealthy; the next pass, with the lock free, does the work."""
+    form(world)
+    b = world.server("b")
+    world.restart("b")                              # read-only, replication threads stopped
+    world.background = False
+    mark = len(world.net.journal)
+    with world.agent("b").exclusive(timeout=0) as held:
+        assert held
+        assert world.health("b") == 1
+    assert since(world, mark, "b") == [], "a health pass changed mysqld under another hook's lock"
+    assert not b.io_running and not b.sql_running
+    assert world.health("b") == 0
+    assert "root: START SLAVE" in since(world, mark, "b") and b.io_running and b.sql_running
+
+
+def test_a_health_pass_fences_even_while_another_hook_holds_the_node_lock(world):
+    """The one change that does not wait for the node lock: a primary whose lock lapsed (its
+    session expired while its passes were stalled) fences itself in the very next pass, even when
+    another hook of the node holds the lock at that moment."""
+    form(world)
+    a = world.server("a")
+    a.write(2)
+    world.passes(1)
+    world.background = False
+    world.clock.advance(TTL + 1)                    # a's session and lock expire, a still writable
+    assert world.lock() is None and not a.read_only
+    mark = len(world.net.journal)
+    with world.agent("a").exclusive(timeout=0) as held:
+        assert held
+        world.health("a")
+    changes = since(world, mark, "a")
+    assert a.read_only and "root: SET GLOBAL read_only = ON" in changes
+    assert all(stmt.startswith(FENCING) for stmt in changes), f"more than fencing under the lock: {changes}"
+
+
+# -- fencing under semi-sync (ha/act.py Agent.fence) --------------------------------------------------
+
+@pytest.mark.parametrize("mode, hard", [("semi", True), ("strict", True), ("off", False)])
+def test_fencing_stops_mysqld_hard_only_with_semi_sync(tmp_path, monkeypatch, mode, hard):
+    """With semi-sync a commit waiting for an acknowledgement must not be committed by a clean
+    shutdown: when fencing through SQL fails, mysqld is SIGKILLed (`hard_stop`); with
+    SYNC_REPLICATION=off a clean stop is right.  A lone writable node fences itself in preStop
+    without discovery; the fencing function must get `hard_stop` from SYNC_REPLICATION."""
+    world = World(tmp_path, monkeypatch, SYNC_REPLICATION=mode)
+    a = world.add("a", server_id=1)
+    a.read_only = False
+    calls = []
+    real = act_module.fence_server
+
+    def recording(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(bound.arguments["hard_stop"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(act_module, "fence_server", recording)
+    assert world.pre_stop("a", discovery_down=True) == 0
+    assert calls == [hard] and a.read_only
+
+
+# -- split decisions ---------------------------------------------------------------------------------
+
+def test_two_candidates_that_each_rank_themselves_first_race_and_exactly_one_wins(world, monkeypatch):
+    """Both replicas restarted mysqld at once (a rolling change) while the primary was stopped: with
+    no candidate, preStop released the lock.  Their last member records were published while mysqld
+    was down (not candidates), so when onChange runs, on the same view, each ranks itself first and
+    both try for the lock.  Exactly one takes it; the other follows it and never turns writable."""
+    form(world)
+    a, b, c = world.server("a"), world.server("b"), world.server("c")
+    a.write(4)
+    world.passes(1)
+    b.up = c.up = False
+    world.health("b")                               # their passes publish: mysqld down, not candidates
+    world.health("c")
+    assert not world.member("b")["candidate"] and not world.member("c")["candidate"]
+    assert world.pre_stop("a") == 0 and world.lock() is None   # nobody to hand over to
+    world.crash("a")
+    world.restart("b")
+    world.restart("c")
+    attempts = []
+    take = Agent.acquire_lock
+
+    def acquire(agent, session, server, state):
+        won = take(agent, session, server, state)
+        attempts.append((agent.config.node_name, won))
+        return won
+
+    monkeypatch.setattr(Agent, "acquire_lock", acquire)
+    mark = len(world.net.journal)
+    world.elect(["b", "c"], together=True)
+    assert sorted(name for name, _ in attempts) == ["b", "c"], f"not a race: {attempts}"
+    winners = [name for name, won in attempts if won]
+    assert len(winners) == 1
+    winner = winners[0]
+    loser = "c" if winner == "b" else "b"
+    assert world.lock()["node"] == winner and world.writable() == [winner]
+    assert not any(stmt.endswith("read_only = OFF") for stmt in since(world, mark, loser))
+    world.server(winner).write(3)
+    world.passes(2)
+    follower = world.server(loser)
+    assert follower.source == (world.server(winner).address, 3306) and follower.io_running
+    assert follower.seq == world.server(winner).seq == 7

@@ -31,7 +31,7 @@ from triton_mysql.mysql import replication as replication_module
 from triton_mysql.discovery.base import ServiceSpec
 
 from .fake_mariadb import FakeNet, FakeServer
-from .memory_discovery import Clock, MemoryDiscovery
+from .memory_discovery import Clock, MemoryDiscovery, Unreachable
 
 TTL = 10.0
 
@@ -58,6 +58,7 @@ class World:
         self.clock = Clock()
         self.discovery = MemoryDiscovery(clock=self.clock)
         self.net = FakeNet()
+        self.discovery.journal = self.net.journal  # discovery writes and SQL in one order
         self.env = {"ETCD": "127.0.0.1:2379", "MYSQL_REPL_USER": "repl", "MYSQL_REPL_PASSWORD": "pw",
                     "SYNC_REPLICATION": "off",  # the fake server has no semi-sync; tests/test_semisync* cover it
                     "SESSION_TTL": str(int(TTL)), "HEALTH_POLL": "1", "DISCOVERY_TIMEOUT": "0.5", "STOP_GRACE": "5",
@@ -65,6 +66,8 @@ class World:
         self.configs: dict[str, Config] = {}
         self.limit = self.clock() + 3600
         self.background = True
+        self.stopping: set[str] = set()
+        """Nodes whose supervisor is stopping (preStop runs): their health passes no longer run."""
         self._busy = False
         self.discovery.idle = self.idle
         self.net.pass_time = self.idle
@@ -106,8 +109,9 @@ class World:
         assert state is not None
         return state
 
-    def agent(self, name: str) -> Agent:
-        return Agent(self.configs[name], discovery=self.discovery)
+    def agent(self, name: str, discovery_down: bool = False) -> Agent:
+        """`discovery_down`: this agent's discovery requests all fail (the other nodes' do not)."""
+        return Agent(self.configs[name], discovery=Unreachable() if discovery_down else self.discovery)
 
     def set_maintenance(self, name: str, on: bool) -> None:
         """SIGUSR1 on one node's supervisor: its hooks run with CONTAINERBUDDY_MAINTENANCE=1."""
@@ -135,7 +139,7 @@ class World:
                 try:
                     self.net.replicate()
                     for name, server in self.net.servers.items():
-                        if server.up:
+                        if server.up and name not in self.stopping:
                             self.health(name)
                     self.net.replicate()
                 finally:
@@ -165,11 +169,18 @@ class World:
     def on_change(self, name: str) -> int:
         return on_change_module.Election(self.agent(name)).run()
 
-    def elect(self, names: list[str]) -> None:
+    def elect(self, names: list[str], together: bool = False) -> None:
         """onChange on several nodes at once (the primary service changed for all of them): each
-        takes a turn per simulated second until every one has settled."""
+        takes a turn per simulated second until every one has settled.
+
+        `together`: in each round every node reads its view before any of them acts, as onChange
+        processes on different hosts do at the same moment (by default each turn reads the view the
+        previous turns left)."""
         running = {name: on_change_module.Election(self.agent(name)) for name in names}
         while running:
+            if together:
+                for election in running.values():
+                    _read_ahead(election.agent)
             for name, election in list(running.items()):
                 if not self.server(name).up:
                     del running[name]
@@ -178,8 +189,13 @@ class World:
             if running:
                 self.idle(1.0)
 
-    def pre_stop(self, name: str) -> int:
-        return pre_stop_module.hand_over(self.agent(name))
+    def pre_stop(self, name: str, discovery_down: bool = False) -> int:
+        """The supervisor stops the node's health passes, then runs preStop (mysqld keeps running)."""
+        self.stopping.add(name)
+        try:
+            return pre_stop_module.hand_over(self.agent(name, discovery_down=discovery_down))
+        finally:
+            self.stopping.discard(name)
 
     def crash(self, name: str) -> None:
         """kill -9 of the whole node: mysqld gone, its session left to expire."""
@@ -210,6 +226,17 @@ class World:
 
     def writable(self) -> list[str]:
         return sorted(n for n, s in self.net.servers.items() if s.up and not s.read_only)
+
+
+def _read_ahead(agent: Agent) -> None:
+    """Read the agent's view now; its next `view()` call returns this one, later calls read afresh."""
+    view = agent.view(with_services=True)
+
+    def once(with_services: bool = False):
+        del agent.view
+        return view
+
+    agent.view = once  # type: ignore[method-assign]
 
 
 def quiet_logs() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from triton_mysql.discovery.base import KV, Discovery, Instance, ServiceSpec
+from triton_mysql.discovery.base import KV, Discovery, DiscoveryError, Instance, ServiceSpec
 
 
 class Clock:
@@ -50,6 +50,9 @@ class MemoryDiscovery(Discovery):
     idle: Callable[[float], None] | None = None
     """Lets `seconds` pass while a caller waits (default: the clock jumps; a test world runs the
     other nodes' health passes meanwhile)."""
+    journal: list[tuple[str, str]] | None = None
+    """When set (a FakeNet's journal), every change is also appended there as ("discovery", "op key"),
+    so that a test can order discovery writes against SQL statements."""
     _index: int = 0
     _session_ids: int = 0
 
@@ -64,16 +67,21 @@ class MemoryDiscovery(Discovery):
             if session.expires <= now:
                 self._end(sid)
 
+    def _wrote(self, op: str, key: str) -> None:
+        self.writes.append((op, key))
+        if self.journal is not None:
+            self.journal.append(("discovery", f"{op} {key}"))
+
     def _end(self, sid: str) -> None:
         self.sessions.pop(sid, None)
         for key, kv in list(self.kv.items()):
             if kv.session == sid:
                 del self.kv[key]
-                self.writes.append(("expire", key))
+                self._wrote("expire", key)
 
     def _set(self, op: str, key: str, value: bytes, session: str | None) -> None:
         self.kv[key] = KV(key, value, self._next(), session)
-        self.writes.append((op, key))
+        self._wrote(op, key)
 
     def live(self, sid: str | None) -> bool:
         self._expire()
@@ -148,7 +156,7 @@ class MemoryDiscovery(Discovery):
         if index is not None and old.index != index:
             return False
         del self.kv[key]
-        self.writes.append(("delete", key))
+        self._wrote("delete", key)
         return True
 
     def acquire(self, key: str, value: bytes, session: str) -> bool:
@@ -165,7 +173,7 @@ class MemoryDiscovery(Discovery):
         if old is None or old.session != session:
             return False
         del self.kv[key]
-        self.writes.append(("release", key))
+        self._wrote("release", key)
         return True
 
     def pass_time(self, seconds: float) -> None:
@@ -202,3 +210,16 @@ class MemoryDiscovery(Discovery):
         return [Instance(s.spec.id, s.spec.name, s.spec.address, s.spec.port, s.spec.tags)
                 for s in sorted(self.services.values(), key=lambda s: s.spec.id)
                 if s.spec.name == name and s.healthy_until > now]
+
+
+class Unreachable:
+    """A discovery client whose every request fails, as when the discovery service cannot be
+    reached: for one hook while the others keep the real (memory) discovery."""
+
+    def __getattr__(self, name: str):
+        def fail(*args, **kwargs):
+            raise DiscoveryError(f"{name}: discovery unreachable (test)")
+        return fail
+
+    def close(self) -> None:
+        pass

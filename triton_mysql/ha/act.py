@@ -132,11 +132,14 @@ class Agent:
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float) -> Iterator[bool]:
-        """Serialise the hooks of this node that change mysqld (health, onChange, preStop).
+        """Serialise the hooks of this node that change mysqld: health and onChange.
 
         An flock next to the pid file: the kernel drops it when the holder dies,
         so it can never go stale.  Yields False when it could not be had within
         `timeout` (the caller then skips its changes for this round).
+
+        preStop does not take it: before running preStop the supervisor sends SIGTERM to any
+        health or onChange hook still running and starts no new one (supervisor/main.py).
         """
         path = os.path.join(os.path.dirname(pid_file_for(self.config)), "triton-mysql.lock")
         os.makedirs(os.path.dirname(path), exist_ok=True)

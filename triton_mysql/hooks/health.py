@@ -36,7 +36,7 @@ def run(config, check_only: bool = False) -> int:
     try:
         if check_only:
             return _pass(agent, check_only=True)
-        # One pass at a time per node, and not while onChange/preStop change mysqld; a pass
+        # One pass at a time per node, and not while onChange changes mysqld; a pass
         # that cannot get the lock still reports (and fences: fencing is safe to repeat).
         with agent.exclusive(timeout=max(1.0, config.health_poll)) as alone:
             return _pass(agent, check_only=False, act=alone)
