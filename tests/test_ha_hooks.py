@@ -479,3 +479,47 @@ def test_two_candidates_that_each_rank_themselves_first_race_and_exactly_one_win
     follower = world.server(loser)
     assert follower.source == (world.server(winner).address, 3306) and follower.io_running
     assert follower.seq == world.server(winner).seq == 7
+
+
+def test_a_primary_fenced_by_a_short_discovery_outage_turns_writable_again_under_the_same_lock(world):
+    """README: when discovery comes back and the holder's session survived, the holder turns writable
+    again (no election, no failover recorded); while it could not read discovery it was read-only."""
+    form(world)
+    a = world.server("a")
+    key = "/triton-mysql/mysql/primary"
+    session = world.discovery.get(key).session
+    failover = world.record("failover/last")
+    assert world.health("a", discovery_down=True) == 1    # the pass that cannot read discovery fences
+    assert a.read_only and world.writable() == []
+    world.passes(2)                                        # discovery answers again within SESSION_TTL
+    assert world.writable() == ["a"]
+    assert world.discovery.get(key).session == session and world.lock()["node"] == "a"
+    assert world.record("failover/last") == failover
+
+
+def test_a_write_in_flight_when_the_primary_froze_is_named_as_its_lost_tail(world):
+    """README: a frozen primary is writable from waking until its first health pass; a write that was
+    in flight when it froze may commit then.  It is this node's lost tail (written in its term, never
+    replicated): the waking pass fences, the node refuses to follow the new primary and names it."""
+    form(world)
+    a = world.server("a")
+    a.write(3)
+    world.passes(1)
+    world.stopping.add("a")                   # frozen: no health pass, no heartbeat, mysqld unreachable
+    world.crash("a")
+    world.elect(["b", "c"])
+    new = world.lock()["node"]
+    world.server(new).write(2)
+    world.passes(1)
+    a.up = True                               # wakes writable: the in-flight commit lands first
+    assert not a.read_only
+    tail = a.write(1)
+    world.stopping.discard("a")
+    world.health("a")                         # its first pass fences
+    assert a.read_only
+    world.passes(2)
+    verdict = world.state("a").verdict
+    assert verdict and verdict["kind"] == "tail" and verdict["against"] == new
+    assert f"0-{tail[0][0]}-{tail[0][1]}" in verdict["gtids"]
+    assert world.member("a")["candidate"] is False
+    assert world.writable() == [new]

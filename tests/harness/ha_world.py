@@ -111,7 +111,7 @@ class World:
 
     def agent(self, name: str, discovery_down: bool = False) -> Agent:
         """`discovery_down`: this agent's discovery requests all fail (the other nodes' do not)."""
-        return Agent(self.configs[name], discovery=Unreachable() if discovery_down else self.discovery)
+        return Agent(self.configs[name], discovery=Unreachable(self.discovery) if discovery_down else self.discovery)
 
     def set_maintenance(self, name: str, on: bool) -> None:
         """SIGUSR1 on one node's supervisor: its hooks run with CONTAINERBUDDY_MAINTENANCE=1."""
@@ -146,10 +146,14 @@ class World:
                     self._busy = False
 
     # -- hooks, as the supervisor runs them ---------------------------------------
-    def health(self, name: str) -> int:
-        agent = self.agent(name)
+    def health(self, name: str, discovery_down: bool = False) -> int:
+        """One health pass, then what the supervisor does with its exit code (`discovery_down`: this
+        pass cannot reach discovery, nor can the supervisor's heartbeat after it)."""
+        agent = self.agent(name, discovery_down=discovery_down)
         with agent.exclusive(timeout=0) as alone:
             code = health_module._pass(agent, check_only=False, act=alone)
+        if discovery_down:
+            return code
         record = self.member(name) or {}
         config = self.configs[name]
         if name in self.in_maintenance:  # deregistered, no heartbeat

@@ -10,7 +10,7 @@ clock forward, so a test of a 20-second election runs in milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from triton_mysql.discovery.base import KV, Discovery, DiscoveryError, Instance, ServiceSpec
 
@@ -214,7 +214,16 @@ class MemoryDiscovery(Discovery):
 
 class Unreachable:
     """A discovery client whose every request fails, as when the discovery service cannot be
-    reached: for one hook while the others keep the real (memory) discovery."""
+    reached: for one hook while the others keep the real (memory) discovery.  `expiry_bounds` is
+    the backend's own arithmetic, not a request: it still answers."""
+
+    def __init__(self, real: Any = None) -> None:
+        self.real = real
+
+    def expiry_bounds(self, ttl: float, keepalive: bool = False) -> tuple[float, float]:
+        if self.real is None:
+            raise DiscoveryError("expiry_bounds: discovery unreachable (test)")
+        return self.real.expiry_bounds(ttl, keepalive=keepalive)
 
     def __getattr__(self, name: str):
         def fail(*args, **kwargs):
