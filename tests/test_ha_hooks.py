@@ -523,3 +523,20 @@ def test_a_write_in_flight_when_the_primary_froze_is_named_as_its_lost_tail(worl
     assert f"0-{tail[0][0]}-{tail[0][1]}" in verdict["gtids"]
     assert world.member("a")["candidate"] is False
     assert world.writable() == [new]
+
+
+def test_every_health_pass_passes_the_keepalive_check_whatever_its_verdict(world):
+    """README (Consul sessions): the session is bound to a keepalive check of the node's own, which
+    every health pass that reads discovery passes right before renewing, healthy or not: an unhealthy
+    replica keeps its session, only a node whose hooks stop running loses it."""
+    form(world)
+    b = world.server("b")
+    b.sql_error, b.sql_running = "Duplicate entry (test)", False   # b is unhealthy from now on
+    world.discovery.keepalive_passes.clear()
+    start = world.clock()
+    for _ in range(3):
+        assert world.health("b") == 1
+        world.idle(1.0)
+    passes = [t for t, keepalive in world.discovery.keepalive_passes if keepalive.endswith("-keepalive-b")]
+    assert len(passes) >= 3 and passes[0] >= start
+    assert all(later - earlier <= 1.0 for earlier, later in zip(passes, passes[1:]))

@@ -53,6 +53,9 @@ class MemoryDiscovery(Discovery):
     journal: list[tuple[str, str]] | None = None
     """When set (a FakeNet's journal), every change is also appended there as ("discovery", "op key"),
     so that a test can order discovery writes against SQL statements."""
+    keepalive_passes: list[tuple[float, str]] = field(default_factory=list)
+    """(time, keepalive id) of every time a session's keepalive check was passed (Consul's TTL check
+    that ends the session when it is not passed for SESSION_TTL; etcd has none)."""
     _index: int = 0
     _session_ids: int = 0
 
@@ -95,12 +98,16 @@ class MemoryDiscovery(Discovery):
 
     # -- sessions -------------------------------------------------------------
     def create_session(self, name: str, ttl: float, keepalive: str | None = None) -> str:
+        if keepalive:
+            self.keepalive_passes.append((self.clock(), keepalive))
         self._session_ids += 1
         sid = f"s{self._session_ids}-{name}"
         self.sessions[sid] = _Session(ttl, self.clock() + ttl)
         return sid
 
     def renew_session(self, session: str, keepalive: str | None = None) -> bool:
+        if keepalive:  # Consul passes the node's keepalive check first, whatever the session's fate
+            self.keepalive_passes.append((self.clock(), keepalive))
         if not self.live(session):
             return False
         entry = self.sessions[session]
