@@ -540,3 +540,21 @@ def test_every_health_pass_passes_the_keepalive_check_whatever_its_verdict(world
     passes = [t for t, keepalive in world.discovery.keepalive_passes if keepalive.endswith("-keepalive-b")]
     assert len(passes) >= 3 and passes[0] >= start
     assert all(later - earlier <= 1.0 for earlier, later in zip(passes, passes[1:]))
+
+
+def test_the_hooks_keep_no_state_in_temporary_files(world, tmp_path, monkeypatch):
+    """README/ARCHITECTURE: state lives in discovery, the database and the datadir, never in temp files
+    that can go stale (the ancestor's /tmp files did).  A whole failover leaves the temp dir empty."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    form(world)
+    world.server("a").write(3)
+    world.passes(1)
+    assert world.pre_stop("a") == 0
+    world.elect(["b", "c"])
+    world.passes(3)
+    assert list(scratch.iterdir()) == []
