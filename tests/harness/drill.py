@@ -1126,9 +1126,20 @@ class Drill:
         # turned read-only is what a correct election can keep.
         deadline = time.time() + 3 * self.discovery.expiry + 10
         while time.time() < deadline and primary.read_only() is False:
+            lock = self.cluster.lock() or {}
+            if lock.get("node") == primary.name and lock.get("state") == "ready":
+                break  # it won the election on the wiped service itself (see below)
             time.sleep(0.05)
         fenced = time.time()
         self.crashed(ctx, primary, cutoff=fenced)
+        if primary.read_only() is False:
+            # Its onChange ran before its health pass and won the election on the wiped service:
+            # the old primary is the new one and never had a reason to turn read-only.
+            lock = self.cluster.lock() or {}
+            ctx.notes.append(f"every key under the prefix deleted; {primary.name} still writable after "
+                             f"{fenced - ctx.fault_at:.0f} s, lock holder {lock.get('node')} "
+                             f"({lock.get('state')})")
+            return
         ctx.notes.append(f"every key under the prefix deleted; {primary.name} read-only after "
                          f"{fenced - ctx.fault_at:.2f} s")
 
