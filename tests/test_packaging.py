@@ -24,6 +24,7 @@ import yaml  # PyYAML: installed with the [test] extra (moto[server] depends on 
 
 from triton_mysql.config import VARIABLE_NAMES, VARIABLES, Config
 from triton_mysql.supervisor import config as supervisor_config
+from triton_mysql.supervisor import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -313,7 +314,7 @@ def test_mysql_restarts_unless_stopped():
 def test_stop_grace_period_covers_hand_over_and_stop_timeout():
     """Docker must not SIGKILL the node during preStop (STOP_GRACE) + mysqld's stop (stopTimeout)."""
     stop_timeout = supervisor_config.load(str(SUPERVISOR_JSON), node_environment()).stop_timeout
-    grace = supervisor_config.duration(mysql_service()["stop_grace_period"], "stop_grace_period")
+    grace = schema.duration(mysql_service()["stop_grace_period"], "stop_grace_period")
     needed = float(effective("STOP_GRACE")) + stop_timeout
     assert grace > needed, f"stop_grace_period {grace:g} s <= STOP_GRACE + stopTimeout = {needed:g} s"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from triton_mysql.supervisor import config as cb
+from triton_mysql.supervisor import schema
 from triton_mysql.supervisor.config import ConfigError
 from triton_mysql.supervisor.main import parse_args
 from triton_mysql.supervisor.template import TemplateError, render
@@ -73,9 +74,9 @@ def test_sources_file_url_path_and_literal(tmp_path):
     for source in (f"file://{path}", str(path)):
         c = cb.load(source, ENV)
         assert c.path == str(path) and c.source == source
-        assert c.on_start == cb.Command(("echo", "hi")) and c.stop_timeout == 2.0
+        assert c.on_start == schema.Command(("echo", "hi")) and c.stop_timeout == 2.0
     literal = cb.load('  {"preStart": ["a b", "c"]}', ENV)
-    assert literal.path is None and literal.on_start == cb.Command(("a b", "c"))
+    assert literal.path is None and literal.on_start == schema.Command(("a b", "c"))
 
 
 @pytest.mark.parametrize("source,key", [
@@ -104,26 +105,26 @@ def test_invalid_json_names_line_and_column():
     ("1.5s", 1.5), ("250us", 0.00025),
 ])
 def test_durations(value, seconds):
-    assert cb.duration(value, "x") == pytest.approx(seconds)
+    assert schema.duration(value, "x") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("value", ["10 parsecs", "s", "", "-1s", -2, 0, True, None, "1d", [1]])
 def test_bad_durations(value):
     with pytest.raises(ConfigError) as info:
-        cb.duration(value, "services[0].poll")
+        schema.duration(value, "services[0].poll")
     assert info.value.key == "services[0].poll"
 
 
 def test_commands_split_like_a_shell_without_one():
-    assert cb.command("sh -c 'exit 7'", "x") == cb.Command(("sh", "-c", "exit 7"))
-    assert cb.command(["/bin/echo", "a b", 3], "x") == cb.Command(("/bin/echo", "a b", "3"))
-    assert cb.command("echo $HOME | cat", "x").argv == ("echo", "$HOME", "|", "cat")
-    assert cb.command("", "x") is None and cb.command(None, "x") is None
+    assert schema.command("sh -c 'exit 7'", "x") == schema.Command(("sh", "-c", "exit 7"))
+    assert schema.command(["/bin/echo", "a b", 3], "x") == schema.Command(("/bin/echo", "a b", "3"))
+    assert schema.command("echo $HOME | cat", "x").argv == ("echo", "$HOME", "|", "cat")
+    assert schema.command("", "x") is None and schema.command(None, "x") is None
     for bad in ("echo 'unterminated", {"a": 1}, [["nested"]]):
         with pytest.raises(ConfigError):
-            cb.command(bad, "preStop")
+            schema.command(bad, "preStop")
     with pytest.raises(ConfigError):
-        cb.command("", "services[0].health", required=True)
+        schema.command("", "services[0].health", required=True)
 
 
 def test_full_config():
@@ -140,11 +141,11 @@ def test_full_config():
     s = c.services[0]
     assert (s.id, s.address, s.poll, s.ttl, s.timeout, s.tags) == ("mysql-n1", "10.1.2.3", 2.0, 10.0, 1.5, ("x", "y"))
     assert s.spec().id == "mysql-n1" and s.spec().ttl == 10.0
-    assert c.backends[0] == cb.BackendConfig("mysql-primary", 1.0, cb.Command(("triton-mysql", "onChange")), None, "x")
+    assert c.backends[0] == cb.BackendConfig("mysql-primary", 1.0, schema.Command(("triton-mysql", "onChange")), None, "x")
     assert [(t.name, t.frequency, t.timeout) for t in c.tasks] == [("snap", 10.0, 5.0), ("backup", 60.0, 60.0)]
     assert [(p.name, p.restarts) for p in c.coprocesses] == [("a", None), ("b", 3), ("c", 0), ("d", 0)]
     assert c.logging == cb.LoggingConfig("WARNING", "json", "stdout")
-    assert c.stop_timeout == 0.0 and c.pre_stop == cb.Command(("b",))
+    assert c.stop_timeout == 0.0 and c.pre_stop == schema.Command(("b",))
 
 
 def test_timeout_defaults_to_poll_and_node_name_to_env():

@@ -8,17 +8,14 @@ its path (`services[0].helth`), reported by `main` as one line and exit code
 (a service's `consul` extras, `telemetry.metrics`) are accepted; each one
 becomes a warning line, so a config written for ContainerPilot still starts.
 `telemetry` itself (the HTTP endpoints) is parsed in `telemetry/config.py`.
-
-Durations are seconds (a number or a numeric string) or Go duration strings
-("500ms", "10s", "1h30m").  Commands are a string split like a shell would
-(shlex; no shell runs, so no pipes or variables) or an argv list.
+The shapes values take (durations, commands, names, strict keys) are
+`schema.py`'s, shared with the sections parsed outside this module.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -27,7 +24,8 @@ from triton_mysql.config import (DEFAULT_CONSUL_PORT, DEFAULT_ETCD_PORT, DEFAULT
                                   parse_host_port, valid_name)
 from triton_mysql.discovery.base import ServiceSpec
 
-from . import netif
+from . import netif, schema
+from .schema import Command
 from .telemetry import config as telemetry_config
 from .telemetry.config import TelemetryConfig
 from .template import TemplateError, render
@@ -39,16 +37,6 @@ __all__ = ["ConfigError", "DEFAULT_ETCD_PREFIX"]  # the one ConfigError and pref
 
 # --------------------------------------------------------------------------
 # Value types
-
-@dataclass(frozen=True)
-class Command:
-    """An argv to execute (never through a shell)."""
-
-    argv: tuple[str, ...]
-
-    def __str__(self) -> str:
-        return shlex.join(self.argv)
-
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -214,7 +202,6 @@ COPROCESS_KEYS = {"name", "command", "restarts"}
 LOGGING_KEYS = {"level", "format", "output"}
 ETCD_KEYS = {"endpoints", "prefix"}
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERROR": "ERROR",
            "FATAL": "CRITICAL", "PANIC": "CRITICAL"}
 
@@ -235,7 +222,7 @@ def node_name(env: Mapping[str, str]) -> str:
 def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[str, str]) -> SupervisorConfig:
     """Validate parsed JSON into a `SupervisorConfig`."""
     warnings: list[str] = []
-    _check_keys(data, "", TOP_KEYS, TOP_IGNORED, warnings)
+    schema.check_keys(data, "", TOP_KEYS, TOP_IGNORED, warnings)
     if "onStart" in data and "preStart" in data:
         raise ConfigError("preStart", "set onStart or its alias preStart, not both")
     node = node_name(env)
@@ -244,153 +231,38 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
     except ValueError as exc:
         raise ConfigError("NODE_NAME", f"{node!r} is not a valid node name: {exc}") from None
     services = tuple(_service(item, f"services[{i}]", node, env, warnings)
-                     for i, item in enumerate(_array(data.get("services"), "services")))
-    _unique([s.name for s in services], "services", "name")
+                     for i, item in enumerate(schema.array(data.get("services"), "services")))
+    schema.unique([s.name for s in services], "services", "name")
     backends = tuple(_backend(item, f"backends[{i}]", warnings)
-                     for i, item in enumerate(_array(data.get("backends"), "backends")))
-    _unique([b.name for b in backends], "backends", "name")
-    tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(_array(data.get("tasks"), "tasks")))
+                     for i, item in enumerate(schema.array(data.get("backends"), "backends")))
+    schema.unique([b.name for b in backends], "backends", "name")
+    tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(schema.array(data.get("tasks"), "tasks")))
     coprocesses = tuple(_coprocess(item, f"coprocesses[{i}]", warnings)
-                        for i, item in enumerate(_array(data.get("coprocesses"), "coprocesses")))
+                        for i, item in enumerate(schema.array(data.get("coprocesses"), "coprocesses")))
     discovery = _discovery(data, warnings, env)
     if discovery is None and (services or backends):
         raise ConfigError("consul", "services and backends need a discovery service: set consul or etcd endpoints")
     start_key = "preStart" if "preStart" in data else "onStart"
     return SupervisorConfig(
         source=source, path=path, node=node, discovery=discovery,
-        on_start=command(data.get(start_key), start_key),
-        pre_stop=command(data.get("preStop"), "preStop"),
-        post_stop=command(data.get("postStop"), "postStop"),
-        stop_timeout=duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data else DEFAULT_STOP_TIMEOUT,
+        on_start=schema.command(data.get(start_key), start_key),
+        pre_stop=schema.command(data.get("preStop"), "preStop"),
+        post_stop=schema.command(data.get("postStop"), "postStop"),
+        stop_timeout=schema.duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data else DEFAULT_STOP_TIMEOUT,
         services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
         logging=_logging(data.get("logging"), warnings),
-        telemetry=telemetry_config.parse(data.get("telemetry"), _check_keys, ConfigError, warnings),
+        telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
         warnings=tuple(warnings),
     )
 
 
-def _check_keys(obj: Any, path: str, known: set[str], ignored: set[str], warnings: list[str]) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ConfigError(path or "config", "must be a JSON object")
-    for key in obj:
-        where = f"{path}.{key}" if path else key
-        if key in ignored:
-            warnings.append(f"{where}: ContainerPilot key not implemented by containerbuddy; ignored")
-        elif key not in known:
-            raise ConfigError(where, "unknown key")
-    return obj
-
-
-def _array(value: Any, path: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(path, "must be a list")
-    return value
-
-
-def _unique(names: list[str], path: str, key: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise ConfigError(f"{path}[{i}].{key}", f"duplicate name {name!r}")
-        seen.add(name)
-
-
-def _required(obj: dict[str, Any], key: str, path: str) -> Any:
-    value = obj.get(key)
-    if value is None or value == "":
-        raise ConfigError(f"{path}.{key}", "required")
-    return value
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigError(where, f"{value!r} is not a valid name (letters, digits, '-', '_', '.')")
-    return value
-
-
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration(value: Any, where: str, *, allow_zero: bool = False) -> float:
-    """Seconds from a number, a numeric string, or a Go duration string ("1h30m", "500ms")."""
-    seconds: float | None = None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, total = 0, 0.0
-            while pos < len(text):
-                match = _GO_PART.match(text, pos)
-                if not match:
-                    break
-                total += float(match.group(1)) * _UNITS[match.group(2)]
-                pos = match.end()
-            if text and pos == len(text):
-                seconds = total
-    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
-        raise ConfigError(where, f"{value!r} is not a duration (seconds, or a string like \"500ms\", \"10s\", \"5m\")")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(where, f"must be {'at least 0' if allow_zero else 'greater than 0'} (got {value!r})")
-    return seconds
-
-
-def command(value: Any, where: str, *, required: bool = False) -> Command | None:
-    """An argv from a string (split like a shell) or a list of strings; None when empty."""
-    if value is None or value == "" or value == []:
-        if required:
-            raise ConfigError(where, "required")
-        return None
-    if isinstance(value, str):
-        try:
-            argv = shlex.split(value)
-        except ValueError as exc:
-            raise ConfigError(where, f"cannot split command: {exc}") from None
-    elif isinstance(value, list):
-        if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
-            raise ConfigError(where, "a command list must hold strings")
-        argv = [item if isinstance(item, str) else json.dumps(item) for item in value]
-    else:
-        raise ConfigError(where, "must be a command string or a list of strings")
-    if not argv or not argv[0]:
-        if required:
-            raise ConfigError(where, "required")
-        return None
-    return Command(tuple(argv))
-
-
-def _port(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(where, f"must be a port number from 1 to 65535 (got {value!r})")
-    return value
-
-
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(where, "must be a string or a list of strings")
-    return tuple(item for item in value if item)
-
-
 def _service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: list[str]) -> ServiceConfig:
-    _check_keys(obj, path, SERVICE_KEYS, SERVICE_IGNORED, warnings)
-    name = _name(_required(obj, "name", path), f"{path}.name")
-    poll = duration(_required(obj, "poll", path), f"{path}.poll")
-    ttl = duration(_required(obj, "ttl", path), f"{path}.ttl")
-    timeout = duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
-    interfaces = _strings(obj.get("interfaces"), f"{path}.interfaces")
+    schema.check_keys(obj, path, SERVICE_KEYS, SERVICE_IGNORED, warnings)
+    name = schema.name(schema.required(obj, "name", path), f"{path}.name")
+    poll = schema.duration(schema.required(obj, "poll", path), f"{path}.poll")
+    ttl = schema.duration(schema.required(obj, "ttl", path), f"{path}.ttl")
+    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
+    interfaces = schema.strings(obj.get("interfaces"), f"{path}.interfaces")
     for spec in interfaces:
         problem = netif.check_interface_spec(spec)
         if problem:
@@ -400,43 +272,43 @@ def _service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: l
         what = f"no IPv4 address matches {list(interfaces)}" if interfaces else "no non-loopback IPv4 address found"
         raise ConfigError(f"{path}.interfaces", f"{what} (set ADVERTISE_ADDRESS)")
     return ServiceConfig(
-        name=name, port=_port(_required(obj, "port", path), f"{path}.port"),
-        health=command(obj.get("health"), f"{path}.health", required=True),  # type: ignore[arg-type]
+        name=name, port=schema.port(schema.required(obj, "port", path), f"{path}.port"),
+        health=schema.command(obj.get("health"), f"{path}.health", required=True),  # type: ignore[arg-type]
         poll=poll, ttl=ttl, timeout=timeout, address=address, node=node,
-        interfaces=interfaces, tags=_strings(obj.get("tags"), f"{path}.tags"),
+        interfaces=interfaces, tags=schema.strings(obj.get("tags"), f"{path}.tags"),
     )
 
 
 def _backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:
-    _check_keys(obj, path, BACKEND_KEYS, set(), warnings)
+    schema.check_keys(obj, path, BACKEND_KEYS, set(), warnings)
     tag = obj.get("tag")
     if tag is not None and not isinstance(tag, str):
         raise ConfigError(f"{path}.tag", "must be a string")
     return BackendConfig(
-        name=_name(_required(obj, "name", path), f"{path}.name"),
-        poll=duration(_required(obj, "poll", path), f"{path}.poll"),
-        on_change=command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
-        timeout=duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
+        name=schema.name(schema.required(obj, "name", path), f"{path}.name"),
+        poll=schema.duration(schema.required(obj, "poll", path), f"{path}.poll"),
+        on_change=schema.command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
+        timeout=schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
         tag=tag or None,
     )
 
 
 def _task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:
-    _check_keys(obj, path, TASK_KEYS, set(), warnings)
-    cmd = command(obj.get("command"), f"{path}.command", required=True)
+    schema.check_keys(obj, path, TASK_KEYS, set(), warnings)
+    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
     assert cmd is not None
-    frequency = duration(_required(obj, "frequency", path), f"{path}.frequency")
-    timeout = duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
+    frequency = schema.duration(schema.required(obj, "frequency", path), f"{path}.frequency")
+    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
     name = obj.get("name") or os.path.basename(cmd.argv[0])
-    return TaskConfig(name=_name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
+    return TaskConfig(name=schema.name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
 
 
 def _coprocess(obj: Any, path: str, warnings: list[str]) -> CoprocessConfig:
-    _check_keys(obj, path, COPROCESS_KEYS, set(), warnings)
-    cmd = command(obj.get("command"), f"{path}.command", required=True)
+    schema.check_keys(obj, path, COPROCESS_KEYS, set(), warnings)
+    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
     assert cmd is not None
     name = obj.get("name") or os.path.basename(cmd.argv[0])
-    return CoprocessConfig(name=_name(name, f"{path}.name"), command=cmd,
+    return CoprocessConfig(name=schema.name(name, f"{path}.name"), command=cmd,
                            restarts=_restarts(obj.get("restarts"), f"{path}.restarts"))
 
 
@@ -455,7 +327,7 @@ def _restarts(value: Any, where: str) -> int | None:
 def _logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:
     if obj is None:
         return None
-    _check_keys(obj, "logging", LOGGING_KEYS, set(), warnings)
+    schema.check_keys(obj, "logging", LOGGING_KEYS, set(), warnings)
     level = str(obj.get("level") or "INFO").upper()
     if level not in _LEVELS:
         raise ConfigError("logging.level", f"{obj.get('level')!r} is not one of DEBUG, INFO, WARN, ERROR, FATAL")
@@ -525,7 +397,7 @@ def _consul(value: Any) -> tuple[str, int] | None:
 def _etcd(value: Any, warnings: list[str]) -> tuple[tuple[tuple[str, int], ...], str]:
     if value is None:
         return (), DEFAULT_ETCD_PREFIX
-    _check_keys(value, "etcd", ETCD_KEYS, set(), warnings)
+    schema.check_keys(value, "etcd", ETCD_KEYS, set(), warnings)
     endpoints = value.get("endpoints")
     if isinstance(endpoints, str):
         items = [part.strip() for part in endpoints.split(",")]
