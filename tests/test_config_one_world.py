@@ -10,6 +10,7 @@ import pytest
 from triton_mysql import errors
 from triton_mysql.config import DEFAULT_ETCD_PREFIX, VARIABLES, Config, ConfigError, _attr
 from triton_mysql.supervisor import config as cb
+from triton_mysql.supervisor.worker import DiscoveryConfig
 
 HOOKS = {"NODE_NAME": "n1", "ADVERTISE_ADDRESS": "10.1.2.3"}
 SHIPPED = '{"consul": "{{ .CONSUL }}", "etcd": {"endpoints": "{{ .ETCD }}"}}'
@@ -78,7 +79,7 @@ def test_one_node_name_rule(name, valid):
 def test_one_etcd_prefix_default():
     assert hooks({"ETCD": "etcd"}).etcd_prefix == DEFAULT_ETCD_PREFIX
     assert supervisor({"ETCD": "etcd"}).discovery.etcd_prefix == DEFAULT_ETCD_PREFIX
-    assert cb.DiscoveryConfig().etcd_prefix == DEFAULT_ETCD_PREFIX
+    assert DiscoveryConfig().etcd_prefix == DEFAULT_ETCD_PREFIX
 
 
 def test_config_defaults_are_the_table_defaults():

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from triton_mysql.config import DEFAULT_ETCD_PREFIX
 from triton_mysql.supervisor import config as cb
 from triton_mysql.supervisor import schema
 from triton_mysql.supervisor.config import ConfigError
 from triton_mysql.supervisor.main import parse_args
 from triton_mysql.supervisor.template import TemplateError, render
+from triton_mysql.supervisor.worker import DiscoveryConfig
 
 CONTAINERBUDDY = str(Path(sys.executable).parent / "containerbuddy")
 ENV = {"NODE_NAME": "n1", "ADVERTISE_ADDRESS": "10.1.2.3"}
@@ -54,11 +56,11 @@ def test_templates_render_before_json_parsing():
             '"services": [{"name": "{{ .SERVICE_NAME | default "mysql" }}", "port": {{ .PORT | default "3306" }}, '
             '"health": "true", "poll": 1, "ttl": 3}]}')
     c = load(text, {"ETCD": "127.0.0.1:2379,http://127.0.0.2:2380"})
-    assert c.discovery == cb.DiscoveryConfig(etcd=(("127.0.0.1", 2379), ("127.0.0.2", 2380)), etcd_prefix="/p")
+    assert c.discovery == DiscoveryConfig(etcd=(("127.0.0.1", 2379), ("127.0.0.2", 2380)), etcd_prefix="/p")
     assert c.services[0].name == "mysql" and c.services[0].port == 3306
     # the same file serves Consul: empty etcd endpoints count as absent
     c = load(text, {"CONSUL": "http://consul:8500", "SERVICE_NAME": "db", "PORT": "3307"})
-    assert c.discovery == cb.DiscoveryConfig(consul=("consul", 8500))
+    assert c.discovery == DiscoveryConfig(consul=("consul", 8500))
     assert (c.services[0].name, c.services[0].port, c.services[0].id) == ("db", 3307, "db-n1")
     # and neither: with a service that is an error naming the key
     with pytest.raises(ConfigError) as info:
@@ -151,7 +153,7 @@ def test_full_config():
 def test_timeout_defaults_to_poll_and_node_name_to_env():
     c = load({"etcd": {"endpoints": ["127.0.0.1:2379"]}, "services": [SERVICE]}, {"NODE_NAME": "db-7"})
     assert c.services[0].timeout == 2.0 and c.services[0].id == "mysql-db-7"
-    assert c.discovery.etcd_prefix == cb.DEFAULT_ETCD_PREFIX
+    assert c.discovery.etcd_prefix == DEFAULT_ETCD_PREFIX
 
 
 def test_address_from_interfaces_when_not_advertised():

@@ -14,6 +14,10 @@ stacked up behind itself).  Errors never escape: every exception becomes the
 `done` callback's `error` argument, and the client is built lazily on the
 worker thread so that even a failure to construct it is just an error to
 log and retry at the next poll.
+
+The config's discovery endpoints (its top-level `consul` or `etcd` key) are
+parsed here too (`parse_discovery`), beside the worker that connects to
+them; config.py assembles the sections.
 """
 from __future__ import annotations
 
@@ -27,11 +31,141 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from triton_mysql.config import (DEFAULT_CONSUL_PORT, DEFAULT_ETCD_PORT, DEFAULT_ETCD_PREFIX, DISCOVERY_VARIABLES,
+                                  Config, endpoint_scheme, parse_host_port, valid_etcd_prefix)
 from triton_mysql.discovery import Discovery, connect, connect_endpoints
 
-from .config import DiscoveryConfig
+from . import schema
+from .schema import ConfigError
 
 log = logging.getLogger("containerbuddy")
+
+
+# --------------------------------------------------------------------------
+# The discovery endpoints of the config (its `consul` or `etcd` key)
+
+ETCD_KEYS = {"endpoints", "prefix"}
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Where the discovery service is: what the worker's client connects to."""
+
+    consul: tuple[str, int] | None = None
+    etcd: tuple[tuple[str, int], ...] | None = None
+    etcd_prefix: str = DEFAULT_ETCD_PREFIX
+    scheme: str = "http"
+    settings: Any = field(default=None, compare=False, repr=False)
+    """A `triton_mysql.config.Config` for these endpoints with the environment's TLS and
+    credential settings (CONSUL_*/ETCD_*): the hooks' `discovery.connect` builds the
+    supervisor's client from it, so both end with the same settings."""
+
+    @property
+    def kind(self) -> str:
+        return "consul" if self.consul is not None else "etcd"
+
+    def describe(self) -> str:
+        scheme = "https://" if self.scheme == "https" else ""
+        if self.consul is not None:
+            return f"consul at {scheme}{self.consul[0]}:{self.consul[1]}"
+        return "etcd at " + ",".join(f"{scheme}{h}:{p}" for h, p in self.etcd or ()) + f" (prefix {self.etcd_prefix})"
+
+
+def parse_discovery(data: dict[str, Any], env: Mapping[str, str], warnings: list[str]) -> DiscoveryConfig | None:
+    """The endpoints of the top-level `consul` or `etcd` key (one of them; None: neither).
+
+    Parsed beside the worker that connects to them, by the hooks' rules
+    (triton_mysql.config), so that the supervisor and its hooks read the same
+    endpoints, scheme and prefix from the same text.
+    """
+    consul = _consul(data.get("consul"))
+    etcd, prefix = _etcd(data.get("etcd"), warnings)
+    if consul is not None and etcd:
+        raise ConfigError("consul", "set either consul or etcd endpoints, not both")
+    if consul is not None:
+        scheme = _scheme(data.get("consul"), "consul")
+        return DiscoveryConfig(consul=consul, scheme=scheme, settings=_settings(env, consul=consul, scheme=scheme))
+    if etcd:
+        scheme = _scheme(data["etcd"].get("endpoints"), "etcd.endpoints")
+        return DiscoveryConfig(etcd=etcd, etcd_prefix=prefix, scheme=scheme,
+                               settings=_settings(env, etcd=etcd, prefix=prefix, scheme=scheme))
+    return None
+
+
+def _scheme(value: Any, where: str) -> str:
+    """The endpoints' scheme, by the hooks' rule (one scheme for all)."""
+    joined = ",".join(str(item) for item in value) if isinstance(value, list) else str(value or "")
+    try:
+        return endpoint_scheme(joined)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def _settings(env: Mapping[str, str], *, consul: tuple[str, int] | None = None,
+              etcd: tuple[tuple[str, int], ...] = (), prefix: str = DEFAULT_ETCD_PREFIX, scheme: str = "http") -> Any:
+    """The discovery settings the hooks use (triton_mysql.config), for this config's endpoints.
+
+    The endpoints come from this file (its `consul`/`etcd` keys); the TLS and
+    credential variables (CONSUL_*, ETCD_*) from the environment, validated as
+    the hooks validate them: a mistake there is exit 2 at start, naming it.
+    """
+    sub = {name: env[name] for name in DISCOVERY_VARIABLES if env.get(name)}
+    sub["NODE_NAME"] = "containerbuddy"  # not used for discovery; config.build checks it on its own
+    if consul is not None:
+        sub.update({"CONSUL": f"{scheme}://{_bracket(consul[0])}:{consul[1]}", "ETCD": ""})
+    else:
+        sub.update({"ETCD": ",".join(f"{scheme}://{_bracket(h)}:{p}" for h, p in etcd), "CONSUL": "",
+                    "ETCD_PREFIX": prefix})
+    return Config.from_env(sub)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _consul(value: Any) -> tuple[str, int] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("consul", "must be a \"host:port\" string")
+    return host_port(value.strip(), "consul", DEFAULT_CONSUL_PORT)
+
+
+def _etcd(value: Any, warnings: list[str]) -> tuple[tuple[tuple[str, int], ...], str]:
+    if value is None:
+        return (), DEFAULT_ETCD_PREFIX
+    schema.check_keys(value, "etcd", ETCD_KEYS, set(), warnings)
+    endpoints = value.get("endpoints")
+    if isinstance(endpoints, str):
+        items = [part.strip() for part in endpoints.split(",")]
+    elif isinstance(endpoints, list) and all(isinstance(item, str) for item in endpoints):
+        items = [item.strip() for item in endpoints]
+    elif endpoints is None:
+        items = []
+    else:
+        raise ConfigError("etcd.endpoints", "must be a list of \"host:port\" strings or a comma-separated string")
+    parsed = tuple(host_port(item, "etcd.endpoints", DEFAULT_ETCD_PORT) for item in items if item)
+    prefix = value.get("prefix")
+    if prefix is None or prefix == "":
+        prefix = DEFAULT_ETCD_PREFIX
+    if not isinstance(prefix, str):
+        raise ConfigError("etcd.prefix", f"must be a path starting with '/' (got {prefix!r})")
+    try:
+        return parsed, valid_etcd_prefix(prefix.rstrip("/") or "/")
+    except ValueError as exc:
+        raise ConfigError("etcd.prefix", f"{exc} (got {prefix!r})") from None
+
+
+def host_port(text: str, where: str, default_port: int) -> tuple[str, int]:
+    """(host, port) from "host[:port]", "http(s)://host[:port]" or "[v6]:port": the hooks' reading."""
+    try:
+        return parse_host_port(text, default_port)
+    except ValueError as exc:
+        raise ConfigError(where, f"{exc} (got {text!r})") from None
+
+
+# --------------------------------------------------------------------------
+# The worker
 
 DEFAULT_TIMEOUT = 2.0
 
