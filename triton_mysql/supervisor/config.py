@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from triton_mysql.config import Config, ConfigError, default_node_name, valid_name
-from triton_mysql.discovery.base import ServiceSpec
 
-from . import netif, schema
+from . import schema
 from .schema import Command
+from .services import ServiceConfig, parse_service
 from .telemetry import config as telemetry_config
 from .telemetry.config import TelemetryConfig
 from .template import TemplateError, render
@@ -36,28 +36,6 @@ __all__ = ["ConfigError"]  # the one ConfigError (triton_mysql.config)
 
 # --------------------------------------------------------------------------
 # Value types
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    name: str
-    port: int
-    health: Command
-    poll: float
-    ttl: float
-    timeout: float
-    address: str
-    node: str
-    interfaces: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-
-    @property
-    def id(self) -> str:
-        return f"{self.name}-{self.node}"
-
-    def spec(self) -> ServiceSpec:
-        return ServiceSpec(id=self.id, name=self.name, address=self.address, port=self.port,
-                           ttl=self.ttl, tags=self.tags)
-
 
 @dataclass(frozen=True)
 class BackendConfig:
@@ -171,8 +149,6 @@ def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
 TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
             "backends", "tasks", "coprocesses", "logging", "telemetry"}
 TOP_IGNORED: set[str] = set()
-SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
-SERVICE_IGNORED = {"consul"}
 BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
 TASK_KEYS = {"name", "command", "frequency", "timeout"}
 COPROCESS_KEYS = {"name", "command", "restarts"}
@@ -206,7 +182,7 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         valid_name(node)
     except ValueError as exc:
         raise ConfigError("NODE_NAME", f"{node!r} is not a valid node name: {exc}") from None
-    services = tuple(_service(item, f"services[{i}]", node, env, warnings)
+    services = tuple(parse_service(item, f"services[{i}]", node, env, warnings)
                      for i, item in enumerate(schema.array(data.get("services"), "services")))
     schema.unique([s.name for s in services], "services", "name")
     backends = tuple(_backend(item, f"backends[{i}]", warnings)
@@ -229,29 +205,6 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         logging=_logging(data.get("logging"), warnings),
         telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
         warnings=tuple(warnings),
-    )
-
-
-def _service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: list[str]) -> ServiceConfig:
-    schema.check_keys(obj, path, SERVICE_KEYS, SERVICE_IGNORED, warnings)
-    name = schema.name(schema.required(obj, "name", path), f"{path}.name")
-    poll = schema.duration(schema.required(obj, "poll", path), f"{path}.poll")
-    ttl = schema.duration(schema.required(obj, "ttl", path), f"{path}.ttl")
-    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
-    interfaces = schema.strings(obj.get("interfaces"), f"{path}.interfaces")
-    for spec in interfaces:
-        problem = netif.check_interface_spec(spec)
-        if problem:
-            raise ConfigError(f"{path}.interfaces", problem)
-    address = env.get("ADVERTISE_ADDRESS") or netif.pick_address(interfaces)
-    if not address:
-        what = f"no IPv4 address matches {list(interfaces)}" if interfaces else "no non-loopback IPv4 address found"
-        raise ConfigError(f"{path}.interfaces", f"{what} (set ADVERTISE_ADDRESS)")
-    return ServiceConfig(
-        name=name, port=schema.port(schema.required(obj, "port", path), f"{path}.port"),
-        health=schema.command(obj.get("health"), f"{path}.health", required=True),  # type: ignore[arg-type]
-        poll=poll, ttl=ttl, timeout=timeout, address=address, node=node,
-        interfaces=interfaces, tags=schema.strings(obj.get("tags"), f"{path}.tags"),
     )
 
 

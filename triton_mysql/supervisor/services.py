@@ -16,20 +16,92 @@ the service knew before the pause is stale.  The supervisor then discards the
 result of a check that was in flight, runs a fresh check at once, and sends
 no heartbeat until that fresh check has passed (`frozen()`; a heartbeat
 queued before the pause is dropped by the worker thread itself).
+
+The config's `services` section is parsed here too (`parse_service`), beside
+the runner that uses it; config.py assembles the sections.
 """
 from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from triton_mysql.discovery import Discovery
+from triton_mysql.discovery import Discovery, ServiceSpec
 
 from ..hook_env import MAINTENANCE_ENV
-from .config import ServiceConfig
+from . import netif, schema
 from .context import Context, Periodic
 from .process import Child, describe_exit, now
+from .schema import Command, ConfigError
 
 log = logging.getLogger("containerbuddy")
+
+
+# --------------------------------------------------------------------------
+# The `services` section of the config
+
+SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
+SERVICE_IGNORED = {"consul"}
+"""ContainerPilot's per-service Consul extras: accepted with a warning."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One entry of `services`: what to check, how often, and what to advertise while it passes."""
+
+    name: str
+    port: int
+    health: Command
+    poll: float
+    ttl: float
+    timeout: float
+    address: str
+    node: str
+    interfaces: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-{self.node}"
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec(id=self.id, name=self.name, address=self.address, port=self.port,
+                           ttl=self.ttl, tags=self.tags)
+
+
+def parse_service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: list[str]) -> ServiceConfig:
+    """One entry of `services` (at `path`), for this `node`.
+
+    The address to advertise is resolved here, at load time: ADVERTISE_ADDRESS,
+    else the first address matching `interfaces`, so that a config that names
+    no usable address is exit 2 at start (or a refused SIGHUP), not a service
+    that registers nowhere.
+    """
+    schema.check_keys(obj, path, SERVICE_KEYS, SERVICE_IGNORED, warnings)
+    name = schema.name(schema.required(obj, "name", path), f"{path}.name")
+    poll = schema.duration(schema.required(obj, "poll", path), f"{path}.poll")
+    ttl = schema.duration(schema.required(obj, "ttl", path), f"{path}.ttl")
+    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
+    interfaces = schema.strings(obj.get("interfaces"), f"{path}.interfaces")
+    for spec in interfaces:
+        problem = netif.check_interface_spec(spec)
+        if problem:
+            raise ConfigError(f"{path}.interfaces", problem)
+    address = env.get("ADVERTISE_ADDRESS") or netif.pick_address(interfaces)
+    if not address:
+        what = f"no IPv4 address matches {list(interfaces)}" if interfaces else "no non-loopback IPv4 address found"
+        raise ConfigError(f"{path}.interfaces", f"{what} (set ADVERTISE_ADDRESS)")
+    return ServiceConfig(
+        name=name, port=schema.port(schema.required(obj, "port", path), f"{path}.port"),
+        health=schema.command(obj.get("health"), f"{path}.health", required=True),  # type: ignore[arg-type]
+        poll=poll, ttl=ttl, timeout=timeout, address=address, node=node,
+        interfaces=interfaces, tags=schema.strings(obj.get("tags"), f"{path}.tags"),
+    )
+
+
+# --------------------------------------------------------------------------
+# The runner
 
 LOOP_SLACK = 1.0
 """Seconds the loop may be later than a poll before a queued heartbeat counts as stale."""
