@@ -11,6 +11,7 @@ import pytest
 from triton_mysql.config import DEFAULT_ETCD_PREFIX
 from triton_mysql.supervisor import config as cb
 from triton_mysql.supervisor import schema
+from triton_mysql.supervisor.backends import BackendConfig
 from triton_mysql.supervisor.config import ConfigError
 from triton_mysql.supervisor.main import parse_args
 from triton_mysql.supervisor.template import TemplateError, render
@@ -143,7 +144,7 @@ def test_full_config():
     s = c.services[0]
     assert (s.id, s.address, s.poll, s.ttl, s.timeout, s.tags) == ("mysql-n1", "10.1.2.3", 2.0, 10.0, 1.5, ("x", "y"))
     assert s.spec().id == "mysql-n1" and s.spec().ttl == 10.0
-    assert c.backends[0] == cb.BackendConfig("mysql-primary", 1.0, schema.Command(("triton-mysql", "onChange")), None, "x")
+    assert c.backends[0] == BackendConfig("mysql-primary", 1.0, schema.Command(("triton-mysql", "onChange")), None, "x")
     assert [(t.name, t.frequency, t.timeout) for t in c.tasks] == [("snap", 10.0, 5.0), ("backup", 60.0, 60.0)]
     assert [(p.name, p.restarts) for p in c.coprocesses] == [("a", None), ("b", 3), ("c", 0), ("d", 0)]
     assert c.logging == cb.LoggingConfig("WARNING", "json", "stdout")

@@ -5,19 +5,61 @@ Every `poll` seconds the healthy instances are read; the sorted list of
 counts as a change).  One `onChange` runs at a time: a change seen while it
 is still running is remembered, and `onChange` runs once more when the
 current run ends, so the hook always gets to see the latest state.
+
+The config's `backends` section is parsed here too (`parse_backend`), beside
+the runner that uses it; config.py assembles the sections.
 """
 from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import dataclass
+from typing import Any
 
 from triton_mysql.discovery import Discovery
 
-from .config import BackendConfig
+from . import schema
 from .context import Context, Periodic
 from .process import Child, describe_exit, now
+from .schema import Command, ConfigError
 
 log = logging.getLogger("containerbuddy")
+
+
+# --------------------------------------------------------------------------
+# The `backends` section of the config
+
+BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One entry of `backends`: which service to watch, how often, and what to run when it changes."""
+
+    name: str
+    poll: float
+    on_change: Command
+    timeout: float | None = None
+    tag: str | None = None
+
+
+def parse_backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:
+    """One entry of `backends` (at `path`); without `timeout`, onChange runs as long as it takes."""
+    schema.check_keys(obj, path, BACKEND_KEYS, set(), warnings)
+    tag = obj.get("tag")
+    if tag is not None and not isinstance(tag, str):
+        raise ConfigError(f"{path}.tag", "must be a string")
+    return BackendConfig(
+        name=schema.name(schema.required(obj, "name", path), f"{path}.name"),
+        poll=schema.duration(schema.required(obj, "poll", path), f"{path}.poll"),
+        on_change=schema.command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
+        timeout=schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
+        tag=tag or None,
+    )
+
+
+# --------------------------------------------------------------------------
+# The runner
 
 
 class BackendRunner(Periodic):

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from triton_mysql.config import Config, ConfigError, default_node_name, valid_name
 
 from . import schema
+from .backends import BackendConfig, parse_backend
 from .schema import Command
 from .services import ServiceConfig, parse_service
 from .telemetry import config as telemetry_config
@@ -36,15 +37,6 @@ __all__ = ["ConfigError"]  # the one ConfigError (triton_mysql.config)
 
 # --------------------------------------------------------------------------
 # Value types
-
-@dataclass(frozen=True)
-class BackendConfig:
-    name: str
-    poll: float
-    on_change: Command
-    timeout: float | None = None
-    tag: str | None = None
-
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -149,7 +141,6 @@ def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
 TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
             "backends", "tasks", "coprocesses", "logging", "telemetry"}
 TOP_IGNORED: set[str] = set()
-BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
 TASK_KEYS = {"name", "command", "frequency", "timeout"}
 COPROCESS_KEYS = {"name", "command", "restarts"}
 LOGGING_KEYS = {"level", "format", "output"}
@@ -185,7 +176,7 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
     services = tuple(parse_service(item, f"services[{i}]", node, env, warnings)
                      for i, item in enumerate(schema.array(data.get("services"), "services")))
     schema.unique([s.name for s in services], "services", "name")
-    backends = tuple(_backend(item, f"backends[{i}]", warnings)
+    backends = tuple(parse_backend(item, f"backends[{i}]", warnings)
                      for i, item in enumerate(schema.array(data.get("backends"), "backends")))
     schema.unique([b.name for b in backends], "backends", "name")
     tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(schema.array(data.get("tasks"), "tasks")))
@@ -205,20 +196,6 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         logging=_logging(data.get("logging"), warnings),
         telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
         warnings=tuple(warnings),
-    )
-
-
-def _backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:
-    schema.check_keys(obj, path, BACKEND_KEYS, set(), warnings)
-    tag = obj.get("tag")
-    if tag is not None and not isinstance(tag, str):
-        raise ConfigError(f"{path}.tag", "must be a string")
-    return BackendConfig(
-        name=schema.name(schema.required(obj, "name", path), f"{path}.name"),
-        poll=schema.duration(schema.required(obj, "poll", path), f"{path}.poll"),
-        on_change=schema.command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
-        timeout=schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
-        tag=tag or None,
     )
 
 
