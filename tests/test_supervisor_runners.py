@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from triton_mysql.supervisor import reload
 from triton_mysql.supervisor.backends import BackendConfig
-from triton_mysql.supervisor.config import SupervisorConfig, TaskConfig
+from triton_mysql.supervisor.config import SupervisorConfig
 from triton_mysql.supervisor.context import Context, next_run
 from triton_mysql.supervisor.process import ProcessTable
 from triton_mysql.supervisor.schema import Command
-from triton_mysql.supervisor.tasks import TaskRunner
+from triton_mysql.supervisor.tasks import TaskConfig, TaskRunner
 from triton_mysql.supervisor.worker import ErrorLog
 
 

@@ -25,6 +25,7 @@ from . import schema
 from .backends import BackendConfig, parse_backend
 from .schema import Command
 from .services import ServiceConfig, parse_service
+from .tasks import CoprocessConfig, TaskConfig, parse_coprocess, parse_task
 from .telemetry import config as telemetry_config
 from .telemetry.config import TelemetryConfig
 from .template import TemplateError, render
@@ -37,22 +38,6 @@ __all__ = ["ConfigError"]  # the one ConfigError (triton_mysql.config)
 
 # --------------------------------------------------------------------------
 # Value types
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str
-    command: Command
-    frequency: float
-    timeout: float
-
-
-@dataclass(frozen=True)
-class CoprocessConfig:
-    name: str
-    command: Command
-    restarts: int | None
-    """How many times it is restarted after exiting; None means without limit."""
-
 
 @dataclass(frozen=True)
 class LoggingConfig:
@@ -141,8 +126,6 @@ def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
 TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
             "backends", "tasks", "coprocesses", "logging", "telemetry"}
 TOP_IGNORED: set[str] = set()
-TASK_KEYS = {"name", "command", "frequency", "timeout"}
-COPROCESS_KEYS = {"name", "command", "restarts"}
 LOGGING_KEYS = {"level", "format", "output"}
 
 _LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERROR": "ERROR",
@@ -179,8 +162,9 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
     backends = tuple(parse_backend(item, f"backends[{i}]", warnings)
                      for i, item in enumerate(schema.array(data.get("backends"), "backends")))
     schema.unique([b.name for b in backends], "backends", "name")
-    tasks = tuple(_task(item, f"tasks[{i}]", warnings) for i, item in enumerate(schema.array(data.get("tasks"), "tasks")))
-    coprocesses = tuple(_coprocess(item, f"coprocesses[{i}]", warnings)
+    tasks = tuple(parse_task(item, f"tasks[{i}]", warnings)
+                  for i, item in enumerate(schema.array(data.get("tasks"), "tasks")))
+    coprocesses = tuple(parse_coprocess(item, f"coprocesses[{i}]", warnings)
                         for i, item in enumerate(schema.array(data.get("coprocesses"), "coprocesses")))
     discovery = parse_discovery(data, env, warnings)
     if discovery is None and (services or backends):
@@ -191,43 +175,13 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         on_start=schema.command(data.get(start_key), start_key),
         pre_stop=schema.command(data.get("preStop"), "preStop"),
         post_stop=schema.command(data.get("postStop"), "postStop"),
-        stop_timeout=schema.duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data else DEFAULT_STOP_TIMEOUT,
+        stop_timeout=(schema.duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data
+                      else DEFAULT_STOP_TIMEOUT),
         services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
         logging=_logging(data.get("logging"), warnings),
         telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
         warnings=tuple(warnings),
     )
-
-
-def _task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:
-    schema.check_keys(obj, path, TASK_KEYS, set(), warnings)
-    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
-    assert cmd is not None
-    frequency = schema.duration(schema.required(obj, "frequency", path), f"{path}.frequency")
-    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
-    name = obj.get("name") or os.path.basename(cmd.argv[0])
-    return TaskConfig(name=schema.name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
-
-
-def _coprocess(obj: Any, path: str, warnings: list[str]) -> CoprocessConfig:
-    schema.check_keys(obj, path, COPROCESS_KEYS, set(), warnings)
-    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
-    assert cmd is not None
-    name = obj.get("name") or os.path.basename(cmd.argv[0])
-    return CoprocessConfig(name=schema.name(name, f"{path}.name"), command=cmd,
-                           restarts=_restarts(obj.get("restarts"), f"{path}.restarts"))
-
-
-def _restarts(value: Any, where: str) -> int | None:
-    if value is None or value == "never":
-        return 0
-    if value == "unlimited":
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ConfigError(where, f"must be \"unlimited\", \"never\" or a number of restarts (got {value!r})")
 
 
 def _logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:

@@ -16,11 +16,11 @@ import os
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 from .backends import BackendRunner
-from .config import SupervisorConfig, TaskConfig
+from .config import SupervisorConfig
 from .context import Context
 from .process import Child, now
 from .services import ServiceRunner
-from .tasks import CoprocessRunner, TaskRunner
+from .tasks import CoprocessRunner, TaskConfig, TaskRunner
 from .worker import DiscoveryWorker, discovery_timeout
 
 log = logging.getLogger("containerbuddy")

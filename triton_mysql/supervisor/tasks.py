@@ -8,16 +8,89 @@ health checks and backends pause.
 A coprocess starts with the app and is restarted after it exits according to
 `restarts` ("never", a number, "unlimited"), one second later so that a
 command that fails at once cannot spin the supervisor.
+
+The config's `tasks` and `coprocesses` sections are parsed here too
+(`parse_task`, `parse_coprocess`), beside the runners that use them;
+config.py assembles the sections.
 """
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
+from typing import Any
 
-from .config import CoprocessConfig, TaskConfig
+from . import schema
 from .context import Context, Periodic
 from .process import KILL_GRACE, Child, describe_exit, now
+from .schema import Command, ConfigError
 
 log = logging.getLogger("containerbuddy")
+
+
+# --------------------------------------------------------------------------
+# The `tasks` and `coprocesses` sections of the config
+
+TASK_KEYS = {"name", "command", "frequency", "timeout"}
+COPROCESS_KEYS = {"name", "command", "restarts"}
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One entry of `tasks`: a command run every `frequency`, stopped after `timeout`."""
+
+    name: str
+    command: Command
+    frequency: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class CoprocessConfig:
+    """One entry of `coprocesses`: a command kept running beside the app."""
+
+    name: str
+    command: Command
+    restarts: int | None
+    """How many times it is restarted after exiting; None means without limit."""
+
+
+def parse_task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:
+    """One entry of `tasks` (at `path`); without `name`, the command's base name names it (logs, reloads)."""
+    schema.check_keys(obj, path, TASK_KEYS, set(), warnings)
+    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
+    assert cmd is not None
+    frequency = schema.duration(schema.required(obj, "frequency", path), f"{path}.frequency")
+    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
+    name = obj.get("name") or os.path.basename(cmd.argv[0])
+    return TaskConfig(name=schema.name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
+
+
+def parse_coprocess(obj: Any, path: str, warnings: list[str]) -> CoprocessConfig:
+    """One entry of `coprocesses` (at `path`); without `name`, the command's base name names it, as a task's."""
+    schema.check_keys(obj, path, COPROCESS_KEYS, set(), warnings)
+    cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
+    assert cmd is not None
+    name = obj.get("name") or os.path.basename(cmd.argv[0])
+    return CoprocessConfig(name=schema.name(name, f"{path}.name"), command=cmd,
+                           restarts=_restarts(obj.get("restarts"), f"{path}.restarts"))
+
+
+def _restarts(value: Any, where: str) -> int | None:
+    """ContainerPilot's `restarts`: "never" (the default), "unlimited" (None) or a count."""
+    if value is None or value == "never":
+        return 0
+    if value == "unlimited":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(where, f"must be \"unlimited\", \"never\" or a number of restarts (got {value!r})")
+
+
+# --------------------------------------------------------------------------
+# The runners
 
 RESTART_DELAY = 1.0
 
