@@ -7,9 +7,16 @@ its path (`services[0].helth`), reported by `main` as one line and exit code
 2.  ContainerPilot 2 keys that this supervisor does not implement
 (a service's `consul` extras, `telemetry.metrics`) are accepted; each one
 becomes a warning line, so a config written for ContainerPilot still starts.
-`telemetry` itself (the HTTP endpoints) is parsed in `telemetry/config.py`.
-The shapes values take (durations, commands, names, strict keys) are
-`schema.py`'s, shared with the sections parsed outside this module.
+
+This module is the top level: reading, rendering, the top-level keys and
+hooks (`onStart`, `preStop`, `postStop`, `stopTimeout`) and `SupervisorConfig`.
+Each section is parsed beside the code that runs it, as ContainerPilot keeps
+a config.go in each package: `services` in services.py, `backends` in
+backends.py, `tasks` and `coprocesses` in tasks.py, the `consul`/`etcd`
+endpoints in worker.py, `telemetry` in telemetry/config.py; `logging` stays
+here (see its section below).  The shapes values take (durations, commands,
+names, strict keys) are schema.py's, which every section imports: the
+sections never import this module, so there is no import cycle.
 """
 from __future__ import annotations
 
@@ -37,17 +44,12 @@ __all__ = ["ConfigError"]  # the one ConfigError (triton_mysql.config)
 
 
 # --------------------------------------------------------------------------
-# Value types
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
-    format: str = "text"
-    output: str = "stderr"
-
+# The whole config
 
 @dataclass(frozen=True)
 class SupervisorConfig:
+    """The whole config, validated: what the supervisor runs and what a SIGHUP compares."""
+
     source: str
     path: str | None
     """The file the config came from (None for literal JSON): what SIGHUP re-reads."""
@@ -126,10 +128,6 @@ def load(source: str, env: Mapping[str, str] | None = None) -> SupervisorConfig:
 TOP_KEYS = {"consul", "etcd", "onStart", "preStart", "preStop", "postStop", "stopTimeout", "services",
             "backends", "tasks", "coprocesses", "logging", "telemetry"}
 TOP_IGNORED: set[str] = set()
-LOGGING_KEYS = {"level", "format", "output"}
-
-_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERROR": "ERROR",
-           "FATAL": "CRITICAL", "PANIC": "CRITICAL"}
 
 
 def node_name(env: Mapping[str, str]) -> str:
@@ -178,13 +176,36 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
         stop_timeout=(schema.duration(data["stopTimeout"], "stopTimeout", allow_zero=True) if "stopTimeout" in data
                       else DEFAULT_STOP_TIMEOUT),
         services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
-        logging=_logging(data.get("logging"), warnings),
+        logging=parse_logging(data.get("logging"), warnings),
         telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
         warnings=tuple(warnings),
     )
 
 
-def _logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:
+# --------------------------------------------------------------------------
+# The `logging` section of the config
+#
+# Parsed here, not beside its runner: that is `setup_logging` in main.py,
+# which imports this module, so the section moving there would be an import
+# cycle (config -> main -> config).
+
+LOGGING_KEYS = {"level", "format", "output"}
+
+_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERROR": "ERROR",
+           "FATAL": "CRITICAL", "PANIC": "CRITICAL"}
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """The `logging` section: how main.setup_logging sets up the supervisor's own log."""
+
+    level: str = "INFO"
+    format: str = "text"
+    output: str = "stderr"
+
+
+def parse_logging(obj: Any, warnings: list[str]) -> LoggingConfig | None:
+    """The `logging` section (None when absent); ContainerPilot's level names map to Python's."""
     if obj is None:
         return None
     schema.check_keys(obj, "logging", LOGGING_KEYS, set(), warnings)
