@@ -33,8 +33,7 @@ from .backends import BackendConfig, parse_backend
 from .schema import Command
 from .services import ServiceConfig, parse_service
 from .tasks import CoprocessConfig, TaskConfig, parse_coprocess, parse_task
-from .telemetry import config as telemetry_config
-from .telemetry.config import TelemetryConfig
+from .telemetry.config import TelemetryConfig, parse_telemetry
 from .template import TemplateError, render
 from .worker import DiscoveryConfig, parse_discovery
 
@@ -177,7 +176,7 @@ def build(data: dict[str, Any], *, source: str, path: str | None, env: Mapping[s
                       else DEFAULT_STOP_TIMEOUT),
         services=services, backends=backends, tasks=tasks, coprocesses=coprocesses,
         logging=parse_logging(data.get("logging"), warnings),
-        telemetry=telemetry_config.parse(data.get("telemetry"), schema.check_keys, ConfigError, warnings),
+        telemetry=parse_telemetry(data.get("telemetry"), warnings),
         warnings=tuple(warnings),
     )
 

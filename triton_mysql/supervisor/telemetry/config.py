@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .. import netif
+from .. import netif, schema
+from ..schema import ConfigError
 
 KEYS = {"port", "interfaces"}
 IGNORED = {"tags", "metrics"}
@@ -31,34 +32,33 @@ class TelemetryConfig:
     interfaces: tuple[str, ...] = ()
 
 
-def parse(obj: Any, check_keys: Callable[..., Any], error: Callable[[str, str], Exception],
-          warnings: list[str]) -> TelemetryConfig | None:
+def parse_telemetry(obj: Any, warnings: list[str]) -> TelemetryConfig | None:
     """The section, validated; None when it is absent or its port is 0 (endpoints off).
 
-    `check_keys` and `error` are the config module's (strict keys with
-    ContainerPilot warnings; ConfigError naming the key).
+    Strict keys with ContainerPilot warnings and `ConfigError` come from
+    ../schema.py, as for every section.
     """
     if obj is None:
         return None
-    check_keys(obj, "telemetry", KEYS, IGNORED, warnings)
-    port = _port(obj.get("port"), error)
+    schema.check_keys(obj, "telemetry", KEYS, IGNORED, warnings)
+    port = _port(obj.get("port"))
     if port == 0:
         return None
-    interfaces = _interfaces(obj.get("interfaces"), error)
-    return TelemetryConfig(port=port, address=resolve(interfaces, error), interfaces=interfaces)
+    interfaces = _interfaces(obj.get("interfaces"))
+    return TelemetryConfig(port=port, address=resolve(interfaces), interfaces=interfaces)
 
 
-def _port(value: Any, error: Callable[[str, str], Exception]) -> int:
+def _port(value: Any) -> int:
     if value is None or value == "":
-        raise error("telemetry.port", "required (0 turns the HTTP endpoints off)")
+        raise ConfigError("telemetry.port", "required (0 turns the HTTP endpoints off)")
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise error("telemetry.port", f"must be a port number from 0 (off) to 65535 (got {value!r})")
+        raise ConfigError("telemetry.port", f"must be a port number from 0 (off) to 65535 (got {value!r})")
     return value
 
 
-def _interfaces(value: Any, error: Callable[[str, str], Exception]) -> tuple[str, ...]:
+def _interfaces(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -66,11 +66,11 @@ def _interfaces(value: Any, error: Callable[[str, str], Exception]) -> tuple[str
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         items = [item.strip() for item in value]
     else:
-        raise error("telemetry.interfaces", "must be a string or a list of strings")
+        raise ConfigError("telemetry.interfaces", "must be a string or a list of strings")
     items = [item for item in items if item]
     for item in items:
         if _ip(item) is None and (problem := netif.check_interface_spec(item)):
-            raise error("telemetry.interfaces", problem)
+            raise ConfigError("telemetry.interfaces", problem)
     return tuple(items)
 
 
@@ -81,7 +81,7 @@ def _ip(text: str) -> str | None:
         return None
 
 
-def resolve(interfaces: tuple[str, ...], error: Callable[[str, str], Exception]) -> str:
+def resolve(interfaces: tuple[str, ...]) -> str:
     """The bind address: the first entry that is an IP address or matches an interface."""
     if not interfaces:
         return DEFAULT_ADDRESS
@@ -90,4 +90,4 @@ def resolve(interfaces: tuple[str, ...], error: Callable[[str, str], Exception])
         address = _ip(spec) or netif.pick_address([spec], available)
         if address:
             return address
-    raise error("telemetry.interfaces", f"no address matches {list(interfaces)}")
+    raise ConfigError("telemetry.interfaces", f"no address matches {list(interfaces)}")
