@@ -358,7 +358,7 @@ VARIABLES: tuple[Var, ...] = (
 
 VARIABLE_NAMES = frozenset(v.name for v in VARIABLES)
 
-#: What the supervisor's discovery client is built from, besides its own endpoints (supervisor/config.py).
+#: What the supervisor's discovery client is built from, besides its own endpoints (supervisor/worker.py).
 DISCOVERY_VARIABLES = frozenset(n for n in VARIABLE_NAMES if n.startswith(("CONSUL_", "ETCD_")) and n != "ETCD_PREFIX")
 #: Secrets read by libraries rather than by this module (boto3): scrubbed from logs all the same.
 EXTERNAL_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -14,7 +14,7 @@ class ConfigError(Exception):
 
     One class for both configuration worlds: the hooks' environment
     (`config.py`, `key` is a variable such as ``CONSUL``) and the supervisor's
-    file (`supervisor/config.py`, `key` is a path such as ``services[0].poll``).
+    file (`supervisor/config.py` and its sections, `key` is a path such as ``services[0].poll``).
     The supervisor validates the discovery variables with the hooks' rules, so
     an error from either side reaches its caller unchanged.
     """
