@@ -29,9 +29,6 @@ log = logging.getLogger("containerbuddy")
 # --------------------------------------------------------------------------
 # The `backends` section of the config
 
-BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
-
-
 @dataclass(frozen=True)
 class BackendConfig:
     """One entry of `backends`: which service to watch, how often, and what to run when it changes."""
@@ -41,6 +38,9 @@ class BackendConfig:
     on_change: Command
     timeout: float | None = None
     tag: str | None = None
+
+
+BACKEND_KEYS = {"name", "poll", "onChange", "timeout", "tag"}
 
 
 def parse_backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:

@@ -41,11 +41,6 @@ log = logging.getLogger("containerbuddy")
 # --------------------------------------------------------------------------
 # The `services` section of the config
 
-SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
-SERVICE_IGNORED = {"consul"}
-"""ContainerPilot's per-service Consul extras: accepted with a warning."""
-
-
 @dataclass(frozen=True)
 class ServiceConfig:
     """One entry of `services`: what to check, how often, and what to advertise while it passes."""
@@ -68,6 +63,11 @@ class ServiceConfig:
     def spec(self) -> ServiceSpec:
         return ServiceSpec(id=self.id, name=self.name, address=self.address, port=self.port,
                            ttl=self.ttl, tags=self.tags)
+
+
+SERVICE_KEYS = {"name", "port", "health", "poll", "ttl", "timeout", "interfaces", "tags"}
+SERVICE_IGNORED = {"consul"}
+"""ContainerPilot's per-service Consul extras: accepted with a warning."""
 
 
 def parse_service(obj: Any, path: str, node: str, env: Mapping[str, str], warnings: list[str]) -> ServiceConfig:

@@ -31,10 +31,6 @@ log = logging.getLogger("containerbuddy")
 # --------------------------------------------------------------------------
 # The `tasks` and `coprocesses` sections of the config
 
-TASK_KEYS = {"name", "command", "frequency", "timeout"}
-COPROCESS_KEYS = {"name", "command", "restarts"}
-
-
 @dataclass(frozen=True)
 class TaskConfig:
     """One entry of `tasks`: a command run every `frequency`, stopped after `timeout`."""
@@ -53,6 +49,10 @@ class CoprocessConfig:
     command: Command
     restarts: int | None
     """How many times it is restarted after exiting; None means without limit."""
+
+
+TASK_KEYS = {"name", "command", "frequency", "timeout"}
+COPROCESS_KEYS = {"name", "command", "restarts"}
 
 
 def parse_task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:

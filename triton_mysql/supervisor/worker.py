@@ -44,9 +44,6 @@ log = logging.getLogger("containerbuddy")
 # --------------------------------------------------------------------------
 # The discovery endpoints of the config (its `consul` or `etcd` key)
 
-ETCD_KEYS = {"endpoints", "prefix"}
-
-
 @dataclass(frozen=True)
 class DiscoveryConfig:
     """Where the discovery service is: what the worker's client connects to."""
@@ -69,6 +66,9 @@ class DiscoveryConfig:
         if self.consul is not None:
             return f"consul at {scheme}{self.consul[0]}:{self.consul[1]}"
         return "etcd at " + ",".join(f"{scheme}{h}:{p}" for h, p in self.etcd or ()) + f" (prefix {self.etcd_prefix})"
+
+
+ETCD_KEYS = {"endpoints", "prefix"}
 
 
 def parse_discovery(data: dict[str, Any], env: Mapping[str, str], warnings: list[str]) -> DiscoveryConfig | None:
