@@ -98,8 +98,12 @@ def test_a_lagging_replica_wins_only_after_applying_its_whole_relay_log(cluster_
     writer = Writer(cluster, interval=0.0).start()
     time.sleep(1)
     # C stops receiving in a way its own health passes cannot undo (a stopped IO thread is restarted
-    # within a poll, and C would then tie with B): its whole node is suspended until A is dead.
-    frozen = c.freeze()
+    # within a poll, and C would then tie with B): its supervisor and hooks are suspended until A is
+    # dead, then its IO thread is stopped.  (Suspending its mysqld too is not enough: the kernel keeps
+    # buffering what A's dump thread sends it, C read it all on waking, tied with B on what it had
+    # received, had applied more, and rightly won — seen in CI.)
+    frozen = c.freeze(keep_mysqld=True)
+    c.sql("STOP SLAVE IO_THREAD")
     hold = pymysql.connect(unix_socket=b.socket, user="root", autocommit=True)
     with hold.cursor() as cur:
         cur.execute(f"LOCK TABLES {APP_DATABASE}.drill WRITE")  # b's SQL thread waits on it

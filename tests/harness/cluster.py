@@ -144,8 +144,9 @@ class Node:
         self.proc.kill_tree()
         self._reap_leftovers()
 
-    def freeze(self) -> list[int]:
-        """SIGSTOP the supervisor, mysqld and every hook (a suspended container).
+    def freeze(self, keep_mysqld: bool = False) -> list[int]:
+        """SIGSTOP the supervisor, mysqld and every hook (a suspended container); `keep_mysqld`:
+        all but mysqld (the node's hooks stop running while its server still answers).
 
         Repeated until every process of the node is stopped: a hook forked while
         the list was being read, or one that exits while the others are stopped,
@@ -153,15 +154,16 @@ class Node:
         SIGCONT to a stopped process group that a member's exit orphans).
         """
         frozen: list[int] = []
+        kept = {self.mysqld_pid()} if keep_mysqld else set()
         for _ in range(50):
-            pids = self.pids()
+            pids = [pid for pid in self.pids() if pid not in kept]
             for pid in pids:
                 if pid not in frozen:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGSTOP)
                     frozen.append(pid)
             time.sleep(0.02)
-            states = {pid: process_state(pid) for pid in self.pids()}
+            states = {pid: process_state(pid) for pid in self.pids() if pid not in kept}
             if all(state in ("T", "t", None) for state in states.values()) and set(states) <= set(frozen):
                 return frozen
         raise RuntimeError(f"could not freeze {self.name}: {states}")
