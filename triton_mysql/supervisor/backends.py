@@ -53,7 +53,7 @@ def parse_backend(obj: Any, path: str, warnings: list[str]) -> BackendConfig:
         name=schema.name(schema.required(obj, "name", path), f"{path}.name"),
         poll=schema.duration(schema.required(obj, "poll", path), f"{path}.poll"),
         on_change=schema.command(obj.get("onChange"), f"{path}.onChange", required=True),  # type: ignore[arg-type]
-        timeout=schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else None,
+        timeout=schema.optional_duration(obj, "timeout", path, None),
         tag=tag or None,
     )
 

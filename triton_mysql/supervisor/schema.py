@@ -21,12 +21,15 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from triton_mysql.config import ConfigError
 
-__all__ = ["Command", "ConfigError", "array", "check_keys", "command", "duration", "name", "port", "required",
-           "strings", "unique"]  # ConfigError: the one class of triton_mysql.config, for both worlds
+# ConfigError: the one class of triton_mysql.config, for both worlds.
+__all__ = ["Command", "ConfigError", "array", "check_keys", "command", "duration", "name",
+           "optional_duration", "port", "required", "strings", "unique"]
+
+_Default = TypeVar("_Default", float, None)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,13 @@ def duration(value: Any, where: str, *, allow_zero: bool = False) -> float:
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(where, f"must be {'at least 0' if allow_zero else 'greater than 0'} (got {value!r})")
     return seconds
+
+
+def optional_duration(obj: dict[str, Any], key: str, path: str, default: _Default) -> float | _Default:
+    """`obj[key]` as a duration when it is set (absent, null and "" count as unset), else `default`:
+    every section's optional `timeout` (a service's defaults to its poll, a task's to its frequency)."""
+    value = obj.get(key)
+    return default if value in (None, "") else duration(value, f"{path}.{key}")
 
 
 def command(value: Any, where: str, *, required: bool = False) -> Command | None:

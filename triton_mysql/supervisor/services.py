@@ -82,7 +82,7 @@ def parse_service(obj: Any, path: str, node: str, env: Mapping[str, str], warnin
     name = schema.name(schema.required(obj, "name", path), f"{path}.name")
     poll = schema.duration(schema.required(obj, "poll", path), f"{path}.poll")
     ttl = schema.duration(schema.required(obj, "ttl", path), f"{path}.ttl")
-    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else poll
+    timeout = schema.optional_duration(obj, "timeout", path, poll)
     interfaces = schema.strings(obj.get("interfaces"), f"{path}.interfaces")
     for spec in interfaces:
         problem = netif.check_interface_spec(spec)

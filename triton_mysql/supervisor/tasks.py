@@ -61,7 +61,7 @@ def parse_task(obj: Any, path: str, warnings: list[str]) -> TaskConfig:
     cmd = schema.command(obj.get("command"), f"{path}.command", required=True)
     assert cmd is not None
     frequency = schema.duration(schema.required(obj, "frequency", path), f"{path}.frequency")
-    timeout = schema.duration(obj["timeout"], f"{path}.timeout") if obj.get("timeout") not in (None, "") else frequency
+    timeout = schema.optional_duration(obj, "timeout", path, frequency)
     name = obj.get("name") or os.path.basename(cmd.argv[0])
     return TaskConfig(name=schema.name(name, f"{path}.name"), command=cmd, frequency=frequency, timeout=timeout)
 
