@@ -59,14 +59,8 @@ def _port(value: Any) -> int:
 
 
 def _interfaces(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        items = [part.strip() for part in value.split(",")]
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        items = [item.strip() for item in value]
-    else:
-        raise ConfigError("telemetry.interfaces", "must be a string or a list of strings")
+    # schema.strings, with list items stripped too: an address or interface name has no blanks.
+    items = [item.strip() for item in schema.strings(value, "telemetry.interfaces")]
     items = [item for item in items if item]
     for item in items:
         if _ip(item) is None and (problem := netif.check_interface_spec(item)):
