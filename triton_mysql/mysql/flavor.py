@@ -214,13 +214,9 @@ class Flavor:
         return []
 
     # -- server options (MYSQL_CNF) ---------------------------------------
-    def replication_cnf(self, net_timeout: int, domain_id: int) -> list[str]:
-        """[mysqld] options for GTID replication that starts only when told (read_only at boot)."""
-        return [*self.pinned_cnf(domain_id), self.net_timeout_cnf(net_timeout)]
-
     def pinned_cnf(self, domain_id: int) -> list[str]:
-        """The replication and fencing options no user file may turn off (GTIDs, read-only at boot,
-        replication started only by the hooks): the generated config repeats them after MYSQL_CONF_DIR."""
+        """[mysqld] options for GTID replication that starts only when told (read_only at boot): what no
+        user file may turn off, so the generated config writes them after MYSQL_CONF_DIR."""
         raise NotImplementedError
 
     def net_timeout_cnf(self, seconds: int) -> str:

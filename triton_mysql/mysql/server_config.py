@@ -1,12 +1,13 @@
 """The generated server config (`MYSQL_CNF`), written by onStart before mysqld starts.
 
 mysqld always runs with `--defaults-file=$MYSQL_CNF` as its first argument, so
-this file is the whole configuration: what replication and fencing rely on
+this file is the whole configuration: the defaults (durability, binlog
+format, timeouts, TLS, semi-sync), then `!includedir $MYSQL_CONF_DIR` so the
+user's tuning wins over them, then what replication and fencing rely on
 (unique server_id, one GTID domain, binlog + log_slave_updates, read-only at
-boot, replication not started by the server itself), then `!includedir
-$MYSQL_CONF_DIR` so the user's tuning wins, then those replication and fencing
-options once more (the last value read wins): a user file that sets
-`read_only=OFF` or another `server_id` cannot defeat them.
+boot, replication not started by the server itself) last: the last value read
+wins, so a user file that sets `read_only=OFF` or another `server_id` cannot
+defeat them.
 
 Why sync_binlog=1 and innodb_flush_log_at_trx_commit=1: after a host crash a
 commit must be in both InnoDB and the binary log, or replicas diverge from the
@@ -71,8 +72,6 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         f"pid-file={pid_file_for(config)}",
         f"port={config.mysql_port}",
         f"bind-address={config.mysql_bind_address}",
-        f"server_id={int(server_id)}",
-        f"log_bin={BINLOG_BASENAME}",
         f"relay_log={RELAY_LOG_BASENAME}",
         "binlog_format=ROW",
         "sync_binlog=1",
@@ -80,7 +79,7 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         "binlog_expire_logs_seconds=0",
         "skip_name_resolve=ON",
     ]
-    mysqld += flavor.replication_cnf(NET_TIMEOUT, GTID_DOMAIN_ID)
+    mysqld.append(flavor.net_timeout_cnf(NET_TIMEOUT))
     mysqld += tls.server_options(config)
     if config.sync_replication != "off":  # semi-sync: mysql/semisync.py; the source side is turned on by health
         mysqld += flavor.semisync_cnf(semisync.timeout_ms(config.sync_timeout))
@@ -91,8 +90,8 @@ def render_cnf(config: Config, flavor: Flavor, server_id: int, as_root: bool | N
         "[mysqld]", *mysqld, "",
         f"!includedir {config.mysql_conf_dir}",
         "",
-        "# Repeated after the included files, so none of them can turn these off: the server's identity,",
-        "# its binary log, GTIDs, read-only at boot and replication started only by the hooks.",
+        "# After the included files, so none of them can turn these off: the server's identity, its",
+        "# binary log, GTIDs, read-only at boot and replication started only by the hooks.",
         "[mysqld]",
         f"server_id={int(server_id)}",
         f"log_bin={BINLOG_BASENAME}",
